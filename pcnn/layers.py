@@ -1,0 +1,151 @@
+"""Causal building blocks of PixelCNN++ (Salimans et al. 2017).
+
+Causality comes from *shifting*, not from masks: a "down-shifted" convolution
+pads only above (and symmetrically left/right), so output row i sees input rows
+<= i; a "down-right-shifted" convolution pads above and to the left, so output
+(i, j) sees inputs at rows <= i and columns <= j. The first layer of each stream
+is followed by an explicit shift (:func:`down_shift`, :func:`right_shift`) so
+that no position sees its own pixel.
+
+All convolutions use weight normalisation
+(``torch.nn.utils.parametrizations.weight_norm``). No tensor is cached between
+calls: padding is done with ``F.pad`` on every call so any batch size works.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import weight_norm
+
+
+def concat_elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU of ``[x, -x]`` along channels: (B, C, H, W) -> (B, 2C, H, W)."""
+    return F.elu(torch.cat([x, -x], dim=1))
+
+
+def down_shift(x: torch.Tensor) -> torch.Tensor:
+    """Shift rows down by one, zero row on top: out[:, :, i] = x[:, :, i-1]."""
+    return F.pad(x[:, :, :-1, :], (0, 0, 1, 0))
+
+
+def right_shift(x: torch.Tensor) -> torch.Tensor:
+    """Shift columns right by one, zero column on the left."""
+    return F.pad(x[:, :, :, :-1], (1, 0, 0, 0))
+
+
+def _wn_conv(cin, cout, kernel, stride=1, init_scale=1.0, transposed=False):
+    cls = nn.ConvTranspose2d if transposed else nn.Conv2d
+    conv = cls(cin, cout, kernel, stride=stride)
+    # Transposed conv weights are (Cin, Cout, kh, kw): normalise per output channel.
+    conv = weight_norm(conv, dim=1 if transposed else 0)
+    if init_scale != 1.0:
+        # Stand-in for the original's data-dependent init_scale=0.1 on the last
+        # conv of each residual branch: residual branches start small, so a deep
+        # network starts close to identity and training starts stable.
+        with torch.no_grad():
+            conv.parametrizations.weight.original0.mul_(init_scale)
+    return conv
+
+
+class DownShiftedConv2d(nn.Module):
+    """Conv whose output row i sees input rows i-kh+1..i (pad top and both sides)."""
+
+    def __init__(self, cin, cout, kernel=(2, 3), stride=1, init_scale=1.0):
+        super().__init__()
+        self.kernel = tuple(kernel)
+        kh, kw = self.kernel
+        self.pad = ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)  # left, right, top, bottom
+        self.conv = _wn_conv(cin, cout, kernel, stride, init_scale)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, self.pad))
+
+
+class DownRightShiftedConv2d(nn.Module):
+    """Conv whose output (i, j) sees inputs (i-kh+1..i, j-kw+1..j) (pad top and left)."""
+
+    def __init__(self, cin, cout, kernel=(2, 2), stride=1, init_scale=1.0):
+        super().__init__()
+        self.kernel = tuple(kernel)
+        kh, kw = self.kernel
+        self.pad = (kw - 1, 0, kh - 1, 0)
+        self.conv = _wn_conv(cin, cout, kernel, stride, init_scale)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, self.pad))
+
+
+class DownShiftedDeconv2d(nn.Module):
+    """Stride-2 transposed conv, cropped so output row r depends on input row r // 2."""
+
+    def __init__(self, cin, cout, kernel=(2, 3), stride=2):
+        super().__init__()
+        self.kernel = tuple(kernel)
+        self.stride = stride
+        self.conv = _wn_conv(cin, cout, kernel, stride, transposed=True)
+
+    def forward(self, x):
+        h, w = x.shape[-2] * self.stride, x.shape[-1] * self.stride
+        left = (self.kernel[1] - 1) // 2
+        return self.conv(x)[:, :, :h, left:left + w]
+
+
+class DownRightShiftedDeconv2d(nn.Module):
+    """Stride-2 transposed conv, cropped so output (r, c) depends on input (r//2, c//2)."""
+
+    def __init__(self, cin, cout, kernel=(2, 2), stride=2):
+        super().__init__()
+        self.kernel = tuple(kernel)
+        self.stride = stride
+        self.conv = _wn_conv(cin, cout, kernel, stride, transposed=True)
+
+    def forward(self, x):
+        h, w = x.shape[-2] * self.stride, x.shape[-1] * self.stride
+        return self.conv(x)[:, :, :h, :w]
+
+
+class NIN(nn.Module):
+    """"Network in network": a weight-normed 1x1 conv (no permutes needed in NCHW)."""
+
+    def __init__(self, cin, cout, init_scale=1.0):
+        super().__init__()
+        self.conv = _wn_conv(cin, cout, 1, init_scale=init_scale)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class GatedResBlock(nn.Module):
+    """Gated residual block of PixelCNN++.
+
+    ``c1 = conv(concat_elu(x)) [+ nin(concat_elu(a))]``, ``c2 = conv(dropout(concat_elu(c1)))``
+    with 2F channels, class conditioning applied to ``c2`` (the gate
+    pre-activation) by ``cond``, then ``x + c2[:F] * sigmoid(c2[F:])``. The
+    residual is added exactly once, here.
+
+    Shapes: x (B, F, H, W); a (B, Fa, H, W) or None; returns (B, F, H, W).
+    """
+
+    def __init__(self, nr_filters: int, conv_cls, skip_channels: int = 0, dropout: float = 0.0):
+        super().__init__()
+        f = nr_filters
+        self.conv1 = conv_cls(2 * f, f)
+        self.skip = NIN(2 * skip_channels, f) if skip_channels else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = conv_cls(2 * f, 2 * f, init_scale=0.1)
+
+    def forward(self, x, a=None, cond=None):
+        c1 = self.conv1(concat_elu(x))
+        if self.skip is not None:
+            c1 = c1 + self.skip(concat_elu(a))
+        c2 = self.conv2(self.dropout(concat_elu(c1)))
+        if cond is not None:
+            c2 = cond(c2)
+        return x + gate(c2)
+
+
+def gate(c2: torch.Tensor) -> torch.Tensor:
+    """Gated activation: (B, 2F, ...) -> (B, F, ...) as a * sigmoid(b)."""
+    a, b = c2.chunk(2, dim=1)
+    return a * torch.sigmoid(b)

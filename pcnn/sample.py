@@ -1,0 +1,86 @@
+"""Autoregressive class-conditional sampling: the one sampler that the CLI, the
+widget and FID share.
+
+All randomness is drawn up front from the caller's ``torch.Generator``: a
+uniform for the Gumbel-max component choice (B, K, S, S) and one for the
+inverse-CDF logistic draw (B, 3, S, S). Every method consumes the *same*
+numbers at the same pixel, so methods are comparable image for image.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch.nn.utils import parametrize
+
+from .likelihood import mixture_params, sample_from_params
+from .model import check_labels
+
+METHODS = ("naive",)
+
+
+def draw_noise(batch: int, nr_mix: int, size: int, generator: Optional[torch.Generator] = None):
+    """Uniform noise for a whole sampling run: ((B,K,S,S), (B,3,S,S)), float32 on CPU.
+
+    Drawn on the CPU so a seed gives the same images on every device.
+    """
+    u_mix = torch.rand(batch, nr_mix, size, size, generator=generator)
+    u_log = torch.rand(batch, 3, size, size, generator=generator)
+    return u_mix, u_log
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Grid values in [-1, 1] -> uint8 0..255 (exact on the grid)."""
+    return torch.round((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+
+
+def _naive(model, labels, u_mix, u_log, progress):
+    cfg = model.config
+    s, k = cfg.image_size, cfg.nr_logistic_mix
+    x = torch.zeros(labels.shape[0], 3, s, s, device=u_mix.device)
+    for i in range(s):
+        for j in range(s):
+            out = model(x, labels, check=False)[:, :, i:i + 1, j:j + 1]
+            p = mixture_params(out, k)
+            x[:, :, i:i + 1, j:j + 1] = sample_from_params(p, u_mix[:, :, i:i + 1, j:j + 1],
+                                                           u_log[:, :, i:i + 1, j:j + 1])
+        if progress is not None:
+            progress(i + 1, s)
+    return x
+
+
+@torch.no_grad()
+def sample(model, labels, generator: Optional[torch.Generator] = None, method: str = "naive",
+           progress: Optional[Callable[[int, int], None]] = None,
+           return_float: bool = False) -> torch.Tensor:
+    """Sample images of the given classes: labels (B,) -> uint8 images (B, 3, S, S).
+
+    ``method``: ``"naive"`` reruns the whole network for each of the S*S pixels.
+    ``generator``: a CPU ``torch.Generator`` for reproducibility.
+    ``progress(rows_done, rows_total)`` is called after each image row.
+    Runs in eval mode without autograd and restores the model's mode afterwards.
+    ``return_float=True`` returns the [-1, 1] grid values instead of uint8.
+    """
+    cfg = model.config
+    device = next(model.parameters()).device
+    if method not in METHODS:
+        raise ValueError(f"unknown sampling method {method!r}; choose from {list(METHODS)}")
+    labels = torch.as_tensor(labels, dtype=torch.long) if not torch.is_tensor(labels) else labels
+    if labels.dim() != 1 or labels.numel() == 0:
+        raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {tuple(labels.shape)}")
+    if cfg.conditional:
+        check_labels(labels, labels.shape[0], cfg)
+    labels = labels.to(device)
+    u_mix, u_log = draw_noise(labels.shape[0], cfg.nr_logistic_mix, cfg.image_size, generator)
+    u_mix, u_log = u_mix.to(device), u_log.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with parametrize.cached():
+            x = _SAMPLERS[method](model, labels if cfg.conditional else None, u_mix, u_log, progress)
+    finally:
+        model.train(was_training)
+    return x if return_float else to_uint8(x)
+
+
+_SAMPLERS = {"naive": _naive}

@@ -1,0 +1,43 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import pcnn
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "cpen455"
+
+
+def data_dir() -> Path:
+    """The CPEN455 data: PCNN_DATA_DIR, else ../shared/cpen455 beside the checkout."""
+    env = os.environ.get("PCNN_DATA_DIR")
+    return Path(env) if env else SHARED_DATA
+
+
+def tiny_config(**kw):
+    base = dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=3, num_classes=4, dropout=0.0,
+                fusion=("blocks",), image_size=8)
+    base.update(kw)
+    return pcnn.ModelConfig(**base)
+
+
+def randomize_(model, scale=0.3, seed=0):
+    """Give every parameter (zero-initialised class embeddings too) random values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    return model
+
+
+def rand_images(b, size=8, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (b, 3, size, size), generator=g).to(dtype) / 127.5 - 1)
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return randomize_(pcnn.PixelCNNpp(tiny_config())).eval()

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+
+import pcnn
+from pcnn.likelihood import nll
+from conftest import rand_images
+
+
+def per_class_loop(model, x):
+    with torch.no_grad():
+        cols = [-nll(x, model(x, torch.full((x.shape[0],), c)), model.config.nr_logistic_mix)
+                for c in range(model.config.num_classes)]
+    return torch.stack(cols, dim=1)
+
+
+@pytest.mark.parametrize("b", [1, 3, 17, 64])
+def test_batched_equals_per_class_loop(tiny, b):
+    x = rand_images(b, seed=b)
+    ll = pcnn.log_likelihoods(tiny, x, batch_size=b)   # one chunk holds one class: same shapes as the loop
+    assert ll.shape == (b, 4)
+    assert torch.equal(ll, per_class_loop(tiny, x))
+    # Chunking differently changes nothing beyond float reassociation of the convolutions.
+    assert torch.allclose(pcnn.log_likelihoods(tiny, x, batch_size=7), ll, rtol=1e-5, atol=1e-3)
+
+
+def test_flip_average_and_predict(tiny):
+    x = rand_images(5, seed=1)
+    a, b = pcnn.log_likelihoods(tiny, x), pcnn.log_likelihoods(tiny, x.flip(-1))
+    assert torch.allclose(pcnn.log_likelihoods(tiny, x, flip_average=True), (a + b) / 2, atol=1e-4)
+    assert torch.equal(pcnn.predict(tiny, x), a.argmax(1))
+    assert torch.equal(pcnn.predict(log_liks=a), a.argmax(1))
+
+
+def test_restores_training_mode(tiny):
+    tiny.train()
+    pcnn.log_likelihoods(tiny, rand_images(2))
+    assert tiny.training
+
+
+def test_posterior():
+    ll = torch.tensor([[-10.0, -11.0, -12.0, -13.0], [0.0, 0.0, 0.0, 0.0]])
+    p = pcnn.posterior(ll)
+    assert torch.allclose(p.sum(1), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(p[1], torch.full((4,), 0.25, dtype=torch.float64))
+    q = pcnn.posterior(ll, prior=[1, 0, 0, 0])
+    assert torch.allclose(q[:, 0], torch.ones(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="prior"):
+        pcnn.posterior(ll, prior=[1, 2])
+
+
+def test_metrics_by_hand():
+    m = pcnn.metrics([0, 0, 1, 2, 3, 3], [0, 1, 1, 2, 3, 0], 4)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion_matrix"] == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]]
+    f1 = [2 * 0.5 * 0.5 / 1.0, 2 * 1 * 0.5 / 1.5, 1.0, 2 * 1 * 0.5 / 1.5]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert m["per_class_accuracy"] == [0.5, 1.0, 1.0, 0.5]
+    with pytest.raises(ValueError):
+        pcnn.metrics([], [], 4)
+
+
+def test_unconditional_model_scores_one_column():
+    from conftest import tiny_config
+    m = pcnn.PixelCNNpp(tiny_config(fusion="none")).eval()
+    assert pcnn.log_likelihoods(m, rand_images(3)).shape == (3, 1)
