@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+#: CPEN455 classes by label; the course's file names call them Class0..Class3.
+CPEN455_CLASSES = ("hamburger", "panda", "koala", "pizza")
+
 #: Every way the class label can enter the network (see :mod:`pcnn.fusion`).
 FUSION_MODES = (
     "input",         # learned per-class map added to the image (early fusion)

@@ -8,7 +8,8 @@ numbers at the same pixel, so methods are comparable image for image.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch.nn.utils import parametrize
@@ -84,3 +85,57 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
 
 
 _SAMPLERS = {"naive": _naive}
+
+
+def make_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> one uint8 grid image (3, H', W'), white padding."""
+    from torchvision.utils import make_grid as tv_grid
+    return tv_grid(images, nrow=nrow, padding=pad, pad_value=255)
+
+
+def save_png(image: torch.Tensor, path) -> Path:
+    """Write a uint8 (3, H, W) tensor as PNG (lossless, so pixels survive exactly)."""
+    from torchvision.io import write_png
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(image.cpu(), str(path))
+    return path
+
+
+def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequence[int]] = None,
+                     seed: int = 0, batch_size: int = 100, method: Optional[str] = None,
+                     file_names: Optional[Sequence[str]] = None, show_progress: bool = True) -> list[Path]:
+    """Generate ``per_class`` images of each class into ``out_dir`` as PNG, plus ``grid.png``.
+
+    Files follow the course's convention ``Class<c>_image_<nn>.png`` (``file_names``
+    overrides the ``Class<c>`` part). Reproducible: batch b uses seed ``seed + b``.
+    Returns the paths of the images (grid excluded).
+    """
+    from tqdm.auto import tqdm
+    cfg = model.config
+    if per_class < 1 or batch_size < 1:
+        raise ValueError(f"per_class and batch_size must be >= 1, got {per_class}, {batch_size}")
+    classes = list(range(cfg.num_classes)) if classes is None else list(classes)
+    names = list(file_names) if file_names is not None else [f"Class{c}" for c in range(cfg.num_classes)]
+    labels = torch.tensor([c for c in classes for _ in range(per_class)])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kw = {} if method is None else {"method": method}
+    images = []
+    bar = tqdm(total=len(labels) * cfg.image_size, desc="sampling rows", disable=not show_progress)
+    for b, start in enumerate(range(0, len(labels), batch_size)):
+        chunk = labels[start:start + batch_size]
+        done = [0]
+
+        def tick(rows, total, done=done, n=len(chunk)):
+            bar.update((rows - done[0]) * n)
+            done[0] = rows
+        images.append(sample(model, chunk, generator=torch.Generator().manual_seed(seed + b), progress=tick, **kw))
+    bar.close()
+    images = torch.cat(images)
+    paths = []
+    for c in classes:
+        for n, img in enumerate(images[labels == c]):
+            paths.append(save_png(img, out_dir / f"{names[c]}_image_{n:02d}.png"))
+    save_png(make_grid(images, nrow=per_class if per_class <= 12 else 10), out_dir / "grid.png")
+    return paths
