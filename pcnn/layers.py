@@ -116,6 +116,39 @@ class NIN(nn.Module):
         return self.conv(x)
 
 
+class ByteDropout(nn.Module):
+    """Element-wise dropout (as the original TF code; not channel-wise ``Dropout2d``).
+
+    Why not ``nn.Dropout``: on CPU its Bernoulli sampling cost 12 % of a training
+    step (38 ms for a 32x80x32x32 mask on this 2-core machine). We draw random
+    int64 words, view them as bytes, and keep an element when its byte is below
+    ``round(256 * (1 - p))``: 3 ms for the same mask. The keep probability is
+    therefore rounded to a multiple of 1/256 (exact for p = 0.5) and the kept
+    values are scaled by the inverse of that rounded probability, so the
+    expectation is preserved exactly. Uses the global torch RNG of the tensor's
+    device, so seeding and checkpointed RNG states reproduce it.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = int(round(256 * (1.0 - p)))
+        self.scale = 256.0 / self.threshold if self.threshold else 0.0
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        n = x.numel()
+        words = torch.randint(-2**63, 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
+        keep = words.view(torch.uint8)[:n].view(x.shape) < self.threshold
+        return torch.where(keep, x * self.scale, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    def extra_repr(self):
+        return f"p={self.p} (keep threshold {self.threshold}/256)"
+
+
 class GatedResBlock(nn.Module):
     """Gated residual block of PixelCNN++.
 
@@ -132,7 +165,7 @@ class GatedResBlock(nn.Module):
         f = nr_filters
         self.conv1 = conv_cls(2 * f, f)
         self.skip = NIN(2 * skip_channels, f) if skip_channels else None
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = ByteDropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = conv_cls(2 * f, 2 * f, init_scale=0.1)
 
     def forward(self, x, a=None, cond=None):

@@ -1,0 +1,131 @@
+"""Command line: ``python -m pcnn <command> --help``.
+
+The CLI only parses arguments and calls the library; no logic lives here.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _class_index(value: str, num_classes: int) -> int:
+    from .config import CPEN455_CLASSES
+    v = value.strip()
+    if v.isdigit() and int(v) < num_classes:
+        return int(v)
+    names = [n.lower() for n in CPEN455_CLASSES[:num_classes]]
+    low = v.lower().removeprefix("class")
+    if low.isdigit() and int(low) < num_classes:
+        return int(low)
+    if v.lower() in names:
+        return names.index(v.lower())
+    raise ValueError(f"unknown class {value!r}: use 0..{num_classes - 1}, Class0.., or one of {names}")
+
+
+def cmd_classify(args) -> int:
+    from . import data, load
+    from .classify import log_likelihoods, metrics
+    from tqdm.auto import tqdm
+    dev = _device(args.device)
+    model = load(args.checkpoint, device=dev)
+    split = data.load_split(args.split, args.data_dir)
+    x = data.to_float(split.images)
+    bar = tqdm(total=1, desc=f"scoring {args.split}", disable=args.quiet)
+
+    def tick(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+    ll = log_likelihoods(model, x, batch_size=args.batch_size, flip_average=args.flip_average, progress=tick)
+    bar.close()
+    pred = ll.argmax(1)
+    result = {"checkpoint": str(args.checkpoint), "split": args.split, "n": len(split),
+              "flip_average": args.flip_average}
+    labelled = split.labels >= 0
+    if labelled.all():
+        result.update(metrics(split.labels.numpy(), pred.numpy(), model.config.num_classes))
+    elif labelled.any():
+        print(f"note: {int((~labelled).sum())} unlabelled rows; metrics use the labelled ones", file=sys.stderr)
+        result.update(metrics(split.labels[labelled].numpy(), pred[labelled].numpy(), model.config.num_classes))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "label", *[f"loglik_{c}" for c in range(ll.shape[1])]])
+            for p, lab, row in zip(split.paths, pred.tolist(), ll.tolist()):
+                w.writerow([p, lab, *[f"{v:.6f}" for v in row]])
+        result["csv"] = str(out)
+    print(json.dumps(result, indent=1 if args.pretty else None))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from . import load
+    from .sample import write_sample_set
+    dev = _device(args.device)
+    model = load(args.checkpoint, device=dev)
+    nc = model.config.num_classes if model.config.conditional else 1
+    classes = None if not args.classes else [_class_index(c, nc) for c in args.classes]
+    kw = {} if args.method is None else {"method": args.method}
+    paths = write_sample_set(model, args.out, per_class=args.per_class, classes=classes, seed=args.seed,
+                             batch_size=args.batch_size, show_progress=not args.quiet, **kw)
+    print(json.dumps({"images": len(paths), "out": str(args.out), "grid": str(Path(args.out) / "grid.png"),
+                      "seed": args.seed}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pcnn", description="Class-conditional PixelCNN++: "
+                                "train, classify by likelihood, sample, evaluate FID.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("classify", help="score a data split: metrics and a CSV of per-class log-likelihoods")
+    c.add_argument("--checkpoint", required=True, help="a .safetensors file written by pcnn.save / training")
+    c.add_argument("--split", default="validation", help="train, validation or test (default validation)")
+    c.add_argument("--data-dir", default=None, help="data folder (default $PCNN_DATA_DIR or data/)")
+    c.add_argument("--out", default=None, help="CSV to write: id, predicted label, log p(x|c) per class")
+    c.add_argument("--batch-size", type=int, default=64, help="(image, class) pairs per forward pass")
+    c.add_argument("--flip-average", action="store_true", help="average log p over the image and its mirror")
+    c.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    c.add_argument("--pretty", action="store_true", help="indent the JSON result")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("sample", help="generate images per class as PNG files plus grid.png")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--out", default="samples", help="output folder (default samples/)")
+    s.add_argument("--per-class", type=int, default=25, help="images per class (course: 25)")
+    s.add_argument("--class", dest="classes", action="append",
+                   help="class index or name (repeatable; default all classes)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=100)
+    s.add_argument("--method", default=None, help="sampler: cached (default) or naive")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_sample)
+
+    from .data import add_data_parser
+    add_data_parser(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:  # our errors carry a message meant for people
+        print(f"error: {e}", file=sys.stderr)
+        return 2

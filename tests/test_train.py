@@ -1,0 +1,283 @@
+"""Training loop: config handling, LR schedule, exact resume (in process and after SIGKILL),
+non-finite step skipping, DDP with gloo, and an end-to-end run on a few real images."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import pcnn
+from pcnn.model import PixelCNNpp
+from pcnn.train import (METRIC_COLUMNS, TrainConfig, apply_overrides, ema_decay_at, lr_at, main, train)
+
+from conftest import ROOT, data_dir
+
+CONFIGS = sorted((ROOT / "configs").glob("*.json"))
+# Subprocesses: one thread each (the CI box has 2 shared cores; oversubscribed
+# OpenMP threads make tiny models 10-50x slower).
+SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_train(**kw):
+    model = dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, image_size=8, dropout=0.5, fusion="blocks")
+    model.update(kw.pop("model", {}))
+    base = dict(model=model, epochs=2, batch_size=8, lr=2e-3, lr_decay=0.999, ema=0.99, val_every=1,
+                eval_batch_size=64, checkpoint_minutes=60.0)
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def fake_data(n=32, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+            torch.randint(0, 4, (n,), generator=g))
+
+
+def run(cfg, workdir, n=32, resume=False, **kw):
+    images, labels = fake_data(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "resuming with changed settings ..."
+        return train(cfg, workdir, (images, labels), (images[:8], labels[:8]), resume=resume, progress=False, **kw)
+
+
+def load_state(workdir):
+    return torch.load(Path(workdir) / "last.pt", map_location="cpu", weights_only=True)
+
+
+def assert_same_tensors(a, b, what):
+    assert a.keys() == b.keys(), what
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{what}: {k} differs"
+
+
+# ------------------------------------------------------------------ config
+
+def test_config_json_round_trip_and_unknown_keys():
+    cfg = tiny_train(optimizer="adamw", betas=[0.9, 0.99], augment={"hflip": False, "translate": 1})
+    again = TrainConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg and again.betas == (0.9, 0.99) and again.augment.translate == 1
+    with pytest.raises(ValueError, match="unknown TrainConfig key.*'lrr'.*valid keys"):
+        TrainConfig.from_dict({"lrr": 1e-3})
+    with pytest.raises(ValueError, match="unknown ModelConfig key.*nr_filter'.*valid keys"):
+        TrainConfig.from_dict({"model": {"nr_filter": 8}})
+    with pytest.raises(ValueError, match="unknown AugmentConfig key.*flip'"):
+        TrainConfig.from_dict({"augment": {"flip": True}})
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig.from_dict({"optimizer": "sgd"})
+
+
+def test_apply_overrides_parses_values_and_rejects_unknown_keys():
+    d = apply_overrides({"model": {"nr_filters": 8}}, ["model.nr_filters=80", "lr=2e-4", "tensorboard=true",
+                                                      "model.fusion=first_conv+blocks", "data_dir=null",
+                                                      "betas=[0.9, 0.99]", "augment.rotate_deg=5"])
+    cfg = TrainConfig.from_dict(d)
+    assert cfg.model.nr_filters == 80 and cfg.lr == 2e-4 and cfg.tensorboard is True
+    assert cfg.model.fusion == ("first_conv", "blocks") and cfg.data_dir is None
+    assert cfg.betas == (0.9, 0.99) and cfg.augment.rotate_deg == 5
+    for bad in ("nope=1", "model.nope=1", "augment.nope=1", "modle.nr_filters=8", "lr"):
+        with pytest.raises(ValueError, match="valid keys|key=value"):
+            apply_overrides({}, [bad])
+
+
+def test_cli_rejects_unknown_key(tmp_path, capsys):
+    assert main(["--workdir", str(tmp_path / "w"), "--set", "model.nr_filterz=8"]) == 2
+    assert "nr_filterz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_presets_load(path):
+    cfg = TrainConfig.from_json(path)
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    PixelCNNpp(cfg.model)  # builds
+
+
+def test_all_presets_present():
+    assert {p.stem for p in CONFIGS} >= {"starter", "report_chan", "report_shakouri", "film_large", "smoke"}
+
+
+# ------------------------------------------------------------------ schedules
+
+def test_lr_decays_per_step(tmp_path):
+    cfg = tiny_train(lr=1e-3, lr_decay=0.9, epochs=1, max_steps=3, model={"dropout": 0.0})
+    run(cfg, tmp_path)
+    state = load_state(tmp_path)
+    assert state["step"] == 3
+    assert state["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.9 ** 3  # exactly, not once per epoch
+    assert [lr_at(cfg, k) for k in range(3)] == [1e-3, 1e-3 * 0.9, 1e-3 * 0.9 ** 2]
+    warm = tiny_train(lr=1e-3, lr_decay=1.0, warmup_steps=4)
+    assert [lr_at(warm, k) for k in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def test_ema_warmup_decay():
+    cfg = tiny_train(ema=0.999)
+    assert ema_decay_at(cfg, 0) == pytest.approx(0.1) and ema_decay_at(cfg, 90) == pytest.approx(0.91)
+    assert ema_decay_at(cfg, 10 ** 6) == 0.999
+    assert ema_decay_at(tiny_train(ema=0.999, ema_warmup=False), 0) == 0.999
+
+
+# ------------------------------------------------------------------ end to end
+
+def test_train_real_images_end_to_end(tmp_path):
+    if not (data_dir() / "validation.csv").exists():
+        pytest.skip(f"CPEN455 data not found at {data_dir()}")
+    from pcnn.data import load_split
+    split = load_split("validation", data_dir(), size=8, show_progress=False).subset(slice(0, 32))
+    cfg = tiny_train(epochs=4, lr=5e-3, lr_decay=1.0, model={"dropout": 0.0})
+    hist = train(cfg, tmp_path, split, split, progress=False)
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
+    assert hist[-1]["train_bpd"] < hist[0]["train_bpd"] - 0.2
+    assert hist[-1]["val_bpd_raw"] < hist[0]["val_bpd_raw"]
+    for name in ("config.json", "metrics.jsonl", "metrics.csv", "last.pt", "model.safetensors", "best.safetensors"):
+        assert (tmp_path / name).is_file(), name
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == list(METRIC_COLUMNS) and len(csv_lines) == 5
+    model = pcnn.load(tmp_path / "model.safetensors")
+    assert model.config == cfg.model
+    meta = pcnn.read_metadata(tmp_path / "model.safetensors")
+    assert meta["weights"] in ("ema", "raw") and meta["epoch"] == 4
+    assert meta["val_bpd"] == min(hist[-1]["val_bpd"], hist[-1]["val_bpd_raw"])
+    best = pcnn.read_metadata(tmp_path / "best.safetensors")
+    assert best["val_bpd"] == pytest.approx(min(min(r["val_bpd"], r["val_bpd_raw"]) for r in hist))
+    assert TrainConfig.from_json(tmp_path / "config.json") == cfg
+    with pytest.raises(FileExistsError):
+        train(cfg, tmp_path, split, split, progress=False)
+
+
+# ------------------------------------------------------------------ exact resume
+
+def test_exact_resume_is_bitwise_equal(tmp_path):
+    cfg = tiny_train(epochs=2)  # 4 batches per epoch, dropout and flips on
+    straight = run(cfg, tmp_path / "straight")
+    # Stop mid-epoch 1 (batch 3 of 4), then at an epoch boundary... no: mid-epoch 2, then finish.
+    run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 3}), tmp_path / "resumed")
+    s = load_state(tmp_path / "resumed")
+    assert (s["epoch"], s["pos"], s["step"]) == (0, 3, 3) and s["perm"] is not None
+    run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 6}), tmp_path / "resumed", resume=True)
+    resumed = run(cfg, tmp_path / "resumed", resume=True)
+    a, b = load_state(tmp_path / "straight"), load_state(tmp_path / "resumed")
+    assert a["step"] == b["step"] == 8 and a["epoch"] == b["epoch"] == 2
+    assert_same_tensors(a["model"], b["model"], "model")
+    assert_same_tensors(a["ema"], b["ema"], "EMA")
+    for k in a["optimizer"]["state"]:
+        assert_same_tensors(a["optimizer"]["state"][k], b["optimizer"]["state"][k], f"optimizer state {k}")
+    assert torch.equal(a["data_generator"], b["data_generator"])
+    assert straight[-1]["train_bpd"] == resumed[-1]["train_bpd"]  # the epoch's row is rebuilt exactly
+    assert [r["epoch"] for r in resumed if not r["partial"]] == [1, 2]
+
+
+def test_sigkill_then_resume(tmp_path):
+    images, labels = fake_data(64)
+    data = tmp_path / "data.pt"
+    torch.save({"train": {"images": images, "labels": labels},
+                "validation": {"images": images[:8], "labels": labels[:8]}}, data)
+    cfg = tiny_train(epochs=6, checkpoint_every_steps=2)  # 8 batches per epoch
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    work = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pcnn.train", "--workdir", str(work), "--data-tensors", str(data), "--no-progress"]
+    proc = subprocess.Popen(cmd + ["--config", str(tmp_path / "cfg.json")], env=SUB_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed_at = None
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (work / "last.pt").exists():
+                s = load_state(work)
+                if s["pos"] > 0 and s["iteration"] < 6 * 8 - 8:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed_at = (s["epoch"], s["pos"])
+                    break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None and killed_at is None:
+            proc.kill()
+        proc.wait()
+    assert killed_at is not None, f"never saw a mid-epoch checkpoint: {proc.stderr.read().decode()[-2000:]}"
+    s = load_state(work)  # a kill never leaves a torn last.pt
+    assert s["iteration"] < 6 * 8
+    res = subprocess.run(cmd + ["--resume"], env=SUB_ENV, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    done = load_state(work)
+    assert (done["epoch"], done["pos"], done["iteration"]) == (6, 0, 48)
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    pcnn.load(work / "model.safetensors")
+    # Same as a run never killed (same thread count, so bitwise on CPU).
+    run(cfg, tmp_path / "straight", n=64)
+    assert_same_tensors(load_state(tmp_path / "straight")["model"], done["model"], "model after kill+resume")
+
+
+# ------------------------------------------------------------------ non-finite steps
+
+def _poisoned_forward(monkeypatch, nan_output_calls, nan_grad_calls=()):
+    orig = PixelCNNpp.forward
+    count = {"n": 0}
+
+    def forward(self, x, y=None, check=True):
+        out = orig(self, x, y, check)
+        if self.training:
+            count["n"] += 1
+            if nan_output_calls == "all" or count["n"] in nan_output_calls:
+                out = out * float("nan")
+            if count["n"] in nan_grad_calls:
+                out.register_hook(lambda g: torch.full_like(g, float("nan")))
+        return out
+    monkeypatch.setattr(PixelCNNpp, "forward", forward)
+
+
+def test_nonfinite_steps_are_skipped(tmp_path, monkeypatch):
+    _poisoned_forward(monkeypatch, nan_output_calls={2, 3}, nan_grad_calls={6})
+    cfg = tiny_train(epochs=2, max_bad_steps=3)
+    images, labels = fake_data(32)
+    with pytest.warns(UserWarning, match="non-finite loss or gradient"):
+        hist = train(cfg, tmp_path, (images, labels), (images[:8], labels[:8]), progress=False)
+    s = load_state(tmp_path)
+    assert s["iteration"] == 8 and s["step"] == 5 and s["bad_total"] == 3
+    assert [r["bad_steps"] for r in hist] == [2, 1]
+    assert s["optimizer"]["param_groups"][0]["lr"] == cfg.lr * cfg.lr_decay ** 5
+    assert all(torch.isfinite(t).all() for t in s["model"].values())
+    assert all(torch.isfinite(t).all() for t in s["ema"].values())
+
+
+def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch):
+    _poisoned_forward(monkeypatch, nan_output_calls="all")
+    cfg = tiny_train(epochs=2, max_bad_steps=3)
+    with pytest.raises(RuntimeError, match="3 non-finite steps in a row"):
+        run(cfg, tmp_path)
+
+
+# ------------------------------------------------------------------ DDP
+
+def test_ddp_two_gloo_processes_match_single_process(tmp_path):
+    images, labels = fake_data(32)
+    data = tmp_path / "data.pt"
+    torch.save({"train": {"images": images, "labels": labels},
+                "validation": {"images": images[:8], "labels": labels[:8]}}, data)
+    cfg = tiny_train(epochs=1, max_steps=1, model={"dropout": 0.0})
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "pcnn.train", "--config", str(tmp_path / "cfg.json"), "--workdir", str(tmp_path / "ddp"),
+           "--data-tensors", str(data), "--no-progress"]
+    res = subprocess.run(cmd, env=SUB_ENV, capture_output=True, text=True, timeout=90)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ddp = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    single = run(cfg, tmp_path / "single")
+    assert len(ddp) == 1 and ddp[0]["step"] == 1
+    assert ddp[0]["train_bpd"] == pytest.approx(single[0]["train_bpd"], rel=1e-5)
+    s = load_state(tmp_path / "ddp")
+    assert s["world_size"] == 2 and len(s["rng"]) == 2
