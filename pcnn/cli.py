@@ -117,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     from .data import add_data_parser
+    from .fid import add_fid_parser
+    from .train import add_train_parser
+    add_train_parser(sub)
     add_data_parser(sub)
+    add_fid_parser(sub)
     return p
 
 

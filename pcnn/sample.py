@@ -100,10 +100,10 @@ def make_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tenso
 
 def save_png(image: torch.Tensor, path) -> Path:
     """Write a uint8 (3, H, W) tensor as PNG (lossless, so pixels survive exactly)."""
-    from torchvision.io import write_png
+    from PIL import Image
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(image.cpu(), str(path))
+    Image.fromarray(image.cpu().permute(1, 2, 0).numpy()).save(path, format="PNG")
     return path
 
 
