@@ -86,6 +86,43 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def default_checkpoint():
+    """The shipped checkpoint (checkpoints/*.safetensors beside the package), or None."""
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    found = sorted(root.glob("*.safetensors"))
+    return found[0] if found else None
+
+
+def cmd_demo(args) -> int:
+    """Classify the validation split and draw a class-conditional grid, on the shipped
+    checkpoint if there is one, else on a tiny model trained for ``--train-steps`` steps."""
+    from . import data, load
+    from .classify import log_likelihoods, metrics
+    from .sample import write_sample_set
+    dev = _device(args.device)
+    out = Path(args.out)
+    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    val = data.load_split("validation", args.data_dir)
+    if ckpt is None:
+        from .train import TrainConfig, train
+        print(f"no shipped checkpoint found: training a tiny model for {args.train_steps} steps")
+        cfg = TrainConfig.from_dict({
+            "model": {"nr_resnet": 1, "nr_filters": 16, "nr_logistic_mix": 5, "fusion": ["blocks"]},
+            "epochs": 1000, "max_steps": args.train_steps, "batch_size": 32, "lr": 2e-3, "ema": 0.99,
+            "val_subset": 64, "val_every": 1000, "data_dir": args.data_dir})
+        train(cfg, out / "train", val_data=val, resume=(out / "train" / "last.pt").exists())
+        ckpt = out / "train" / "model.safetensors"
+    model = load(ckpt, device=dev)
+    print(f"checkpoint: {ckpt} ({model.config})")
+    ll = log_likelihoods(model, data.to_float(val.images), batch_size=args.batch_size)
+    m = metrics(val.labels.numpy(), ll.argmax(1).numpy(), model.config.num_classes)
+    print(f"validation ({len(val)} images): accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
+    print(f"confusion matrix (rows true, columns predicted): {m['confusion_matrix']}")
+    write_sample_set(model, out / "samples", per_class=args.per_class, seed=0, show_progress=not args.quiet)
+    print(f"samples: {out / 'samples'} (grid: {out / 'samples' / 'grid.png'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pcnn", description="Class-conditional PixelCNN++: "
                                 "train, classify by likelihood, sample, evaluate FID.")
@@ -115,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_sample)
+
+    d = sub.add_parser("demo", help="classify the validation split and sample a class grid (shipped model, "
+                       "else a tiny model trained on the spot)")
+    d.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint in checkpoints/")
+    d.add_argument("--data-dir", default=None)
+    d.add_argument("--out", default="runs/demo", help="where samples (and a tiny model, if trained) go")
+    d.add_argument("--train-steps", type=int, default=150, help="steps of the fallback tiny model")
+    d.add_argument("--per-class", type=int, default=8)
+    d.add_argument("--batch-size", type=int, default=256)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
 
     from .data import add_data_parser
     from .fid import add_fid_parser
