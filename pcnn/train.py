@@ -477,11 +477,15 @@ class _Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by the world size {ctx.world}")
         self.local_batch = cfg.batch_size // ctx.world
         last = workdir / "last.pt"
+        if last.exists() and not resume:  # checked on every rank, so all of them stop
+            raise FileExistsError(f"{workdir} already holds a run (last.pt); pass resume=True (--resume) to "
+                                  "continue it, or use a fresh workdir")
         if ctx.main:
             workdir.mkdir(parents=True, exist_ok=True)
-            if last.exists() and not resume:
-                raise FileExistsError(f"{workdir} already holds a run (last.pt); pass resume=True (--resume) to "
-                                      "continue it, or use a fresh workdir")
+            for stale in workdir.glob(".*.safetensors.tmp*"):  # left by a kill during atomic_write
+                stale.unlink(missing_ok=True)
+            for stale in workdir.glob(".last.pt.tmp*"):
+                stale.unlink(missing_ok=True)
         if train_data is None or val_data is None:
             from .data import load_split
             show = self.progress
@@ -704,7 +708,9 @@ class _Trainer:
 
     def _finish_epoch_row(self, partial: bool) -> dict:
         cfg, a = self.cfg, self.acc
-        sums = self.ctx.all_reduce(torch.tensor([a["bpd_sum"], float(a["good"])], dtype=torch.float64))
+        sums = torch.tensor([a["bpd_sum"], float(a["good"])], dtype=torch.float64)
+        if self.ctx.world > 1:  # NCCL reduces device tensors only
+            sums = self.ctx.all_reduce(sums.to(self.ctx.device)).cpu()
         good = sums[1].item() / self.ctx.world
         train_bpd = sums[0].item() / self.ctx.world / good if good else None
         row = {"epoch": self.epoch + 1, "step": self.step, "train_bpd": train_bpd}
