@@ -33,8 +33,8 @@ Caches: per 2x2 ``ul`` conv a one-row buffer of its (concat-ELU'd) input,
 (B, W+1, Cin) channels-last with a zero column on the left, and its row
 precomputation (B, W, Cout); per ``u`` conv its input's previous row; the
 ``ul`` deconv outputs for two fine rows; the input image. Memory is
-O(layers * B * S * F) (about 0.2 GB for nr_resnet=5, nr_filters=160, batch
-100), never O(layers * B * S * S * F).
+O(layers * B * S * F) (our estimate: about 0.4 GB for nr_resnet=5,
+nr_filters=160, batch 100), never O(layers * B * S * S * F).
 
 Weight norm is a parametrization recomputed on every access: the effective
 weights are read once per call. Dropout is not applied (eval semantics). The
@@ -118,12 +118,13 @@ class _PixConv:
     def __init__(self, weight, bias, batch, w_in, stride, like):
         cout, cin = weight.shape[:2]
         self.cin = cin
-        self.w_top = weight[:, :, 0, :].permute(0, 2, 1).reshape(cout, 2 * cin).contiguous()
+        self.w_top_t = weight[:, :, 0, :].permute(0, 2, 1).reshape(cout, 2 * cin).t().contiguous()
         self.w_cur_t = weight[:, :, 1, :].permute(0, 2, 1).reshape(cout, 2 * cin).t().contiguous()
         self.bias = bias
         w_out = w_in // stride
         self.buf = like.new_zeros(batch, w_in + 1, cin)
         self.pre = like.new_zeros(batch, w_out, cout)
+        self.pre2d = self.pre.view(batch * w_out, cout)
         self.win = self.buf.as_strided((batch, w_out, 2 * cin), (self.buf.stride(0), stride * cin, 1))
         self.pre_at = [self.pre[:, c] for c in range(w_out)]
         self.patch = [self.buf[:, stride * c:stride * c + 2].view(batch, 2 * cin) for c in range(w_out)]
@@ -131,10 +132,11 @@ class _PixConv:
         self.slot2 = [s.view(batch, 2, cin // 2) for s in self.slot] if cin % 2 == 0 else None
 
     def row_start(self, extra=None):
-        top = F.linear(self.win, self.w_top, self.bias)
+        # one (B * W_out, 2 Cin) x (2 Cin, Cout) product (F.linear on the 3-D strided
+        # window view would take a slow batched path)
+        torch.addmm(self.bias, self.win.reshape(self.pre2d.shape[0], -1), self.w_top_t, out=self.pre2d)
         if extra is not None:
-            top = top + extra
-        self.pre.copy_(top)
+            self.pre += extra
 
     def at(self, c):
         return torch.addmm(self.pre_at[c], self.patch[c], self.w_cur_t)
@@ -243,11 +245,14 @@ class _CachedSampler:
         self.wu0, self.bu0 = _wb(model.u_init)
         self.wv, self.bv = _wb(model.ul_init_v)
         wh, self.bh = _wb(model.ul_init_h)                          # (F, Cin, 2, 1)
-        self.wh_top = wh[:, :, 0, 0].contiguous()
+        self.wh_top_t = wh[:, :, 0, 0].t().contiguous()
         self.wh_cur_t = wh[:, :, 1, 0].t().contiguous()
         self.pre_init = like.new_zeros(B, S, nf)
         self.pre_init_at = [self.pre_init[:, c] for c in range(S)]
-        self.xin_at = [[self.xin[:, i, j] for j in range(S)] for i in range(S)]
+        # per-pixel views, made in C++ by unbind (cheaper than Python slicing per pixel)
+        self.xin_at = [r.unbind(1) for r in self.xin.unbind(1)]                  # (B, Cin)
+        self.xin3_at = [r.unbind(1) for r in self.xin[..., :3].unbind(1)]        # (B, 3)
+        self.x_at = [r.unbind(2) for r in self.x.unbind(2)]                      # (B, 3)
 
         # k indices of the blocks, as the forward counts them
         k = 0
@@ -276,15 +281,16 @@ class _CachedSampler:
                               for L in (1, 2)]
         self.ds_ul = [None] + [_PixConv(*_wb(model.downsample_ul[L - 1]), B, W[L - 1], 2, like) for L in (1, 2)]
         # upsampling into level L (0, 1) from level L+1; model's upsample index s = 1 - L
-        self.up_w = [None, None]
+        self.u_dec = [None, None]    # (weight, bias) of the u deconv into level L
+        self.ul_dec = [None, None]   # (weight as (Cin, 4 Cout), bias repeated 4x) of the ul deconv
         self.dec = [None, None]
         self.dec_read = [None, None]
         self.dec_write = [None, None]
         for L in (0, 1):
-            self.up_w[L] = _wb(model.upsample_u[1 - L])
+            self.u_dec[L] = _wb(model.upsample_u[1 - L])
             wd, bd = _wb(model.upsample_ul[1 - L])                 # (Cin, Cout, 2, 2)
             wmat = wd.permute(0, 2, 3, 1).reshape(wd.shape[0], 4 * wd.shape[1]).contiguous()
-            self.up_w[L] = (self.up_w[L], (wmat, bd.repeat(4)))
+            self.ul_dec[L] = (wmat, bd.repeat(4))
             dec = like.new_zeros(B, W[L + 1], 2, 2, nf)            # [coarse col, row parity, col parity]
             self.dec[L] = dec
             self.dec_read[L] = [[dec[:, c // 2, par, c % 2] for c in range(W[L])] for par in (0, 1)]
@@ -301,7 +307,7 @@ class _CachedSampler:
 
     # ---------------------------------------------------------------- row start
     def _u_deconv(self, L, row_coarse, kh):
-        (w, b), _ = self.up_w[L]
+        w, b = self.u_dec[L]
         out = F.conv_transpose2d(row_coarse, w[:, :, kh:kh + 1], b, stride=(1, 2))
         return out[:, :, :, 1:1 + self.width[L]]
 
@@ -322,7 +328,8 @@ class _CachedSampler:
             prev = self.xin_nchw[:, :, i - 1:i]
             v = F.conv2d(F.pad(prev, (1, 1, 0, 0)), self.wv, self.bv)[:, :, 0].transpose(1, 2)
             pre = v + pre
-            h = F.linear(self.xin[:, i - 1, :S - 1], self.wh_top, self.bh)
+            h = torch.addmm(self.bh, self.xin[:, i - 1, :S - 1].reshape(B * (S - 1), -1),
+                            self.wh_top_t).view(B, S - 1, nf)
         self.pre_init.copy_(pre)
         self.pre_init[:, 1:] += h
 
@@ -396,7 +403,7 @@ class _CachedSampler:
                     a_ce = _elu_(tmp)
                 x = blk.step(c, x, a_ce)
             if L > 0:
-                wmat, b4 = self.up_w[L - 1][1]
+                wmat, b4 = self.ul_dec[L - 1]
                 torch.addmm(b4, x, wmat, out=self.dec_write[L - 1][c])
         return torch.addmm(self.bo, F.elu(x), self.wo_t)
 
@@ -418,7 +425,9 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
     batch = u_mix.shape[0]
     st = _CachedSampler(model, labels, batch)
     S, K = st.S, st.K
-    x, xin = st.x, st.xin
+    # (B, C, 1, 1) views of the noise at each pixel, the same numbers the naive sampler slices
+    um_at = [r.unbind(2) for r in u_mix.unsqueeze(-1).unsqueeze(-1).unbind(2)]
+    ul_at = [r.unbind(2) for r in u_log.unsqueeze(-1).unsqueeze(-1).unbind(2)]
     for i in range(S):
         st.row_start(i)
         for j in range(S):
@@ -426,12 +435,12 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
             if outputs is not None:
                 outputs[:, :, i, j] = out
             p = mixture_params(out.view(batch, -1, 1, 1), K)
-            px = sample_from_params(p, u_mix[:, :, i:i + 1, j:j + 1], u_log[:, :, i:i + 1, j:j + 1])
-            x[:, :, i, j] = px[:, :, 0, 0]
-            xin[:, i, j, :3] += px[:, :, 0, 0]
+            px = sample_from_params(p, um_at[i][j], ul_at[i][j]).view(batch, 3)
+            st.x_at[i][j].copy_(px)
+            st.xin3_at[i][j].add_(px)
         if progress is not None:
             progress(i + 1, S)
-    return x
+    return st.x
 
 
 def sample_with_outputs(model, labels, generator: Optional[torch.Generator] = None):

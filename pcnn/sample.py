@@ -39,7 +39,8 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def _naive(model, labels, u_mix, u_log, progress):
     cfg = model.config
     s, k = cfg.image_size, cfg.nr_logistic_mix
-    x = torch.zeros(labels.shape[0], 3, s, s, device=u_mix.device)
+    dtype = next(model.parameters()).dtype
+    x = torch.zeros(u_mix.shape[0], 3, s, s, device=u_mix.device, dtype=dtype)
     for i in range(s):
         for j in range(s):
             out = model(x, labels, check=False)[:, :, i:i + 1, j:j + 1]
