@@ -73,7 +73,7 @@ def cmd_classify(args) -> int:
 
 def cmd_sample(args) -> int:
     from . import load
-    from .sample import write_sample_set
+    from .sample import grid_path_for, write_sample_set
     dev = _device(args.device)
     model = load(args.checkpoint, device=dev)
     nc = model.config.num_classes if model.config.conditional else 1
@@ -81,7 +81,7 @@ def cmd_sample(args) -> int:
     kw = {} if args.method is None else {"method": args.method}
     paths = write_sample_set(model, args.out, per_class=args.per_class, classes=classes, seed=args.seed,
                              batch_size=args.batch_size, show_progress=not args.quiet, **kw)
-    print(json.dumps({"images": len(paths), "out": str(args.out), "grid": str(Path(args.out) / "grid.png"),
+    print(json.dumps({"images": len(paths), "out": str(args.out), "grid": str(grid_path_for(args.out)),
                       "seed": args.seed}))
     return 0
 
@@ -98,7 +98,7 @@ def cmd_demo(args) -> int:
     checkpoint if there is one, else on a tiny model trained for ``--train-steps`` steps."""
     from . import data, load
     from .classify import log_likelihoods, metrics
-    from .sample import write_sample_set
+    from .sample import grid_path_for, write_sample_set
     dev = _device(args.device)
     out = Path(args.out)
     ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
@@ -119,7 +119,7 @@ def cmd_demo(args) -> int:
     print(f"validation ({len(val)} images): accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
     print(f"confusion matrix (rows true, columns predicted): {m['confusion_matrix']}")
     write_sample_set(model, out / "samples", per_class=args.per_class, seed=0, show_progress=not args.quiet)
-    print(f"samples: {out / 'samples'} (grid: {out / 'samples' / 'grid.png'})")
+    print(f"samples: {out / 'samples'} (grid: {grid_path_for(out / 'samples')})")
     return 0
 
 
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_classify)
 
-    s = sub.add_parser("sample", help="generate images per class as PNG files plus grid.png")
+    s = sub.add_parser("sample", help="generate images per class as PNG files, plus <out>_grid.png")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--out", default="samples", help="output folder (default samples/)")
     s.add_argument("--per-class", type=int, default=25, help="images per class (course: 25)")
@@ -165,12 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
+    from .course import add_course_parser
     from .data import add_data_parser
     from .fid import add_fid_parser
     from .train import add_train_parser
     add_train_parser(sub)
     add_data_parser(sub)
     add_fid_parser(sub)
+    add_course_parser(sub)
     return p
 
 

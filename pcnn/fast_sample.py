@@ -410,7 +410,7 @@ class _CachedSampler:
 
 @torch.no_grad()
 def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_log: torch.Tensor,
-                  progress: Optional[Callable[[int, int], None]] = None,
+                  progress: Optional[Callable[[int, int, torch.Tensor], None]] = None,
                   outputs: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sample with per-layer caches: the compute of about one forward pass per image.
 
@@ -439,7 +439,7 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
             st.x_at[i][j].copy_(px)
             st.xin3_at[i][j].add_(px)
         if progress is not None:
-            progress(i + 1, S)
+            progress(i + 1, S, st.x)
     return st.x
 
 

@@ -48,14 +48,15 @@ def _naive(model, labels, u_mix, u_log, progress):
             x[:, :, i:i + 1, j:j + 1] = sample_from_params(p, u_mix[:, :, i:i + 1, j:j + 1],
                                                            u_log[:, :, i:i + 1, j:j + 1])
         if progress is not None:
-            progress(i + 1, s)
+            progress(i + 1, s, x)
     return x
 
 
 @torch.no_grad()
 def sample(model, labels, generator: Optional[torch.Generator] = None, method: str = "cached",
            progress: Optional[Callable[[int, int], None]] = None,
-           return_float: bool = False) -> torch.Tensor:
+           return_float: bool = False,
+           preview: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
     """Sample images of the given classes: labels (B,) -> uint8 images (B, 3, S, S).
 
     ``method``: ``"cached"`` (default) computes each layer only where a new pixel
@@ -64,7 +65,9 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     network for each of the S*S pixels. Both consume the same noise and give the
     same images (up to floating-point summation order).
     ``generator``: a CPU ``torch.Generator`` for reproducibility.
-    ``progress(rows_done, rows_total)`` is called after each image row.
+    ``progress(rows_done, rows_total)`` is called after each image row, and
+    ``preview(rows_done, images_uint8)`` with the images so far (rows not yet
+    sampled are mid-grey, value 128), so a widget can show them forming.
     Runs in eval mode without autograd and restores the model's mode afterwards.
     ``return_float=True`` returns the [-1, 1] grid values instead of uint8.
     """
@@ -80,11 +83,18 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     labels = labels.to(device)
     u_mix, u_log = draw_noise(labels.shape[0], cfg.nr_logistic_mix, cfg.image_size, generator)
     u_mix, u_log = u_mix.to(device), u_log.to(device)
+    on_row = None
+    if progress is not None or preview is not None:
+        def on_row(rows, total, x_so_far):
+            if progress is not None:
+                progress(rows, total)
+            if preview is not None:
+                preview(rows, to_uint8(x_so_far))
     was_training = model.training
     model.eval()
     try:
         with parametrize.cached():
-            x = _SAMPLERS[method](model, labels if cfg.conditional else None, u_mix, u_log, progress)
+            x = _SAMPLERS[method](model, labels if cfg.conditional else None, u_mix, u_log, on_row)
     finally:
         model.train(was_training)
     return x if return_float else to_uint8(x)
@@ -111,9 +121,11 @@ def save_png(image: torch.Tensor, path) -> Path:
 def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequence[int]] = None,
                      seed: int = 0, batch_size: int = 100, method: Optional[str] = None,
                      file_names: Optional[Sequence[str]] = None, show_progress: bool = True) -> list[Path]:
-    """Generate ``per_class`` images of each class into ``out_dir`` as PNG, plus ``grid.png``.
+    """Generate ``per_class`` images of each class into ``out_dir`` as PNG, plus a grid image.
 
-    Files follow the course's convention ``Class<c>_image_<nn>.png`` (``file_names``
+    The grid goes *beside* the folder (:func:`grid_path_for`: ``samples/`` ->
+    ``samples_grid.png``), so ``out_dir`` holds only same-size samples, as FID
+    (ours and the course's) expects. Files follow the course's convention ``Class<c>_image_<nn>.png`` (``file_names``
     overrides the ``Class<c>`` part). Reproducible: batch b uses seed ``seed + b``.
     Returns the paths of the images (grid excluded).
     """
@@ -143,5 +155,11 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
     for c in classes:
         for n, img in enumerate(images[labels == c]):
             paths.append(save_png(img, out_dir / f"{names[c]}_image_{n:02d}.png"))
-    save_png(make_grid(images, nrow=per_class if per_class <= 12 else 10), out_dir / "grid.png")
+    save_png(make_grid(images, nrow=per_class if per_class <= 12 else 10), grid_path_for(out_dir))
     return paths
+
+
+def grid_path_for(out_dir) -> Path:
+    """Where :func:`write_sample_set` puts the grid of ``out_dir``: ``<out_dir>_grid.png`` beside it."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}_grid.png"

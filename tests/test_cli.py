@@ -65,7 +65,8 @@ def test_sample_writes_course_named_pngs_and_grid(ckpt, tmp_path, capsys):
                  "--class", "panda", "--class", "3", "--seed", "1"]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == ["Class1_image_00.png", "Class1_image_01.png", "Class3_image_00.png",
-                     "Class3_image_01.png", "grid.png"]
+                     "Class3_image_01.png"]
+    assert (tmp_path / "samples_grid.png").is_file()
     assert Image.open(out / "Class1_image_00.png").size == (32, 32)
     # Same seed, same images.
     assert main(["sample", "--checkpoint", str(ckpt), "--per-class", "2", "--out", str(tmp_path / "again"),
@@ -84,5 +85,5 @@ def test_errors_are_messages_not_tracebacks(ckpt, tmp_path, capsys):
 def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "pcnn", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0
-    for cmd in ("classify", "sample", "train", "data", "fid"):
+    for cmd in ("classify", "sample", "train", "data", "fid", "course", "demo"):
         assert cmd in r.stdout

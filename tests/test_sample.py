@@ -43,3 +43,14 @@ def test_bad_labels(tiny):
         pcnn.sample(tiny, [])
     with pytest.raises(ValueError, match="unknown sampling method"):
         pcnn.sample(tiny, [0], method="fast!")
+
+
+@pytest.mark.parametrize("method", ["cached", "naive"])
+def test_preview_shows_rows_forming(tiny, method):
+    frames = []
+    final = pcnn.sample(tiny, [0, 3], generator=torch.Generator().manual_seed(2), method=method,
+                        preview=lambda rows, imgs: frames.append((rows, imgs.clone())))
+    assert [r for r, _ in frames] == list(range(1, 9))
+    for rows, imgs in frames:
+        assert torch.equal(imgs[:, :, :rows], final[:, :, :rows])
+        assert (imgs[:, :, rows:] == 128).all()  # not yet sampled: mid-grey

@@ -1,0 +1,166 @@
+"""CPEN455 course compatibility: the two functions the course's grading scripts call.
+
+The course grades classification with ``get_label(model, model_input, device)``
+(predicted labels for a batch from its dataloader: float ``(B, 3, 32, 32)`` in
+[-1, 1]) and generation with ``my_sample(model, gen_data_dir, sample_batch_size,
+obs, sample_op)`` (25 images per class written into ``gen_data_dir``, then FID
+against the test images), with the weights at ``models/conditional_pixelcnn.pth``.
+This module provides both with exactly those signatures for our
+:class:`pcnn.PixelCNNpp`, plus the weight file:
+
+* :func:`export_for_course` writes ``models/conditional_pixelcnn.pth``: a dict
+  ``{"format", "config" (ModelConfig as a JSON string), "state_dict", "class_names"}``
+  that loads with ``torch.load(path, weights_only=True)`` (tensors and strings
+  only, no pickled code);
+* :func:`load_course_model` rebuilds the model from that file;
+* CLI: ``python -m pcnn course export --checkpoint C --out models/conditional_pixelcnn.pth``.
+
+Pasting into the course's scripts
+---------------------------------
+Install pcnn in the course environment, export the weights once::
+
+    python -m pcnn course export --checkpoint checkpoints/<name>.safetensors \\
+        --out models/conditional_pixelcnn.pth
+
+then, in the classification script (where the model is built and loaded) and in
+the generation script, use our model and functions::
+
+    from pcnn.course import load_course_model, get_label, my_sample
+    model = load_course_model("models/conditional_pixelcnn.pth", device=device)
+
+(``get_label`` and ``my_sample`` are then the course's two functions, unchanged
+signatures.) If the line that builds the course's own ``PixelCNN`` cannot be
+changed, leave it: both functions accept any ``model`` and, when it is not a
+:class:`pcnn.PixelCNNpp`, load ours from ``models/conditional_pixelcnn.pth``
+(:data:`DEFAULT_PATH`) once and use that instead.
+
+``obs`` (the image shape ``(3, 32, 32)``) is checked against the model's size;
+``sample_op`` (the course's pixel-sampling function for its own output layout)
+is ignored: our sampler draws from our logistic mixture itself
+(:func:`pcnn.sample.sample`, cached and reproducible).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import CPEN455_CLASSES, ModelConfig
+from .model import PixelCNNpp
+
+#: Where the course's scripts expect the weights.
+DEFAULT_PATH = "models/conditional_pixelcnn.pth"
+FORMAT = "pcnn-course-v1"
+#: Images per class the course's generation evaluation expects.
+PER_CLASS = 25
+
+_cache: dict = {}
+
+
+def export_for_course(checkpoint, out=DEFAULT_PATH) -> Path:
+    """Write the model of ``checkpoint`` (a ``.safetensors`` path or a :class:`PixelCNNpp`) to ``out``
+    as a plain ``torch.save`` dict loadable with ``weights_only=True``; returns ``out``."""
+    from .checkpoint import atomic_write, load
+    model = checkpoint if isinstance(checkpoint, PixelCNNpp) else load(checkpoint)
+    state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "config": model.config.to_json(), "state_dict": state,
+               "class_names": json.dumps(list(CPEN455_CLASSES[:model.config.num_classes]))}
+    out = Path(out)
+    atomic_write(out, lambda tmp: torch.save(payload, tmp))
+    return out
+
+
+def load_course_model(path=DEFAULT_PATH, device="cpu") -> PixelCNNpp:
+    """Rebuild our model from a file written by :func:`export_for_course`, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: write it with `python -m pcnn course export "
+                                f"--checkpoint C --out {path}`")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a pcnn course export (format {FORMAT!r}); the course's own "
+                         "PixelCNN weights cannot be loaded into pcnn's model")
+    model = PixelCNNpp(ModelConfig.from_dict(json.loads(payload["config"])))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
+
+
+def _ours(model, device=None) -> PixelCNNpp:
+    """``model`` if it is ours, else our model from :data:`DEFAULT_PATH` (loaded once)."""
+    if isinstance(model, PixelCNNpp):
+        return model
+    key = (str(Path(DEFAULT_PATH).resolve()), str(device))
+    if key not in _cache:
+        _cache[key] = load_course_model(DEFAULT_PATH, device=device or "cpu")
+    return _cache[key]
+
+
+@torch.no_grad()
+def get_label(model, model_input, device):
+    """Predicted labels ``(B,)`` (int64, on ``device``) = argmax_c log p(x | c) for the course's batch.
+
+    ``model_input``: float ``(B, 3, S, S)`` in [-1, 1] (the course's ``(x - 0.5) * 2`` of
+    ``ToTensor`` values, i.e. the 8-bit grid); values are clamped and snapped to
+    the grid so that float round-off cannot move a pixel out of its bin.
+    """
+    from .classify import log_likelihoods
+    from .likelihood import quantize
+    ours = _ours(model, device)
+    dev = next(ours.parameters()).device
+    x = quantize(torch.as_tensor(model_input, dtype=torch.float32).to(dev))
+    ll = log_likelihoods(ours, x)
+    return ll.argmax(1).to(device if device is not None else dev)
+
+
+def my_sample(model, gen_data_dir, sample_batch_size=100, obs=(3, 32, 32), sample_op=None):
+    """Write :data:`PER_CLASS` (25) images per class into ``gen_data_dir`` as ``Class<c>_image_<nn>.png``.
+
+    ``sample_batch_size`` bounds the images sampled at once; ``obs`` must match the
+    model's ``(3, S, S)``; ``sample_op`` is ignored (see the module docstring).
+    Reproducible (seed 0). Returns the list of written paths (``grid.png`` excluded).
+    """
+    from .sample import write_sample_set
+    ours = _ours(model)
+    s = ours.config.image_size
+    if obs is not None and tuple(obs) != (3, s, s):
+        raise ValueError(f"obs {tuple(obs)} does not match the model's image shape (3, {s}, {s})")
+    return write_sample_set(ours, gen_data_dir, per_class=PER_CLASS, seed=0,
+                            batch_size=max(1, int(sample_batch_size or 100)), show_progress=False)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _cmd_export(args) -> int:
+    out = export_for_course(args.checkpoint, args.out)
+    model = load_course_model(out)  # read it back: the file the course will load
+    print(json.dumps({"out": str(out), "config": model.config.to_dict(), "bytes": out.stat().st_size}))
+    return 0
+
+
+def add_course_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``course export`` (``func(args)`` returns an exit code)."""
+    p = subparsers.add_parser("course", help="CPEN455 compatibility: export weights for the course's scripts",
+                              description="CPEN455 course compatibility (see pcnn.course).")
+    sub = p.add_subparsers(dest="course_command", metavar="{export}")
+    sub.required = True
+    e = sub.add_parser("export", help="write models/conditional_pixelcnn.pth from a pcnn checkpoint")
+    e.add_argument("--checkpoint", required=True, help="a .safetensors file written by pcnn.save / training")
+    e.add_argument("--out", default=DEFAULT_PATH, help="output file (default: %(default)s)")
+    e.set_defaults(func=_cmd_export)
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    """``python -m pcnn.course export ...`` (until the subcommand is registered in pcnn.cli)."""
+    parser = argparse.ArgumentParser(prog="python -m pcnn.course")
+    add_course_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["course", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Results files of finished runs, and the comparison table built from several of them.
+
+One JSON file per run (e.g. ``results/fusion/<name>.json``)::
+
+    {"format": "pcnn-results-v1", "name": ..., "fusion": [...], "config": {TrainConfig},
+     "metrics_log": [rows of metrics.jsonl], "final": {"accuracy", "macro_f1", "val_bpd",
+     "fid_192", "fid_2048", "fid_weights", "train_seconds", "n_eval"}, "hardware": {...}}
+
+:func:`results_from_run` builds it from a training workdir (``config.json``,
+``metrics.jsonl``, ``model.safetensors``), :func:`load_results` reads a folder of
+them, :func:`results_table` / :func:`markdown_table` make the table and
+:func:`plot_results` the bar plots.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+FORMAT = "pcnn-results-v1"
+
+#: Table columns: (key in "final" or top level, header, number format).
+COLUMNS = (
+    ("name", "run", "{}"),
+    ("fusion", "fusion", "{}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("macro_f1", "macro F1", "{:.3f}"),
+    ("val_bpd", "bits/dim", "{:.3f}"),
+    ("fid_192", "FID 192", "{:.1f}"),
+    ("fid_2048", "FID 2048", "{:.1f}"),
+    ("train_seconds", "train s", "{:.1f}"),
+    ("device", "hardware", "{}"),
+)
+
+
+def hardware() -> dict:
+    """The machine a run used: device name, torch version, CPU count."""
+    import os
+    if torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+    else:
+        dev = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return {"device": dev, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def results_from_run(workdir, name: Optional[str] = None, split=None, fid: Optional[dict] = None,
+                     batch_size: int = 256, device=None) -> dict:
+    """A results dict for the finished run in ``workdir``.
+
+    ``split``: a :class:`pcnn.data.Split` (labelled) to measure accuracy / macro F1 /
+    bits/dim on with ``model.safetensors``; None takes the last validation numbers of
+    ``metrics.jsonl``. ``fid``: the result of :func:`pcnn.fid.fid_from_dirs` for this
+    run's samples (its scores for dims 192 and 2048, when present, and its weights are kept).
+    """
+    from .checkpoint import load
+    from .classify import log_likelihoods, metrics
+    from .data import to_float
+    from .likelihood import bits_per_dim
+    workdir = Path(workdir)
+    config = json.loads((workdir / "config.json").read_text())
+    from .notebook import read_metrics
+    log = read_metrics(workdir)
+    evaluated = [r for r in log if r.get("val_bpd") is not None]
+    last = evaluated[-1] if evaluated else {}
+    final = {"accuracy": last.get("val_acc"), "macro_f1": last.get("val_f1"), "val_bpd": last.get("val_bpd"),
+             "n_eval": None, "eval_split": "validation (training log)"}
+    if split is not None:
+        model = load(workdir / "model.safetensors", device=device or "cpu")
+        x = to_float(split.images)
+        ll = log_likelihoods(model, x, batch_size=batch_size)
+        cfg = model.config
+        if cfg.conditional:
+            m = metrics(split.labels.numpy(), ll.argmax(1).numpy(), cfg.num_classes)
+            true_ll = ll.gather(1, split.labels[:, None]).squeeze(1)
+            final.update(accuracy=m["accuracy"], macro_f1=m["macro_f1"])
+        else:
+            true_ll = ll[:, 0]
+            final.update(accuracy=None, macro_f1=None)
+        final.update(val_bpd=float(bits_per_dim(-true_ll.double().mean(), 3 * cfg.image_size ** 2)),
+                     n_eval=len(split), eval_split=split.name)
+    fid = fid or {}
+    scores = {int(k): v for k, v in (fid.get("fid") or {}).items()}
+    final.update(fid_192=scores.get(192), fid_2048=scores.get(2048),
+                 fid_other={str(k): v for k, v in scores.items() if k not in (192, 2048)} or None,
+                 fid_weights=fid.get("weights"), fid_n_gen=fid.get("n_gen"), fid_n_ref=fid.get("n_ref"),
+                 train_seconds=sum(r.get("seconds") or 0 for r in log))
+    fusion = config.get("model", {}).get("fusion", [])
+    return {"format": FORMAT, "name": name or workdir.name, "fusion": "+".join(fusion) or "none",
+            "config": config, "metrics_log": log, "final": final, "hardware": hardware()}
+
+
+def write_results(results: dict, path) -> Path:
+    """Write a results dict as JSON (sorted keys, atomically)."""
+    from .checkpoint import atomic_write
+    path = Path(path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1, sort_keys=True) + "\n"))
+    return path
+
+
+def load_results(folder) -> list:
+    """Every ``*.json`` results file in ``folder``, sorted by name (files of another format are skipped)."""
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        try:
+            r = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict) and r.get("format") == FORMAT:
+            out.append(r)
+    return out
+
+
+def _cell(r: dict, key: str):
+    if key in ("name", "fusion"):
+        return r.get(key)
+    if key == "device":
+        return (r.get("hardware") or {}).get("device")
+    return (r.get("final") or {}).get(key)
+
+
+def results_table(results: Iterable[dict], columns=COLUMNS) -> tuple:
+    """``(headers, rows)``: formatted strings, ``-`` for missing values."""
+    headers = [h for _, h, _ in columns]
+    rows = []
+    for r in results:
+        row = []
+        for key, _, fmt in columns:
+            v = _cell(r, key)
+            row.append("-" if v is None else fmt.format(v))
+        rows.append(row)
+    return headers, rows
+
+
+def markdown_table(results: Iterable[dict], columns=COLUMNS) -> str:
+    """The comparison as a Markdown table (one row per run)."""
+    headers, rows = results_table(results, columns)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_results(results: Sequence[dict], keys: Sequence[str] = ("accuracy", "macro_f1", "val_bpd", "fid_192",
+                                                                "fid_2048")):
+    """One bar plot per metric (missing values left out); returns the figure."""
+    import matplotlib.pyplot as plt
+    titles = {k: h for k, h, _ in COLUMNS}
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), squeeze=False)
+    names = [r["name"] for r in results]
+    for ax, key in zip(axes[0], keys):
+        vals = [_cell(r, key) for r in results]
+        xs = [i for i, v in enumerate(vals) if v is not None]
+        ax.bar(xs, [vals[i] for i in xs], color=[f"C{i % 10}" for i in xs])
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_title(titles.get(key, key), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        if not xs:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+def run_and_record(config, workdir, out_json, name: Optional[str] = None, train_data=None, val_data=None,
+                   eval_split=None, fid_ref_dir=None, fid_dims=(192, 2048), per_class: int = 25,
+                   seed: int = 0, progress: bool = False, fid_model=None) -> dict:
+    """Train ``config`` in ``workdir`` (:func:`pcnn.train.train`), optionally sample ``per_class``
+    images per class and measure FID against ``fid_ref_dir``, and write the results file
+    ``out_json`` (:func:`results_from_run`). Returns the results dict. ``fid_model``: a
+    :func:`pcnn.fid.load_inception` result to reuse over several runs (loaded per call otherwise).
+    """
+    from .checkpoint import load
+    from .fid import fid_from_dirs
+    from .train import train
+    workdir = Path(workdir)
+    train(config, workdir, train_data=train_data, val_data=val_data, resume=(workdir / "last.pt").exists(),
+          progress=progress)
+    fid = None
+    if fid_ref_dir is not None:
+        model = load(workdir / "model.safetensors")
+        from .notebook import write_fid_samples
+        gen = workdir / "samples"
+        write_fid_samples(model, gen, per_class=per_class, seed=seed, show_progress=progress)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank warnings for small sets are kept in fid["warnings"]
+            fid = fid_from_dirs(gen, fid_ref_dir, dims=fid_dims, model=fid_model)
+    res = results_from_run(workdir, name=name, split=eval_split, fid=fid)
+    write_results(res, out_json)
+    return res

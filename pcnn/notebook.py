@@ -1,0 +1,406 @@
+"""Small helpers shared by the numbered notebooks (``notebooks/*.ipynb``).
+
+Nothing here trains or scores a model by itself: it finds things (the repository,
+the data, the shipped checkpoint), detects where a notebook runs (Colab, Kaggle,
+local), and draws figures. The notebooks stay thin: they import :mod:`pcnn` and plot.
+
+* :func:`smoke` -- ``PCNN_SMOKE=1`` (CI) shrinks every size; no step is skipped.
+* :func:`environment`, :func:`device`, :func:`repo_root`, :func:`ensure_data`.
+* :func:`find_checkpoint`, :func:`get_model` -- the shipped checkpoint, else a tiny
+  model trained for a few steps with :func:`pcnn.train.train` so every cell runs.
+* plotting: :func:`show_images`, :func:`plot_confusion`, :func:`plot_curves`,
+  :class:`LiveLossPlot` / :func:`train_live` (a loss plot that redraws after each epoch).
+* :func:`strip_notebook` / :func:`strip_file` -- remove execution counts and volatile metadata.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+from .config import CPEN455_CLASSES
+
+#: Environment variable that turns on smoke mode (tiny sizes, used by CI).
+SMOKE_VAR = "PCNN_SMOKE"
+
+
+# --------------------------------------------------------------------------- environment
+
+def smoke() -> bool:
+    """True when ``PCNN_SMOKE=1``: notebooks shrink sizes (never skip steps)."""
+    return os.environ.get(SMOKE_VAR) == "1"
+
+
+def environment() -> str:
+    """``"colab"`` (``google.colab`` imported), ``"kaggle"`` (``KAGGLE_KERNEL_RUN_TYPE`` set) or ``"local"``."""
+    if "google.colab" in sys.modules:
+        return "colab"
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE"):
+        return "kaggle"
+    return "local"
+
+
+def device() -> torch.device:
+    """CUDA when there is a GPU, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def repo_root(start=None) -> Path:
+    """The project checkout (the folder with ``pyproject.toml`` and ``pcnn/``) above ``start``
+    (default: the current folder), else the current folder (e.g. pip-installed on Colab)."""
+    here = Path(start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "pyproject.toml").is_file() and (p / "pcnn").is_dir():
+            return p
+    return here
+
+
+def data_dir() -> Path:
+    """The data folder: ``$PCNN_DATA_DIR`` if set, else ``<repo>/data``."""
+    from .data import ENV_VAR
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else repo_root() / "data"
+
+
+def ensure_data(root=None, download: Optional[bool] = None) -> Path:
+    """The data folder (see :func:`data_dir`), fetched with :func:`pcnn.data.download` when missing.
+
+    ``download=None`` downloads only when the data is absent; the folder is also
+    exported as ``$PCNN_DATA_DIR`` so later :mod:`pcnn` calls find it.
+    """
+    from . import data as pdata
+    root = Path(root) if root is not None else data_dir()
+    try:
+        complete = not any(r["missing"] for r in pdata.verify(root).values())
+    except pdata.DataError:
+        complete = False
+    if not complete and download is not False:
+        pdata.download(root)
+    os.environ[pdata.ENV_VAR] = str(root)
+    return root
+
+
+def seconds(t0: float) -> str:
+    import time
+    return f"{time.perf_counter() - t0:.1f} s"
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def find_checkpoint(root=None) -> Optional[Path]:
+    """The shipped checkpoint ``<repo>/checkpoints/*.safetensors`` (first by name), or None."""
+    folder = repo_root(root) / "checkpoints"
+    found = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return found[0] if found else None
+
+
+def tiny_train_config(image_size: int = 32, steps: int = 4, fusion="blocks", seed: int = 0, **over):
+    """``configs/smoke.json`` sizes (a network of seconds), ``steps`` batches, optional overrides.
+
+    Built in code (not read from the file) so it also works when pcnn is pip-installed.
+    """
+    from .train import TrainConfig
+    d = dict(model=dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, num_classes=4, dropout=0.5,
+                        fusion=fusion, image_size=image_size),
+             epochs=1, max_steps=steps, batch_size=8, lr=1e-3, lr_decay=0.99995, ema=0.9995,
+             val_subset=16, eval_batch_size=64, checkpoint_minutes=1.0, seed=seed,
+             description="tiny model for notebook smoke runs (not a model worth keeping)")
+    d.update(over)
+    return TrainConfig.from_dict(d)
+
+
+def get_model(workdir=None, dev=None, steps: int = 4, quiet: bool = True):
+    """``(model, source)``: the shipped checkpoint if there is one, else a tiny trained model.
+
+    The tiny model (:func:`tiny_train_config`) is trained for ``steps`` batches with
+    :func:`pcnn.train.train` into ``workdir`` (default ``<repo>/runs/notebook_tiny``)
+    and reused from there when it already exists. ``source`` says which it was.
+    """
+    from .checkpoint import load
+    dev = dev or device()
+    ck = find_checkpoint()
+    if ck is not None:
+        return load(ck, device=dev), f"shipped checkpoint {ck.name}"
+    workdir = Path(workdir) if workdir is not None else repo_root() / "runs" / "notebook_tiny"
+    path = workdir / "model.safetensors"
+    if not path.is_file():
+        from .train import train
+        with _quiet(quiet):
+            train(tiny_train_config(steps=steps), workdir, resume=True, progress=False)
+    return load(path, device=dev), f"tiny model trained for {steps} steps in {workdir} (no checkpoint shipped)"
+
+
+@contextlib.contextmanager
+def _quiet(on: bool = True):
+    if not on:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+
+# --------------------------------------------------------------------------- metrics files
+
+def read_metrics(workdir) -> list:
+    """Rows of ``workdir/metrics.jsonl`` (one dict per epoch; empty if absent)."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def find_runs(*roots) -> list:
+    """Folders under ``roots`` (recursively) that hold a non-empty ``metrics.jsonl``, sorted."""
+    out = set()
+    for r in roots:
+        r = Path(r)
+        if r.is_dir():
+            out.update(p.parent for p in r.rglob("metrics.jsonl") if p.stat().st_size > 0)
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------- plotting
+
+def _plt():
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def to_hwc(img: torch.Tensor):
+    """uint8 (3, H, W) tensor -> (H, W, 3) numpy array for imshow."""
+    return img.detach().cpu().permute(1, 2, 0).numpy()
+
+
+def show_images(images: torch.Tensor, nrow: int = 8, titles: Optional[Sequence[str]] = None,
+                scale: float = 1.3, suptitle: Optional[str] = None, fontsize: int = 7):
+    """A grid of uint8 images (N, 3, H, W), one axis per image with optional titles; returns the figure."""
+    plt = _plt()
+    n = len(images)
+    ncol = max(1, min(nrow, n))
+    nrows = max(1, math.ceil(n / ncol))
+    fig, axes = plt.subplots(nrows, ncol, figsize=(scale * ncol, scale * nrows + (0.3 if suptitle else 0)),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(to_hwc(images[k]), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[k], fontsize=fontsize)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def show_grid(image: torch.Tensor, title: Optional[str] = None, width: float = 8.0):
+    """One uint8 (3, H, W) image (e.g. :func:`pcnn.sample.make_grid`) as a figure."""
+    plt = _plt()
+    h, w = image.shape[1:]
+    fig, ax = plt.subplots(figsize=(width, width * h / w + (0.3 if title else 0)))
+    ax.imshow(to_hwc(image), interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(cm, class_names: Sequence[str] = CPEN455_CLASSES, normalize: bool = False, ax=None,
+                   title: str = "confusion matrix (rows: true class)"):
+    """Confusion matrix (rows true, columns predicted) as an annotated heat map; returns the figure."""
+    import numpy as np
+    plt = _plt()
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    else:
+        fig = ax.figure
+    im = ax.imshow(shown, cmap="Blues", vmin=0)
+    n = len(cm)
+    names = list(class_names)[:n]
+    ax.set_xticks(range(n), names, rotation=30, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    top = shown.max() if shown.size else 1
+    for i in range(n):
+        for j in range(n):
+            txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, txt, ha="center", va="center", color="white" if shown[i, j] > 0.6 * top else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(runs, ax_bpd=None, ax_acc=None):
+    """Train/validation bits/dim and validation accuracy against epoch for one or several runs.
+
+    ``runs``: a mapping ``{label: workdir or list of metric rows}`` or a list of workdirs
+    (labelled by folder name). Returns the figure.
+    """
+    plt = _plt()
+    if not isinstance(runs, dict):
+        runs = {Path(r).name: r for r in runs}
+    if ax_bpd is None or ax_acc is None:
+        fig, (ax_bpd, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    else:
+        fig = ax_bpd.figure
+    for k, (label, rows) in enumerate(runs.items()):
+        rows = read_metrics(rows) if isinstance(rows, (str, Path)) else list(rows)
+        color = f"C{k % 10}"
+        tr = [(r["epoch"], r["train_bpd"]) for r in rows if r.get("train_bpd") is not None]
+        va = [(r["epoch"], r["val_bpd"]) for r in rows if r.get("val_bpd") is not None]
+        acc = [(r["epoch"], r["val_acc"]) for r in rows if r.get("val_acc") is not None]
+        if tr:
+            ax_bpd.plot(*zip(*tr), "-", color=color, label=f"{label} train")
+        if va:
+            ax_bpd.plot(*zip(*va), "o--", color=color, label=f"{label} val")
+        if acc:
+            ax_acc.plot(*zip(*acc), "o-", color=color, label=label)
+    ax_bpd.set_xlabel("epoch")
+    ax_bpd.set_ylabel("bits / dim")
+    ax_bpd.set_title("negative log-likelihood")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("validation accuracy")
+    ax_acc.set_title("likelihood classification")
+    ax_acc.set_ylim(0, 1)
+    for ax in (ax_bpd, ax_acc):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+class LiveLossPlot:
+    """A loss plot that redraws in place in a notebook (one ``display`` handle).
+
+    ``update(workdir)`` re-reads ``metrics.jsonl`` and redraws; outside IPython it
+    just keeps the latest figure in ``self.fig``.
+    """
+
+    def __init__(self, title: str = "training"):
+        self.title = title
+        self.handle = None
+        self.fig = None
+
+    def update(self, workdir):
+        plt = _plt()
+        if self.fig is not None:
+            plt.close(self.fig)
+        self.fig = plot_curves({self.title: workdir})
+        try:
+            from IPython.display import display
+            if self.handle is None:
+                self.handle = display(self.fig, display_id=True)
+            elif self.handle is not None:
+                self.handle.update(self.fig)
+        except ImportError:  # pragma: no cover - IPython ships with jupyter
+            pass
+        plt.close(self.fig)
+        return self.fig
+
+
+def train_live(config, workdir, epochs: int, train_data=None, val_data=None, plot: Optional[LiveLossPlot] = None,
+               progress: bool = True) -> list:
+    """Train ``epochs`` more epochs one :func:`pcnn.train.train` call at a time (``resume=True``),
+    redrawing ``plot`` from ``metrics.jsonl`` after each one. Returns the full history.
+
+    Each call continues exactly from ``workdir/last.pt``; only ``epochs`` (the target)
+    changes between calls, so the run equals one uninterrupted run.
+    """
+    from .train import TrainConfig, train
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    done = len([r for r in read_metrics(workdir) if not r.get("partial")])
+    history = []
+    for e in range(done + 1, done + epochs + 1):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="resuming with changed settings")
+            history = train(dataclasses.replace(cfg, epochs=e), workdir, train_data=train_data,
+                            val_data=val_data, resume=(Path(workdir) / "last.pt").exists(), progress=progress)
+        if plot is not None:
+            plot.update(workdir)
+    return history
+
+
+# --------------------------------------------------------------------------- notebook files
+
+#: Metadata keys removed from cells and notebooks (volatile: timings, widget state).
+VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "jupyter", "papermill")
+VOLATILE_NB_METADATA = ("widgets", "papermill", "toc", "varInspector")
+
+
+def strip_notebook(nb: dict) -> dict:
+    """Strip volatile parts of a notebook (a JSON dict), in place, and return it.
+
+    Execution counts become deterministic: the k-th code cell gets ``k`` (and so do its
+    ``execute_result`` outputs); a cell without outputs gets None. They cannot all be None:
+    nbval treats a cell with outputs and no count as an unrun reference cell and fails it.
+    Cell metadata ``execution``, ``ExecuteTime``... and the notebook's ``widgets`` state go;
+    ``application/vnd.jupyter.widget-view+json`` outputs (widget views that only make sense
+    with a live kernel) lose that key and keep their text fallback.
+    """
+    for key in VOLATILE_NB_METADATA:
+        nb.get("metadata", {}).pop(key, None)
+    k = 0
+    for cell in nb.get("cells", []):
+        md = cell.get("metadata", {})
+        for key in VOLATILE_CELL_METADATA:
+            md.pop(key, None)
+        if cell.get("cell_type") != "code":
+            continue
+        k += 1
+        cell["execution_count"] = k if cell.get("outputs") else None
+        for out in cell.get("outputs", []):
+            if "execution_count" in out:
+                out["execution_count"] = k
+            data = out.get("data")
+            if isinstance(data, dict):
+                data.pop("application/vnd.jupyter.widget-view+json", None)
+            out.get("metadata", {}).pop("ExecuteTime", None)
+    return nb
+
+
+def strip_file(path) -> None:
+    """:func:`strip_notebook` on an ``.ipynb`` file, rewritten with nbformat's layout."""
+    path = Path(path)
+    nb = json.loads(path.read_text())
+    strip_notebook(nb)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------- sampling for FID
+
+def write_fid_samples(model, out_dir, per_class: int = 25, seed: int = 0, show_progress: bool = True,
+                      **kw) -> tuple:
+    """:func:`pcnn.sample.write_sample_set` into ``out_dir``; returns ``(paths, grid_path)``."""
+    from .sample import grid_path_for, write_sample_set
+    paths = write_sample_set(model, out_dir, per_class=per_class, seed=seed, show_progress=show_progress, **kw)
+    return paths, grid_path_for(out_dir)
+
+
+def copy_subset(files: Sequence, dest, n: Optional[int] = None, seed: int = 0) -> Path:
+    """Copy ``n`` of ``files`` (all when None; a seeded random choice otherwise) into ``dest``."""
+    import shutil
+    files = sorted(Path(f) for f in files)
+    if n is not None and n < len(files):
+        g = torch.Generator().manual_seed(seed)
+        files = [files[i] for i in sorted(torch.randperm(len(files), generator=g)[:n].tolist())]
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(f, dest / f.name)
+    return dest

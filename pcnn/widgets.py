@@ -1,0 +1,153 @@
+"""Interactive class-conditional sampling in a notebook (ipywidgets).
+
+``SamplerWidget(model)`` shows a class Dropdown (by name), the number of images,
+a seed, a **Sample** button, a progress bar and the images, and a **Save** button
+that writes them as PNG. The callbacks are plain methods (``on_sample(button)``,
+``on_save(button)``), so tests and notebooks drive the widget headlessly.
+
+Live rows: :func:`pcnn.sample.sample` reports ``progress(rows_done, rows_total)``
+and ``preview(rows_done, images_so_far)`` after each image row; the widget
+advances its bar and redraws the grid, so the images form row by row (the rows
+not yet sampled are mid-grey). Redrawing is throttled to every ``preview_every``
+rows, since encoding a PNG per row would cost more than sampling a small model.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from .config import CPEN455_CLASSES
+from .sample import make_grid, sample, save_png
+
+
+def _png_bytes(image: torch.Tensor, upscale: int = 1) -> bytes:
+    """uint8 (3, H, W) -> PNG bytes (nearest-neighbour upscaled by ``upscale``)."""
+    import io
+    from PIL import Image
+    img = Image.fromarray(image.cpu().permute(1, 2, 0).numpy())
+    if upscale > 1:
+        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class SamplerWidget:
+    """ipywidgets UI around :func:`pcnn.sample.sample` for one model.
+
+    Attributes tests may set/read: ``class_dropdown`` (value: class index, labels:
+    names), ``count`` (IntSlider), ``seed`` (IntText), ``sample_button``,
+    ``save_button``, ``progress`` (IntProgress, 0..100 %), ``status`` (Label),
+    ``image`` (ipywidgets.Image with the PNG grid), ``images`` (last uint8 batch
+    (N, 3, S, S) or None), ``last_saved`` (paths written by the last save).
+    ``display()`` / ``widget`` show it.
+    """
+
+    def __init__(self, model, class_names: Sequence[str] = CPEN455_CLASSES, out_dir="samples/widget",
+                 max_count: int = 16, upscale: int = 4, method: Optional[str] = None,
+                 preview_every: int = 4):
+        import ipywidgets as W
+        self.preview_every = max(1, int(preview_every))  # redraw the forming images every N rows
+        self.preview_frames = 0
+        self.model = model
+        cfg = model.config
+        n = cfg.num_classes if cfg.conditional else 1
+        names = list(class_names)[:n] if cfg.conditional else ["(unconditional)"]
+        if len(names) < n:
+            names += [f"Class{c}" for c in range(len(names), n)]
+        self.class_names = names
+        self.out_dir = Path(out_dir)
+        self.upscale = upscale
+        self.method = method
+        self.images: Optional[torch.Tensor] = None
+        self.labels: Optional[torch.Tensor] = None
+        self.last_saved: list = []
+        self.busy = False
+
+        self.class_dropdown = W.Dropdown(options=[(nm, i) for i, nm in enumerate(names)], value=0,
+                                         description="class")
+        self.count = W.IntSlider(value=min(4, max_count), min=1, max=max_count, description="images")
+        self.seed = W.IntText(value=0, description="seed")
+        self.sample_button = W.Button(description="Sample", button_style="primary", icon="random")
+        self.save_button = W.Button(description="Save PNGs", icon="save", disabled=True)
+        self.progress = W.IntProgress(value=0, min=0, max=100, description="rows")
+        self.status = W.Label(value="")
+        self.image = W.Image(format="png")
+        self.sample_button.on_click(self.on_sample)
+        self.save_button.on_click(self.on_save)
+        self.widget = W.VBox([
+            W.HBox([self.class_dropdown, self.count, self.seed]),
+            W.HBox([self.sample_button, self.save_button, self.progress, self.status]),
+            self.image,
+        ])
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_progress(self, rows: int, total: int) -> None:
+        self.progress.value = int(round(100 * rows / total))
+        self.status.value = f"row {rows} / {total}"
+
+    def _on_preview(self, rows: int, images: torch.Tensor) -> None:
+        self.preview_frames += 1
+        if rows % self.preview_every == 0 or rows == images.shape[-2]:
+            self.image.value = _png_bytes(make_grid(images.cpu(), nrow=min(images.shape[0], 8)), self.upscale)
+
+    def on_sample(self, button=None) -> torch.Tensor:
+        """Sample ``count`` images of the chosen class with ``seed``; show them; return uint8 (N,3,S,S)."""
+        if self.busy:
+            return self.images
+        self.busy = True
+        self.sample_button.disabled = True
+        self.save_button.disabled = True
+        self.progress.value = 0
+        try:
+            c, n = int(self.class_dropdown.value), int(self.count.value)
+            labels = torch.full((n,), c, dtype=torch.long)
+            gen = torch.Generator().manual_seed(int(self.seed.value))
+            kw = {} if self.method is None else {"method": self.method}
+            t0 = time.perf_counter()
+            self.preview_frames = 0
+            imgs = sample(self.model, labels, generator=gen, progress=self._on_progress,
+                          preview=self._on_preview, **kw)
+            self.images, self.labels = imgs.cpu(), labels
+            self.image.value = _png_bytes(make_grid(self.images, nrow=min(n, 8)), self.upscale)
+            self.progress.value = 100
+            self.status.value = (f"{n} x {self.class_names[c]} (seed {int(self.seed.value)}) "
+                                 f"in {time.perf_counter() - t0:.1f} s")
+            self.save_button.disabled = False
+        except Exception as e:  # shown in the UI, then re-raised for the caller
+            self.status.value = f"error: {e}"
+            raise
+        finally:
+            self.busy = False
+            self.sample_button.disabled = False
+        return self.images
+
+    def file_names(self) -> list:
+        """Names the next save uses: ``<class>_seed<seed>_<nn>.png``."""
+        c = int(self.labels[0]) if self.labels is not None else int(self.class_dropdown.value)
+        stem = f"{self.class_names[c]}_seed{int(self.seed.value)}"
+        n = 0 if self.images is None else len(self.images)
+        return [f"{stem}_{i:02d}.png" for i in range(n)]
+
+    def on_save(self, button=None) -> list:
+        """Write the last sampled images as PNGs into ``out_dir``; returns the paths."""
+        if self.images is None:
+            self.status.value = "nothing to save: press Sample first"
+            return []
+        paths = [save_png(img, self.out_dir / name) for img, name in zip(self.images, self.file_names())]
+        self.last_saved = paths
+        self.status.value = f"saved {len(paths)} PNG(s) to {self.out_dir}"
+        return paths
+
+    # ------------------------------------------------------------------ display
+    def display(self):
+        from IPython.display import display
+        display(self.widget)
+        return self
+
+    def _ipython_display_(self):  # shown when it is the last expression of a cell
+        from IPython.display import display
+        display(self.widget)

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Execute notebooks in place (in notebooks/ as working folder) and strip volatile metadata.
+
+    PCNN_DATA_DIR=... python scripts/execute_notebooks.py            # full mode (real checkpoint)
+    python scripts/execute_notebooks.py --smoke 02_training           # smoke mode, one notebook
+
+Prints the wall time of each notebook. A failing notebook is reported and left unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    import nbformat
+    from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
+
+    from pcnn.notebook import strip_file
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", help="notebook names or prefixes (default: all in notebooks/)")
+    p.add_argument("--smoke", action="store_true", help="PCNN_SMOKE=1 (tiny sizes, as CI)")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds per cell (default %(default)s)")
+    p.add_argument("--kernel", default="python3")
+    args = p.parse_args(argv)
+    os.environ["PCNN_SMOKE"] = "1" if args.smoke else "0"
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if args.names:
+        paths = [q for q in paths if any(q.stem.startswith(n.removesuffix(".ipynb")) for n in args.names)]
+    failed = 0
+    for path in paths:
+        nb = nbformat.read(str(path), as_version=4)
+        ep = ExecutePreprocessor(timeout=args.timeout, kernel_name=args.kernel)
+        t0 = time.perf_counter()
+        try:
+            ep.preprocess(nb, {"metadata": {"path": str(path.parent)}})
+        except CellExecutionError as e:
+            failed += 1
+            print(f"FAILED {path.name} after {time.perf_counter() - t0:.1f} s:\n{str(e)[-3000:]}", flush=True)
+            continue
+        nbformat.write(nb, str(path))
+        strip_file(path)
+        print(f"{path.name}: {time.perf_counter() - t0:.1f} s (smoke={args.smoke})", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The CPEN455 course functions through their fixed signatures, with a tiny model."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import pcnn
+from pcnn import course
+
+from conftest import rand_images, randomize_, tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on busy 2-core CI runners (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny(size=8):
+    torch.manual_seed(0)
+    return randomize_(pcnn.PixelCNNpp(tiny_config(image_size=size))).eval()
+
+
+def test_export_roundtrip_weights_only(tmp_path):
+    model = _tiny()
+    ck = pcnn.save(tmp_path / "m.safetensors", model)
+    out = course.export_for_course(ck, tmp_path / "models" / "conditional_pixelcnn.pth")
+    payload = torch.load(out, weights_only=True)  # what the course does: no pickled code
+    assert payload["format"] == course.FORMAT
+    assert pcnn.ModelConfig.from_dict(json.loads(payload["config"])) == model.config
+    back = course.load_course_model(out)
+    x = rand_images(3)
+    assert torch.equal(pcnn.log_likelihoods(back, x), pcnn.log_likelihoods(model, x))
+
+
+def test_get_label_matches_predict():
+    model = _tiny()
+    x = rand_images(5, seed=1)
+    y = course.get_label(model, x, "cpu")
+    assert y.dtype == torch.long and y.shape == (5,)
+    assert torch.equal(y, pcnn.predict(model, x))
+    # The course's dataloader: ToTensor (k/255) then (x - 0.5) * 2, off the grid by float round-off.
+    k = ((x + 1) * 127.5).round()
+    course_x = (k / 255 - 0.5) * 2
+    assert torch.equal(course.get_label(model, course_x, "cpu"), y)
+
+
+def test_my_sample_writes_25_per_class(tmp_path):
+    model = _tiny()
+    paths = course.my_sample(model, tmp_path / "gen", sample_batch_size=50, obs=(3, 8, 8), sample_op=None)
+    names = sorted(p.name for p in paths)
+    assert len(names) == 100
+    assert names[0] == "Class0_image_00.png" and "Class3_image_24.png" in names
+    assert (tmp_path / "gen_grid.png").is_file() and not (tmp_path / "gen" / "grid.png").exists()
+
+
+def test_fallback_loads_default_path(tmp_path, monkeypatch):
+    model = _tiny()
+    monkeypatch.chdir(tmp_path)
+    course._cache.clear()
+    course.export_for_course(model)  # default models/conditional_pixelcnn.pth
+    assert Path("models/conditional_pixelcnn.pth").is_file()
+    x = rand_images(4, seed=2)
+    y = course.get_label(torch.nn.Linear(1, 1), x, "cpu")  # not our model: ours is loaded from the file
+    assert torch.equal(y, pcnn.predict(model, x))
+    course._cache.clear()
+
+
+def test_cli_export(tmp_path, capsys):
+    import argparse
+    model = _tiny()
+    ck = pcnn.save(tmp_path / "m.safetensors", model)
+    p = argparse.ArgumentParser()
+    course.add_course_parser(p.add_subparsers(dest="command", required=True))
+    out = tmp_path / "c.pth"
+    args = p.parse_args(["course", "export", "--checkpoint", str(ck), "--out", str(out)])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["out"] == str(out)
+    assert course.main(["export", "--checkpoint", str(ck), "--out", str(tmp_path / "d.pth")]) == 0
