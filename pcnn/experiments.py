@@ -179,13 +179,66 @@ def run_and_record(config, workdir, out_json, name: Optional[str] = None, train_
     fid = None
     if fid_ref_dir is not None:
         model = load(workdir / "model.safetensors")
-        from .notebook import write_fid_samples
+        from .sample import write_sample_set
         gen = workdir / "samples"
-        write_fid_samples(model, gen, per_class=per_class, seed=seed, show_progress=progress)
+        write_sample_set(model, gen, per_class=per_class, seed=seed, show_progress=progress)
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rank warnings for small sets are kept in fid["warnings"]
             fid = fid_from_dirs(gen, fid_ref_dir, dims=fid_dims, model=fid_model)
     res = results_from_run(workdir, name=name, split=eval_split, fid=fid)
     write_results(res, out_json)
+    return res
+
+
+def evaluate_checkpoint(checkpoint, out_json=None, data_dir=None, fid_ref_dir=None, fid_dims=(192, 2048),
+                        per_class: int = 25, seed: int = 0, batch_size: int = 256, device="cpu",
+                        samples_dir=None, progress: bool = True) -> dict:
+    """Everything a model card states about ``checkpoint``, measured by the library.
+
+    Validation split (full): accuracy, macro F1, per-class accuracy, confusion
+    matrix and bits/dim under the true label, both plain and with the
+    horizontal-mirror average of the log-likelihood (test-time augmentation,
+    still a pure likelihood). If ``fid_ref_dir`` is given: ``per_class`` samples
+    per class (cached sampler, ``seed``) and FID at ``fid_dims`` against it.
+    Writes ``out_json`` (when given) and returns the dict.
+    """
+    import time
+
+    from .checkpoint import load, read_metadata
+    from .classify import log_likelihoods, metrics
+    from .data import load_split, to_float
+    from .likelihood import bits_per_dim
+    ckpt = Path(checkpoint)
+    model = load(ckpt, device=device)
+    cfg = model.config
+    val = load_split("validation", data_dir, size=cfg.image_size, show_progress=progress)
+    x = to_float(val.images)
+    res = {"checkpoint": ckpt.name, "config": cfg.to_dict(), "checkpoint_metadata": read_metadata(ckpt),
+           "hardware": hardware(), "validation_images": len(val)}
+    for flip in (False, True):
+        t0 = time.perf_counter()
+        ll = log_likelihoods(model, x, batch_size=batch_size, flip_average=flip)
+        m = metrics(val.labels.numpy(), ll.argmax(1).numpy(), cfg.num_classes)
+        true_ll = ll.gather(1, val.labels[:, None]).squeeze(1).double()
+        m["val_bpd"] = float(bits_per_dim(-true_ll.mean(), 3 * cfg.image_size ** 2))
+        m["correct"] = int((ll.argmax(1) == val.labels).sum())
+        m["seconds"] = round(time.perf_counter() - t0, 1)
+        res["flip_average" if flip else "plain"] = m
+    if fid_ref_dir is not None:
+        from .fid import fid_from_dirs
+        from .sample import write_sample_set
+        gen = Path(samples_dir) if samples_dir else ckpt.parent / f"{ckpt.stem}_samples"
+        t0 = time.perf_counter()
+        write_sample_set(model, gen, per_class=per_class, seed=seed, show_progress=progress)
+        t_sample = time.perf_counter() - t0
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the rank warnings are kept in the result
+            fid = fid_from_dirs(gen, fid_ref_dir, dims=fid_dims, device=device)
+        res["fid"] = {"scores": {str(k): float(v) for k, v in fid["fid"].items()}, "weights": fid["weights"],
+                      "n_gen": fid["n_gen"], "n_ref": fid["n_ref"], "per_class": per_class, "seed": seed,
+                      "sampling_seconds": round(t_sample, 1), "warnings": fid.get("warnings", [])}
+    if out_json is not None:
+        write_results(res, out_json)
     return res

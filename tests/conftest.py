@@ -1,8 +1,10 @@
+import io
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import pcnn
 
@@ -41,3 +43,21 @@ def rand_images(b, size=8, seed=0, dtype=torch.float32):
 def tiny():
     torch.manual_seed(0)
     return randomize_(pcnn.PixelCNNpp(tiny_config())).eval()
+
+
+@pytest.fixture
+def fake_data(tmp_path):
+    """A CPEN455-layout folder: 6 labelled validation images and 3 test images (64x64 JPEG)."""
+    root = tmp_path / "data"
+    g = torch.Generator().manual_seed(0)
+    for split, labels in (("validation", [0, 1, 2, 3, 0, 1]), ("test", [-1, -1, -1])):
+        (root / split).mkdir(parents=True)
+        rows = []
+        for i, lab in enumerate(labels):
+            img = torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="JPEG")
+            (root / split / f"{i:07d}.jpg").write_bytes(buf.getvalue())
+            rows.append(f"{split}/{i:07d}.jpg,{lab}")
+        (root / f"{split}.csv").write_bytes(("\r\n".join(rows) + "\r\n").encode())
+    return root
