@@ -21,21 +21,32 @@ def _model_device(model) -> torch.device:
 
 
 @torch.no_grad()
-def log_likelihoods(model, x: torch.Tensor, batch_size: int = 64, flip_average: bool = False,
+def default_batch_size(device: torch.device) -> int:
+    """(image, class) pairs per forward pass when scoring: 32 on CPU, 256 elsewhere.
+
+    Measured on a 2-core CPU (1/40/5 model): 66 img/s per forward at batch 32 but
+    37 img/s at 128, because the activations of a big batch no longer fit in the
+    caches; GPUs want big batches.
+    """
+    return 32 if torch.device(device).type == "cpu" else 256
+
+
+def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, flip_average: bool = False,
                     progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """log p(x | c) in nats for every class: x (B, 3, S, S) in [-1, 1] -> (B, num_classes).
 
     ``batch_size`` bounds how many (image, class) pairs go through the network at
-    once. ``flip_average`` averages the log-likelihood of x and its horizontal
+    once (default :func:`default_batch_size` of the model's device). ``flip_average`` averages the log-likelihood of x and its horizontal
     mirror (test-time augmentation; still a pure likelihood). The model is put
     in eval mode for the call and restored afterwards. ``progress(done, total)``
     is called after each chunk.
     """
     cfg = model.config
     check_images(x, cfg)
+    device = _model_device(model)
+    batch_size = default_batch_size(device) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = _model_device(model)
     n, c = x.shape[0], cfg.num_classes if cfg.conditional else 1
     views = torch.stack([x, x.flip(-1)] if flip_average else [x])  # (V, B, 3, S, S)
     # Row order of the virtual (view, class, image) batch: image fastest.

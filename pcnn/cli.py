@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", default="validation", help="train, validation or test (default validation)")
     c.add_argument("--data-dir", default=None, help="data folder (default $PCNN_DATA_DIR or data/)")
     c.add_argument("--out", default=None, help="CSV to write: id, predicted label, log p(x|c) per class")
-    c.add_argument("--batch-size", type=int, default=64, help="(image, class) pairs per forward pass")
+    c.add_argument("--batch-size", type=int, default=None,
+                   help="(image, class) pairs per forward pass (default: 32 on CPU, 256 on GPU)")
     c.add_argument("--flip-average", action="store_true", help="average log p over the image and its mirror")
     c.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     c.add_argument("--pretty", action="store_true", help="indent the JSON result")
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="where samples (and a tiny model, if trained) go")
     d.add_argument("--train-steps", type=int, default=150, help="steps of the fallback tiny model")
     d.add_argument("--per-class", type=int, default=8)
-    d.add_argument("--batch-size", type=int, default=256)
+    d.add_argument("--batch-size", type=int, default=None)
     d.add_argument("--device", default="auto")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)

@@ -47,7 +47,7 @@ def hardware() -> dict:
 
 
 def results_from_run(workdir, name: Optional[str] = None, split=None, fid: Optional[dict] = None,
-                     batch_size: int = 256, device=None) -> dict:
+                     batch_size: Optional[int] = None, device=None) -> dict:
     """A results dict for the finished run in ``workdir``.
 
     ``split``: a :class:`pcnn.data.Split` (labelled) to measure accuracy / macro F1 /
@@ -192,7 +192,7 @@ def run_and_record(config, workdir, out_json, name: Optional[str] = None, train_
 
 
 def evaluate_checkpoint(checkpoint, out_json=None, data_dir=None, fid_ref_dir=None, fid_dims=(192, 2048),
-                        per_class: int = 25, seed: int = 0, batch_size: int = 256, device="cpu",
+                        per_class: int = 25, seed: int = 0, batch_size: Optional[int] = None, device="cpu",
                         samples_dir=None, progress: bool = True) -> dict:
     """Everything a model card states about ``checkpoint``, measured by the library.
 

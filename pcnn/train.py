@@ -99,7 +99,7 @@ class TrainConfig:
     seed: int = 0                     # seeds model init, data order, augmentation, dropout
     val_subset: int = 0               # evaluate on this many validation images (fixed, seeded); 0 = all
     val_every: int = 1                # evaluate every this many epochs (and always at the end)
-    eval_batch_size: int = 256        # (image, class) pairs per forward pass when evaluating
+    eval_batch_size: int = 0          # (image, class) pairs per forward pass when evaluating; 0 = auto (CPU 32, GPU 256)
     checkpoint_minutes: float = 10.0  # save last.pt at least this often (wall-clock minutes), mid-epoch too
     checkpoint_every_steps: int = 0   # also save last.pt every this many batches; 0 = off
     max_bad_steps: int = 20           # stop (RuntimeError) after this many non-finite steps in a row
@@ -120,11 +120,11 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", str(self.data_dir))
-        for name in ("epochs", "batch_size", "val_every", "eval_batch_size", "max_bad_steps"):
+        for name in ("epochs", "batch_size", "val_every", "max_bad_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
-        for name in ("warmup_steps", "val_subset", "checkpoint_every_steps", "seed"):
+        for name in ("warmup_steps", "val_subset", "checkpoint_every_steps", "seed", "eval_batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative int, got {v!r}")
@@ -414,7 +414,7 @@ def evaluate(model: PixelCNNpp, images: torch.Tensor, labels: torch.Tensor, batc
     Unconditional models report bits/dim only (accuracy and F1 are None).
     """
     cfg = model.config
-    ll = log_likelihoods(model, images, batch_size=batch_size)  # (N, C) nats
+    ll = log_likelihoods(model, images, batch_size=batch_size or None)  # (N, C) nats
     dims = 3 * cfg.image_size ** 2
     if not cfg.conditional:
         return {"bpd": float(bits_per_dim(-ll[:, 0].double().mean(), dims)), "acc": None, "f1": None}

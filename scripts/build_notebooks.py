@@ -20,7 +20,7 @@ PROVENANCE = ("**Committed outputs:** _LEAD: fill in which checkpoint, hardware 
 
 def setup_cell(extra_imports: str = "") -> str:
     return f'''# Environment: Colab / Kaggle install the project at a pinned ref; locally it is already installed.
-PCNN_REPO = "https://github.com/OWNER/pcnn"  # LEAD: the project's repository URL
+PCNN_REPO = os.environ.get("PCNN_REPO", "https://github.com/OWNER/pcnn")  # your clone's URL
 PCNN_REF = "v0.1.0"                            # pinned tag or commit: never install an unpinned branch
 ON_COLAB = "google.colab" in sys.modules
 ON_KAGGLE = bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
