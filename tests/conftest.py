@@ -61,3 +61,12 @@ def fake_data(tmp_path):
             rows.append(f"{split}/{i:07d}.jpg,{lab}")
         (root / f"{split}.csv").write_bytes(("\r\n".join(rows) + "\r\n").encode())
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP contention on a busy 2-core box (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
