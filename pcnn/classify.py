@@ -20,7 +20,6 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
 def default_batch_size(device: torch.device) -> int:
     """(image, class) pairs per forward pass when scoring: 32 on CPU, 256 elsewhere.
 
@@ -31,6 +30,7 @@ def default_batch_size(device: torch.device) -> int:
     return 32 if torch.device(device).type == "cpu" else 256
 
 
+@torch.no_grad()
 def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, flip_average: bool = False,
                     progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """log p(x | c) in nats for every class: x (B, 3, S, S) in [-1, 1] -> (B, num_classes).

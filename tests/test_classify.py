@@ -32,10 +32,11 @@ def test_flip_average_and_predict(tiny):
     assert torch.equal(pcnn.predict(log_liks=a), a.argmax(1))
 
 
-def test_restores_training_mode(tiny):
+def test_restores_training_mode_and_builds_no_graph(tiny):
     tiny.train()
-    pcnn.log_likelihoods(tiny, rand_images(2))
+    ll = pcnn.log_likelihoods(tiny, rand_images(2))
     assert tiny.training
+    assert not ll.requires_grad and ll.grad_fn is None  # scoring must not keep autograd graphs
 
 
 def test_posterior():
