@@ -66,6 +66,15 @@ def bench(size: str, batch: int, device: torch.device, warmup: int, repeats: int
             "forward": batch / t_fwd, "train": batch / t_train, "classify": batch / t_cls}
 
 
+def emit(lines, out=None) -> None:
+    """Print a markdown table and, if ``out`` is given, write it there too."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["1/40/5", "1/160/5"], help="nr_resnet/nr_filters/nr_mix")
@@ -87,11 +96,7 @@ def main(argv=None):
         lines.append(f"| {r['size']} | {r['params_M']:.2f} | {r['forward']:.1f} | {r['train']:.1f} | "
                      f"{r['classify']:.1f} |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import pcnn
+from bench_model import emit  # same folder: run as `python benchmarks/...`
 from pcnn.layers import ByteDropout
 from pcnn.likelihood import nll
 
@@ -79,11 +79,7 @@ def main(argv=None):
         med = statistics.median(rates[v])
         lines.append(f"| {v} | {med:.1f} | {', '.join(f'{r:.1f}' for r in rates[v])} | {med / base:.2f}x | "
                      f"{notes[v]:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":

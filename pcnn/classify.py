@@ -93,6 +93,26 @@ def posterior(log_liks: torch.Tensor, prior: Optional[Sequence[float] | torch.Te
     return torch.softmax(log_liks.double() + torch.log(prior / prior.sum()), dim=1)
 
 
+def score(log_liks: torch.Tensor, labels: torch.Tensor, cfg) -> dict:
+    """Metrics of likelihood classification from log p(x|c) (N, C) and true labels (N,).
+
+    :func:`metrics` of the argmax (None entries for an unconditional model) plus
+    ``bpd``: bits/dim under the true class (the only column when unconditional)
+    and ``correct``: the count of right predictions.
+    """
+    from .likelihood import bits_per_dim
+    dims = 3 * cfg.image_size ** 2
+    if not cfg.conditional:
+        return {"accuracy": None, "macro_f1": None, "correct": None,
+                "bpd": float(bits_per_dim(-log_liks[:, 0].double().mean(), dims))}
+    pred = log_liks.argmax(1)
+    out = metrics(labels.numpy(), pred.numpy(), cfg.num_classes)
+    true_ll = log_liks.gather(1, labels[:, None]).squeeze(1)
+    out["bpd"] = float(bits_per_dim(-true_ll.double().mean(), dims))
+    out["correct"] = int((pred == labels).sum())
+    return out
+
+
 def metrics(y_true, y_pred, num_classes: int) -> dict:
     """Accuracy, macro F1, per-class accuracy (recall) and confusion matrix (rows: true)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score

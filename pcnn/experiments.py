@@ -56,9 +56,8 @@ def results_from_run(workdir, name: Optional[str] = None, split=None, fid: Optio
     run's samples (its scores for dims 192 and 2048, when present, and its weights are kept).
     """
     from .checkpoint import load
-    from .classify import log_likelihoods, metrics
+    from .classify import log_likelihoods, score
     from .data import to_float
-    from .likelihood import bits_per_dim
     workdir = Path(workdir)
     config = json.loads((workdir / "config.json").read_text())
     from .notebook import read_metrics
@@ -70,16 +69,8 @@ def results_from_run(workdir, name: Optional[str] = None, split=None, fid: Optio
     if split is not None:
         model = load(workdir / "model.safetensors", device=device or "cpu")
         x = to_float(split.images)
-        ll = log_likelihoods(model, x, batch_size=batch_size)
-        cfg = model.config
-        if cfg.conditional:
-            m = metrics(split.labels.numpy(), ll.argmax(1).numpy(), cfg.num_classes)
-            true_ll = ll.gather(1, split.labels[:, None]).squeeze(1)
-            final.update(accuracy=m["accuracy"], macro_f1=m["macro_f1"])
-        else:
-            true_ll = ll[:, 0]
-            final.update(accuracy=None, macro_f1=None)
-        final.update(val_bpd=float(bits_per_dim(-true_ll.double().mean(), 3 * cfg.image_size ** 2)),
+        m = score(log_likelihoods(model, x, batch_size=batch_size), split.labels, model.config)
+        final.update(accuracy=m["accuracy"], macro_f1=m["macro_f1"], val_bpd=m["bpd"],
                      n_eval=len(split), eval_split=split.name)
     fid = fid or {}
     scores = {int(k): v for k, v in (fid.get("fid") or {}).items()}
@@ -206,9 +197,8 @@ def evaluate_checkpoint(checkpoint, out_json=None, data_dir=None, fid_ref_dir=No
     import time
 
     from .checkpoint import load, read_metadata
-    from .classify import log_likelihoods, metrics
+    from .classify import log_likelihoods, score
     from .data import load_split, to_float
-    from .likelihood import bits_per_dim
     ckpt = Path(checkpoint)
     model = load(ckpt, device=device)
     cfg = model.config
@@ -219,10 +209,8 @@ def evaluate_checkpoint(checkpoint, out_json=None, data_dir=None, fid_ref_dir=No
     for flip in (False, True):
         t0 = time.perf_counter()
         ll = log_likelihoods(model, x, batch_size=batch_size, flip_average=flip)
-        m = metrics(val.labels.numpy(), ll.argmax(1).numpy(), cfg.num_classes)
-        true_ll = ll.gather(1, val.labels[:, None]).squeeze(1).double()
-        m["val_bpd"] = float(bits_per_dim(-true_ll.mean(), 3 * cfg.image_size ** 2))
-        m["correct"] = int((ll.argmax(1) == val.labels).sum())
+        m = score(ll, val.labels, cfg)
+        m["val_bpd"] = m.pop("bpd")
         m["seconds"] = round(time.perf_counter() - t0, 1)
         res["flip_average" if flip else "plain"] = m
     if fid_ref_dir is not None:

@@ -58,8 +58,7 @@ import torch.distributed as dist
 
 from .checkpoint import CheckpointError, atomic_write
 from .checkpoint import save as save_model
-from .classify import log_likelihoods
-from .classify import metrics as class_metrics
+from .classify import log_likelihoods, score
 from .config import ModelConfig, from_dict
 from .data import AugmentConfig, augment, to_float
 from .likelihood import bits_per_dim, nll
@@ -413,15 +412,8 @@ def evaluate(model: PixelCNNpp, images: torch.Tensor, labels: torch.Tensor, batc
     ``images`` float in [-1, 1]; one batched pass scores every class.
     Unconditional models report bits/dim only (accuracy and F1 are None).
     """
-    cfg = model.config
-    ll = log_likelihoods(model, images, batch_size=batch_size or None)  # (N, C) nats
-    dims = 3 * cfg.image_size ** 2
-    if not cfg.conditional:
-        return {"bpd": float(bits_per_dim(-ll[:, 0].double().mean(), dims)), "acc": None, "f1": None}
-    true_ll = ll.gather(1, labels[:, None]).squeeze(1)
-    m = class_metrics(labels.numpy(), ll.argmax(1).numpy(), cfg.num_classes)
-    return {"bpd": float(bits_per_dim(-true_ll.double().mean(), dims)), "acc": m["accuracy"],
-            "f1": m["macro_f1"]}
+    m = score(log_likelihoods(model, images, batch_size=batch_size or None), labels, model.config)
+    return {"bpd": m["bpd"], "acc": m["accuracy"], "f1": m["macro_f1"]}
 
 
 # --------------------------------------------------------------------------- training
@@ -728,7 +720,7 @@ class _Trainer:
         cfg, ctx = self.cfg, self.ctx
         from tqdm.auto import tqdm
         self.last_save = time.monotonic()
-        B, b, n_img = cfg.batch_size, self.local_batch, 3 * cfg.model.image_size ** 2
+        B, b = cfg.batch_size, self.local_batch
         lo = ctx.rank * b
         stop = False
         try:
