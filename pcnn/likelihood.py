@@ -120,6 +120,21 @@ def nll(x: torch.Tensor, out: torch.Tensor, nr_mix: int, reduction: str = "none"
     return per_image.sum() if reduction == "sum" else per_image.mean()
 
 
+def class_nll(log_px_given_c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-log p(y | x) in nats from class log-likelihoods, under a uniform class prior.
+
+    log_px_given_c (B,C): log p(x | c) for every class c; y (B,) int64 -> (B,).
+    p(y | x) = p(x | y) / sum_c p(x | c) (Bayes with p(c) = 1/C), i.e. the
+    cross-entropy of the softmax of the log-likelihoods. This is the
+    discriminative term of hybrid training (see :class:`pcnn.train.TrainConfig`
+    ``disc_weight``); prediction stays ``argmax_c log p(x | c)``.
+    """
+    if log_px_given_c.dim() != 2 or y.shape != log_px_given_c.shape[:1]:
+        raise ValueError(f"need log-likelihoods (B,C) and labels (B,), got {tuple(log_px_given_c.shape)} "
+                         f"and {tuple(y.shape)}")
+    return torch.logsumexp(log_px_given_c, dim=1) - log_px_given_c.gather(1, y[:, None]).squeeze(1)
+
+
 def bits_per_dim(nll_nats: torch.Tensor, num_dims: int) -> torch.Tensor:
     """Convert nats per image to bits per sub-pixel: nll / (num_dims * ln 2); num_dims = 3*H*W."""
     return nll_nats / (num_dims * math.log(2.0))

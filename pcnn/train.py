@@ -11,6 +11,14 @@ What it optimises: the mean over the batch of the negative log-likelihood in
 true label, i.e. maximum likelihood of ``p(x | y)``. Classification is then
 ``argmax_c log p(x | c)`` (:mod:`pcnn.classify`).
 
+Optionally (``disc_weight`` > 0, a departure from PixelCNN++, which is purely
+generative) a discriminative term is added: ``disc_weight * (-log p(y | x))``
+in nats per image, with ``p(y | x)`` computed from the class likelihoods by
+Bayes' rule (:func:`pcnn.likelihood.class_nll`). Each image then goes through
+the network once per class (C times the cost of a generative step); the
+true-class pass gives the generative term for free. The classifier is still a
+pure argmax of likelihoods; only training sees the labels of the other classes.
+
 What it writes into ``workdir`` (rank 0 only; every file atomically: temp file,
 fsync, rename, so a kill never leaves half a file):
 
@@ -61,7 +69,7 @@ from .checkpoint import save as save_model
 from .classify import log_likelihoods, score
 from .config import ModelConfig, from_dict
 from .data import AugmentConfig, augment, to_float
-from .likelihood import bits_per_dim, nll
+from .likelihood import bits_per_dim, class_nll, nll
 from .model import PixelCNNpp
 
 OPTIMIZERS = ("adam", "adamw")
@@ -108,6 +116,8 @@ class TrainConfig:
     tensorboard: bool = False         # log to workdir/tensorboard (needs the tensorboard package)
     wandb: bool = False               # log to Weights & Biases (needs wandb; project from $WANDB_PROJECT)
     data_dir: Optional[str] = None    # CPEN455 data folder; None = pcnn.data.resolve_data_dir()
+    disc_weight: float = 0.0          # weight of -log p(y|x) (nats/image) added to the bits/dim loss; 0 = pure likelihood
+    init_from: Optional[str] = None   # start from these weights (a pcnn export, same model config), e.g. to fine-tune
     max_steps: Optional[int] = None   # stop after this many batches in total (smoke runs); None = no cap
     description: str = ""             # free text: what this run / preset is and why (not used by training)
 
@@ -142,6 +152,12 @@ class TrainConfig:
         if self.augment.normalize:
             raise ValueError("augment.normalize is not supported by training: the model has no input "
                              "normalisation of its own, so inference would see different inputs than training")
+        if not self.disc_weight >= 0:
+            raise ValueError(f"TrainConfig.disc_weight must be >= 0, got {self.disc_weight}")
+        if self.disc_weight > 0 and not self.model.conditional:
+            raise ValueError("disc_weight > 0 needs a class-conditional model (model.fusion is empty)")
+        if self.init_from is not None:
+            object.__setattr__(self, "init_from", str(self.init_from))
         if self.weight_decay < 0 or self.grad_clip < 0 or not self.checkpoint_minutes > 0:
             raise ValueError("weight_decay and grad_clip must be >= 0 and checkpoint_minutes > 0")
 
@@ -293,6 +309,34 @@ def _as_data(data, name: str, cfg: ModelConfig):
         raise ValueError(f"{name} labels must be in [0, {cfg.num_classes}), got min {labels.min().item()}, "
                          f"max {labels.max().item()} (unlabelled rows cannot be trained on)")
     return images.contiguous(), labels.contiguous()
+
+
+def training_loss(net, x: torch.Tensor, y: torch.Tensor, mc: ModelConfig, disc_weight: float = 0.0) -> tuple:
+    """``(loss, bpd)`` of one batch: x (B,3,H,W) in [-1,1], y (B,) int64 -> two scalars.
+
+    ``bpd``: mean bits/dim of x under its true class (the generative term, what
+    the logs report). ``loss`` = ``bpd`` + ``disc_weight`` * mean ``-log p(y|x)``
+    (nats, :func:`pcnn.likelihood.class_nll`). With ``disc_weight`` > 0 the
+    batch goes through ``net`` once per class (one forward of C*B images,
+    class-major) and the true-class rows give the generative term. The network
+    may run under autocast; the likelihood is computed in float32.
+    """
+    if disc_weight > 0:
+        b, nc = x.shape[0], mc.num_classes
+        x_in = x.repeat(nc, 1, 1, 1)
+        y_in = torch.arange(nc, device=x.device).repeat_interleave(b)
+    else:
+        x_in, y_in = x, (y if mc.conditional else None)
+    out = net(x_in, y_in, check=False)
+    with torch.autocast(x.device.type, enabled=False):
+        nats = nll(x_in, out.float(), mc.nr_logistic_mix, reduction="none")
+        dims = 3 * mc.image_size ** 2
+        if disc_weight <= 0:
+            bpd = bits_per_dim(nats, dims).mean()
+            return bpd, bpd
+        log_px = -nats.view(nc, b).t()                                       # (B, C): log p(x | c)
+        bpd = bits_per_dim(-log_px.gather(1, y[:, None]).squeeze(1), dims).mean()
+        return bpd + disc_weight * class_nll(log_px, y).mean(), bpd
 
 
 def _rng_state() -> dict:
@@ -503,6 +547,9 @@ class _Trainer:
         np.random.seed(cfg.seed % 2 ** 32)
         random.seed(cfg.seed)
         self.model = PixelCNNpp(mc).to(dev)
+        if cfg.init_from is not None:  # fine-tuning: the export's weights replace the fresh init
+            from .checkpoint import load as load_export
+            self.model.load_state_dict(load_export(cfg.init_from, config=mc).state_dict())
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         torch.manual_seed(cfg.seed * 1_000_003 + ctx.rank + 1)
@@ -623,23 +670,20 @@ class _Trainer:
         self.net.train()
         with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            out = self.net(x, y if mc.conditional else None, check=False)
-        # The likelihood in float32 whatever the autocast dtype.
-        bpd = bits_per_dim(nll(x, out.float(), mc.nr_logistic_mix, reduction="none"),
-                           3 * mc.image_size ** 2).mean()
+            loss, bpd = training_loss(self.net, x, y, mc, cfg.disc_weight)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(bpd).backward()
+            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
         else:
-            bpd.backward()
+            loss.backward()
         if cfg.grad_clip > 0:
             gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         else:
             gnorm = _grad_norm(self.params)
         due = self._checkpoint_due()
         # One host sync per step: [loss non-finite, gradient non-finite, checkpoint due].
-        flags = torch.stack([~torch.isfinite(bpd.detach()), ~torch.isfinite(gnorm.to(bpd.device)),
+        flags = torch.stack([~torch.isfinite(loss.detach()), ~torch.isfinite(gnorm.to(bpd.device)),
                              torch.tensor(due, device=bpd.device)]).float()
         if self.ctx.world > 1:  # every rank must take the same decisions
             flags = self.ctx.all_reduce(flags, dist.ReduceOp.MAX)

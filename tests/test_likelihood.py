@@ -218,3 +218,23 @@ def test_sampling_is_on_grid_and_follows_components():
     r = quantize(torch.tensor(0.2, dtype=torch.float64))
     assert torch.allclose(xs[:, 0], r.expand(5, 1, 1))
     assert torch.allclose(xs[:, 1], quantize(-0.1 + r).expand(5, 1, 1))
+
+
+def test_class_nll_is_bayes_posterior_under_uniform_prior():
+    from pcnn.likelihood import class_nll
+    g = torch.Generator().manual_seed(0)
+    ll = torch.randn(6, 4, generator=g, dtype=torch.float64) * 30 - 8000   # nats, realistic size
+    y = torch.tensor([0, 1, 2, 3, 2, 1])
+    got = class_nll(ll, y)
+    for i in range(6):
+        # p(y|x) = p(x|y) p(y) / sum_c p(x|c) p(c), p(c) = 1/4, in exact-ish arithmetic
+        shifted = [math.exp(float(ll[i, c] - ll[i].max())) for c in range(4)]
+        ref = -math.log(shifted[int(y[i])] / sum(shifted))
+        assert got[i].item() == pytest.approx(ref, rel=1e-12, abs=1e-12)
+    assert torch.all(got >= 0)
+    # a constant shift of all classes (e.g. a global likelihood change) changes nothing
+    assert torch.allclose(class_nll(ll + 123.0, y), got, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="log-likelihoods"):
+        class_nll(ll[:, 0], y)
+    with pytest.raises(ValueError, match="labels"):
+        class_nll(ll, y[:3])

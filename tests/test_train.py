@@ -276,3 +276,59 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     assert ddp[0]["train_bpd"] == pytest.approx(single[0]["train_bpd"], rel=1e-5)
     s = load_state(tmp_path / "ddp")
     assert s["world_size"] == 2 and len(s["rng"]) == 2
+
+
+# ------------------------------------------------------------------ discriminative term, fine-tuning
+
+@pytest.mark.parametrize("w", [0.0, 0.7])
+def test_training_loss_matches_per_class_reference(w):
+    """training_loss (one batched forward over all classes) == bits/dim of the true class +
+    w * -log p(y|x) computed class by class in float64."""
+    from conftest import rand_images, randomize_, tiny_config
+    from pcnn.likelihood import bits_per_dim, nll
+    from pcnn.train import training_loss
+    torch.manual_seed(0)
+    mc = tiny_config(nr_logistic_mix=2)
+    model = randomize_(PixelCNNpp(mc)).eval()
+    x, y = rand_images(5, seed=1), torch.tensor([0, 3, 1, 1, 2])
+    loss, bpd = training_loss(model, x, y, mc, w)
+    m64 = model.double()
+    with torch.no_grad():
+        ll = torch.stack([-nll(x.double(), m64(x.double(), torch.full((5,), c)), 2) for c in range(4)], 1)
+    ref_bpd = bits_per_dim(-ll.gather(1, y[:, None]).squeeze(1), 3 * 64).mean()
+    ref_ce = (torch.logsumexp(ll, 1) - ll.gather(1, y[:, None]).squeeze(1)).mean()
+    assert bpd.item() == pytest.approx(ref_bpd.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(ref_bpd.item() + w * ref_ce.item(), rel=1e-5)
+    assert loss.requires_grad
+
+
+def test_disc_weight_validation():
+    with pytest.raises(ValueError, match="disc_weight"):
+        tiny_train(disc_weight=-1.0)
+    with pytest.raises(ValueError, match="conditional"):
+        tiny_train(disc_weight=0.5, model=dict(fusion=[]))
+
+
+def test_train_with_disc_term_runs_and_changes_the_result(tmp_path):
+    h0 = run(tiny_train(epochs=1), tmp_path / "gen")
+    h1 = run(tiny_train(epochs=1, disc_weight=5.0), tmp_path / "disc")
+    assert all(torch.isfinite(torch.tensor(r["train_bpd"])) for r in h0 + h1)
+    a = pcnn.load(tmp_path / "gen" / "model.safetensors").state_dict()
+    b = pcnn.load(tmp_path / "disc" / "model.safetensors").state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_from_starts_at_the_exported_weights(tmp_path):
+    run(tiny_train(epochs=1), tmp_path / "a")
+    export = tmp_path / "a" / "model.safetensors"
+    # one step at a negligible learning rate, no EMA: the weights stay those of the export
+    run(tiny_train(epochs=1, max_steps=1, lr=1e-12, ema=0.0, init_from=str(export)), tmp_path / "b")
+    a = pcnn.load(export).state_dict()
+    b = pcnn.load(tmp_path / "b" / "model.safetensors").state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-8), k
+    # a fresh init is far from it
+    c = PixelCNNpp(pcnn.load(export).config).state_dict()
+    assert any(not torch.allclose(a[k], c[k], atol=1e-3) for k in a)
+    with pytest.raises(pcnn.CheckpointError):
+        run(tiny_train(epochs=1, init_from=str(export), model=dict(nr_filters=16)), tmp_path / "c")
