@@ -3,8 +3,13 @@
 One JSON file per run (e.g. ``results/fusion/<name>.json``)::
 
     {"format": "pcnn-results-v1", "name": ..., "fusion": [...], "config": {TrainConfig},
-     "metrics_log": [rows of metrics.jsonl], "final": {"accuracy", "macro_f1", "val_bpd",
-     "fid_192", "fid_2048", "fid_weights", "train_seconds", "n_eval"}, "hardware": {...}}
+     "metrics_log": [rows of metrics.jsonl], "final": {"weights", "accuracy", "macro_f1", "val_bpd",
+     "accuracy_ema", "macro_f1_ema", "val_bpd_ema", "accuracy_raw", ..., "fid_192", "fid_2048",
+     "fid_weights", "train_seconds", "n_eval"}, "hardware": {...}}
+
+``accuracy`` / ``macro_f1`` / ``val_bpd`` belong to the exported weights
+(``model.safetensors``, the ones FID is measured on): EMA or raw, whichever had the
+lower validation bits/dim, the same rule as :mod:`pcnn.train`'s export.
 
 :func:`results_from_run` builds it from a training workdir (``config.json``,
 ``metrics.jsonl``, ``model.safetensors``), :func:`load_results` reads a folder of
@@ -26,9 +31,12 @@ FORMAT = "pcnn-results-v1"
 COLUMNS = (
     ("name", "run", "{}"),
     ("fusion", "fusion", "{}"),
+    ("weights", "weights", "{}"),
     ("accuracy", "accuracy", "{:.3f}"),
     ("macro_f1", "macro F1", "{:.3f}"),
     ("val_bpd", "bits/dim", "{:.3f}"),
+    ("accuracy_ema", "EMA acc", "{:.3f}"),
+    ("val_bpd_ema", "EMA bpd", "{:.3f}"),
     ("fid_192", "FID 192", "{:.1f}"),
     ("fid_2048", "FID 2048", "{:.1f}"),
     ("train_seconds", "train s", "{:.1f}"),
@@ -44,6 +52,30 @@ def hardware() -> dict:
     else:
         dev = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     return {"device": dev, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def final_from_log(log: Sequence[dict], ema: bool = True) -> dict:
+    """The validation figures of the latest evaluated row of a metrics log.
+
+    A log row holds the EMA weights' figures as ``val_*`` (when the run keeps an EMA)
+    and the raw weights' as ``val_*_raw``. The trainer exports whichever has the lower
+    validation bits/dim (EMA on a tie), so ``weights`` / ``accuracy`` / ``macro_f1`` /
+    ``val_bpd`` name that one; both sets are kept as ``*_ema`` and ``*_raw``.
+    """
+    evaluated = [r for r in log if r.get("val_bpd") is not None]
+    last = evaluated[-1] if evaluated else {}
+    raw = {"accuracy": last.get("val_acc_raw"), "macro_f1": last.get("val_f1_raw"), "val_bpd": last.get("val_bpd_raw")}
+    out = {"n_eval": None, "eval_split": "validation (training log)"}
+    if ema and raw["val_bpd"] is not None:
+        avg = {"accuracy": last.get("val_acc"), "macro_f1": last.get("val_f1"), "val_bpd": last.get("val_bpd")}
+        use_ema = avg["val_bpd"] <= raw["val_bpd"]
+        out.update({f"{k}_ema": v for k, v in avg.items()})
+    else:   # no EMA: the val_* columns are the raw weights' own
+        avg, use_ema = None, False
+        raw = {"accuracy": last.get("val_acc"), "macro_f1": last.get("val_f1"), "val_bpd": last.get("val_bpd")}
+    out.update({f"{k}_raw": v for k, v in raw.items()})
+    out.update(avg if use_ema else raw, weights=("ema" if use_ema else "raw") if last else None)
+    return out
 
 
 def results_from_run(workdir, name: Optional[str] = None, split=None, fid: Optional[dict] = None,
@@ -62,10 +94,7 @@ def results_from_run(workdir, name: Optional[str] = None, split=None, fid: Optio
     config = json.loads((workdir / "config.json").read_text())
     from .notebook import read_metrics
     log = read_metrics(workdir)
-    evaluated = [r for r in log if r.get("val_bpd") is not None]
-    last = evaluated[-1] if evaluated else {}
-    final = {"accuracy": last.get("val_acc"), "macro_f1": last.get("val_f1"), "val_bpd": last.get("val_bpd"),
-             "n_eval": None, "eval_split": "validation (training log)"}
+    final = final_from_log(log, ema=bool(config.get("ema")))
     if split is not None:
         model = load(workdir / "model.safetensors", device=device or "cpu")
         x = to_float(split.images)
@@ -133,7 +162,7 @@ def markdown_table(results: Iterable[dict], columns=COLUMNS) -> str:
     return "\n".join(lines)
 
 
-def plot_results(results: Sequence[dict], keys: Sequence[str] = ("accuracy", "macro_f1", "val_bpd", "fid_192",
+def plot_results(results: Sequence[dict], keys: Sequence[str] = ("accuracy", "accuracy_ema", "macro_f1", "val_bpd", "fid_192",
                                                                 "fid_2048")):
     """One bar plot per metric (missing values left out); returns the figure."""
     import matplotlib.pyplot as plt

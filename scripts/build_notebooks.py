@@ -24,8 +24,10 @@ PROVENANCE = {
     "03": f"**Committed outputs:** {CARD}, trained on the project's 2-core CPU machine; full validation and "
           "test splits.",
     "04": f"**Committed outputs:** the metric log of {CARD}'s training run (`results/shipped/metrics.jsonl`).",
-    "05": "**Committed outputs:** smoke-sized (tiny 8x8 runs of a few steps) on the 2-core CPU machine: the "
-          "real fusion comparison under one budget has not been run yet, so these plots only show the path.",
+    "05": "**Committed outputs:** the real comparison in `results/fusion/` (scripts/fusion_comparison.py, budget "
+          "`configs/fusion_budget.json`: 1/40/5, 2 epochs, seed 0, flips, EMA, one thread per run on the project's "
+          "2-core CPU machine while another training job used the other core). Two epochs is a short budget: "
+          "the ranking can change with longer training (see the table's caveats in the README).",
     "06": f"**Committed outputs:** {CARD}; 25 images per class, FID against the 519 test images, CPU.",
     "07": f"**Committed outputs:** {CARD}, on the 2-core CPU machine.",
 }

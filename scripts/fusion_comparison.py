@@ -10,6 +10,11 @@ optimiser). Each run is :func:`pcnn.experiments.run_and_record`: training with
 class (seed 0) and FID at dims 192 and 2048 against the test images, then
 ``<out>/<name>.json``. A strategy whose results file exists is skipped, so the
 script can be killed and started again at any time.
+
+    python scripts/fusion_comparison.py --report --out results/fusion
+
+writes the table (``<out>/table.md``) and the bar plots (``<out>/comparison.png``)
+from the results files, without training.
 """
 import argparse
 import sys
@@ -29,6 +34,23 @@ STRATEGIES = {
 }
 
 
+def report(out: Path) -> int:
+    """Table and plots of the results files in ``out``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from pcnn.experiments import load_results, markdown_table, plot_results
+    order = {n: i for i, n in enumerate(STRATEGIES)}
+    results = sorted(load_results(out), key=lambda r: order.get(r["name"], len(order)))
+    if not results:
+        print(f"no results files in {out}", file=sys.stderr)
+        return 1
+    table = markdown_table(results)
+    (out / "table.md").write_text(table + "\n")
+    plot_results(results).savefig(out / "comparison.png", dpi=80)
+    print(table)
+    return 0
+
+
 def main(argv=None) -> int:
     from pcnn.data import load_split, resolve_data_dir
     from pcnn.experiments import run_and_record
@@ -36,12 +58,17 @@ def main(argv=None) -> int:
     from pcnn.train import TrainConfig
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/fusion_budget.json")
-    p.add_argument("--workdir", required=True, help="parent of the per-strategy run folders (outside the repo)")
+    p.add_argument("--workdir", help="parent of the per-strategy run folders (outside the repo); needed to train")
     p.add_argument("--out", default="results/fusion", help="folder of the results files")
     p.add_argument("--only", nargs="*", choices=list(STRATEGIES), help="a subset of the strategies")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--report", action="store_true", help="only write <out>/table.md and <out>/comparison.png")
     a = p.parse_args(argv)
+    if a.report:
+        return report(Path(a.out))
+    if not a.workdir:
+        p.error("--workdir is needed to train (or pass --report)")
     if a.threads:
         torch.set_num_threads(a.threads)
     root = resolve_data_dir(a.data_dir)

@@ -45,3 +45,84 @@ def test_shipped_checkpoint_matches_its_model_card(ckpt):
     assert len(val) == card["validation_images"]
     pred = pcnn.log_likelihoods(model, to_float(val.images), batch_size=256).argmax(1)
     assert int((pred == val.labels).sum()) == card["plain"]["correct"]
+
+
+FUSION_RESULTS = ROOT / "results" / "fusion"
+
+
+def test_fusion_results_cover_every_strategy_with_every_field():
+    """results/fusion/*.json (scripts/fusion_comparison.py): one file per strategy, one budget."""
+    import importlib.util
+    from pcnn.config import parse_fusion
+    from pcnn.experiments import final_from_log, load_results
+    spec = importlib.util.spec_from_file_location("fc", ROOT / "scripts" / "fusion_comparison.py")
+    fc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fc)
+    results = {r["name"]: r for r in load_results(FUSION_RESULTS)}
+    assert set(results) == set(fc.STRATEGIES), f"missing: {set(fc.STRATEGIES) - set(results)}"
+    budgets = set()
+    for name, r in results.items():
+        assert r["fusion"] == ("+".join(parse_fusion(fc.STRATEGIES[name])) or "none")
+        f = r["final"]
+        for key in ("val_bpd", "fid_192", "fid_2048", "train_seconds"):
+            assert isinstance(f[key], float) and f[key] > 0, (name, key)
+        if name == "none":   # unconditional: bits/dim only
+            assert f["accuracy"] is None and f["macro_f1"] is None
+        else:
+            assert 0 < f["accuracy"] <= 1 and 0 < f["macro_f1"] <= 1, name
+        assert f["fid_n_gen"] == 100 and r["hardware"]["device"] and r["hardware"]["torch"]
+        assert r["metrics_log"] and f["weights"] in ("ema", "raw")
+        assert f["val_bpd"] == pytest.approx(final_from_log(r["metrics_log"])["val_bpd"])
+        cfg = dict(r["config"])
+        cfg["model"] = {k: v for k, v in cfg["model"].items() if k != "fusion"}
+        cfg.pop("description", None)
+        budgets.add(json.dumps(cfg, sort_keys=True))
+    assert len(budgets) == 1, "the runs differ in more than the fusion"
+
+
+def _row(epoch, bpd, acc, f1, bpd_raw, acc_raw, f1_raw):
+    return {"epoch": epoch, "val_bpd": bpd, "val_acc": acc, "val_f1": f1, "val_bpd_raw": bpd_raw,
+            "val_acc_raw": acc_raw, "val_f1_raw": f1_raw, "seconds": 1.0}
+
+
+def test_final_from_log_names_the_exported_weights():
+    """The trainer exports EMA or raw by validation bits/dim; the results file reports that one."""
+    from pcnn.experiments import final_from_log
+    unevaluated = {"epoch": 1, "val_bpd": None, "val_bpd_raw": None}
+    raw_better = [_row(1, 6.0, 0.9, 0.9, 5.0, 0.4, 0.3), unevaluated]
+    f = final_from_log(raw_better)
+    assert f["weights"] == "raw" and (f["accuracy"], f["macro_f1"], f["val_bpd"]) == (0.4, 0.3, 5.0)
+    assert (f["accuracy_ema"], f["val_bpd_ema"]) == (0.9, 6.0) and f["accuracy_raw"] == 0.4
+    tie = [_row(1, 5.0, 0.7, 0.6, 5.0, 0.4, 0.3)]
+    assert final_from_log(tie)["weights"] == "ema" and final_from_log(tie)["accuracy"] == 0.7
+    # Without an EMA the val_* columns are the raw weights' own.
+    no_ema = final_from_log([_row(1, 5.5, 0.5, 0.45, 5.5, 0.5, 0.45)], ema=False)
+    assert no_ema["weights"] == "raw" and no_ema["accuracy"] == 0.5 and "accuracy_ema" not in no_ema
+    assert final_from_log([unevaluated])["weights"] is None
+
+
+def test_run_and_record_table_and_plot(tmp_path):
+    """A tiny real run -> results file -> Markdown table and bar plots, all from disk."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from pcnn.experiments import load_results, markdown_table, plot_results, run_and_record
+    from pcnn.train import TrainConfig
+    g = torch.Generator().manual_seed(0)
+    from pcnn.data import Split
+    imgs = torch.randint(0, 256, (16, 3, 8, 8), generator=g, dtype=torch.uint8)
+    data = Split("validation", imgs, torch.arange(16) % 4, [f"v{i}.jpg" for i in range(16)])
+    cfg = TrainConfig.from_dict(dict(model=dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, image_size=8,
+                                                fusion="late"), epochs=1, batch_size=8, ema=0.9,
+                                     checkpoint_minutes=60.0))
+    res = run_and_record(cfg, tmp_path / "run", tmp_path / "out" / "late.json", name="late",
+                         train_data=data, val_data=data)
+    meta = pcnn.read_metadata(tmp_path / "run" / "model.safetensors")
+    assert res["final"]["weights"] == meta["weights"]
+    assert res["final"]["val_bpd"] == pytest.approx(meta["val_bpd"])
+    assert res["final"]["accuracy"] == pytest.approx(meta["val_acc"])
+    (loaded,) = load_results(tmp_path / "out")
+    assert loaded["name"] == "late" and loaded["fusion"] == "late" and loaded["config"] == cfg.to_dict()
+    table = markdown_table([loaded]).splitlines()
+    assert len(table) == 3 and table[2].startswith("| late | late | " + meta["weights"])
+    fig = plot_results([loaded])
+    assert len(fig.axes) == 6
