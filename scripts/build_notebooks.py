@@ -347,7 +347,7 @@ NOTEBOOKS["05_fusion_comparison"] = nb_of(
     "FID (192 and 2048 dims), training time and hardware, from the results files "
     "`results/fusion/*.json` (one per run, written by `pcnn.experiments.run_and_record`).",
     """
-STRATEGIES = ["input", "input_concat", "first_conv", "middle", "late", "blocks", "blocks_film", "none"]
+STRATEGIES = ["input", "input_concat", "first_conv", "middle", "late", "blocks", "blocks_film", "none"]   # tiny runs only
 TINY_STEPS = 2 if SMOKE else 20          # steps per strategy when results are made here
 TINY_SIZE = 8 if SMOKE else 32           # image size of those tiny runs
 PER_CLASS = 1 if SMOKE else 10           # samples per class for their FID
