@@ -19,8 +19,10 @@ CARD = "`checkpoints/pcnn_cpu_blocks40_disc.safetensors` (see `checkpoints/READM
 PROVENANCE = {
     "01": "**Committed outputs:** a full (non-smoke) run over the CPEN455 data on the project's 2-core CPU "
           "machine; no model is involved.",
-    "02": "**Committed outputs:** smoke-sized (`PCNN_SMOKE=1`) on the 2-core CPU machine: a real preset run "
-          "takes hours there. Run it on a GPU for real curves.",
+    "02": "**Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on the whole "
+          "training split for 1 + 4 epochs (about 20 min) on the project's 2-core CPU machine: a short budget, "
+          "so the curves show the start of training only (the shipped checkpoint trained for 16 + 6 epochs). "
+          "On a GPU, raise `EPOCHS_MORE`.",
     "03": f"**Committed outputs:** {CARD}, trained on the project's 2-core CPU machine; full validation and "
           "test splits.",
     "04": f"**Committed outputs:** the metric logs of {CARD}'s two training stages (`results/shipped/1_pretrain`, `results/shipped/2_disc_finetune`).",
