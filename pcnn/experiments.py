@@ -54,27 +54,31 @@ def hardware() -> dict:
     return {"device": dev, "torch": torch.__version__, "python": platform.python_version()}
 
 
+def _val_figures(row: dict, suffix: str = "") -> dict:
+    return {"accuracy": row.get("val_acc" + suffix), "macro_f1": row.get("val_f1" + suffix),
+            "val_bpd": row.get("val_bpd" + suffix)}
+
+
 def final_from_log(log: Sequence[dict], ema: bool = True) -> dict:
     """The validation figures of the latest evaluated row of a metrics log.
 
     A log row holds the EMA weights' figures as ``val_*`` (when the run keeps an EMA)
-    and the raw weights' as ``val_*_raw``. The trainer exports whichever has the lower
-    validation bits/dim (EMA on a tie), so ``weights`` / ``accuracy`` / ``macro_f1`` /
+    and the raw weights' as ``val_*_raw``. The trainer exports one of them
+    (:func:`pcnn.train.exports_ema`), so ``weights`` / ``accuracy`` / ``macro_f1`` /
     ``val_bpd`` name that one; both sets are kept as ``*_ema`` and ``*_raw``.
     """
+    from .train import exports_ema
     evaluated = [r for r in log if r.get("val_bpd") is not None]
     last = evaluated[-1] if evaluated else {}
-    raw = {"accuracy": last.get("val_acc_raw"), "macro_f1": last.get("val_f1_raw"), "val_bpd": last.get("val_bpd_raw")}
+    shown, raw = _val_figures(last), _val_figures(last, "_raw")
     out = {"n_eval": None, "eval_split": "validation (training log)"}
     if ema and raw["val_bpd"] is not None:
-        avg = {"accuracy": last.get("val_acc"), "macro_f1": last.get("val_f1"), "val_bpd": last.get("val_bpd")}
-        use_ema = avg["val_bpd"] <= raw["val_bpd"]
-        out.update({f"{k}_ema": v for k, v in avg.items()})
+        use_ema = exports_ema(shown["val_bpd"], raw["val_bpd"])
+        out.update({f"{k}_ema": v for k, v in shown.items()})
     else:   # no EMA: the val_* columns are the raw weights' own
-        avg, use_ema = None, False
-        raw = {"accuracy": last.get("val_acc"), "macro_f1": last.get("val_f1"), "val_bpd": last.get("val_bpd")}
+        raw, use_ema = shown, False
     out.update({f"{k}_raw": v for k, v in raw.items()})
-    out.update(avg if use_ema else raw, weights=("ema" if use_ema else "raw") if last else None)
+    out.update(shown if use_ema else raw, weights=("ema" if use_ema else "raw") if last else None)
     return out
 
 

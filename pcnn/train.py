@@ -240,6 +240,12 @@ def lr_at(cfg: TrainConfig, k: int) -> float:
     return lr
 
 
+def exports_ema(ema_bpd: Optional[float], raw_bpd: float) -> bool:
+    """The export rule: the EMA weights when they exist and their validation bits/dim is
+    no higher than the raw weights' (a tie keeps the EMA); the raw weights otherwise."""
+    return ema_bpd is not None and ema_bpd <= raw_bpd
+
+
 def ema_decay_at(cfg: TrainConfig, k: int) -> float:
     """EMA decay of update number ``k`` (0-based): ``min(ema, (1+k)/(10+k))`` with warm-up."""
     return min(cfg.ema, (1 + k) / (10 + k)) if cfg.ema_warmup else cfg.ema
@@ -728,7 +734,7 @@ class _Trainer:
             shown = ema or raw
             res = {"val_bpd": shown["bpd"], "val_acc": shown["acc"], "val_f1": shown["f1"],
                    "val_bpd_raw": raw["bpd"], "val_acc_raw": raw["acc"], "val_f1_raw": raw["f1"]}
-            use_ema = ema is not None and ema["bpd"] <= raw["bpd"]
+            use_ema = exports_ema(ema["bpd"] if ema else None, raw["bpd"])
             chosen, kind = (ema, "ema") if use_ema else (raw, "raw")
             model = self.ema_model if use_ema else self.model
             meta = {"weights": kind, "epoch": self.epoch + 1, "step": self.step,

@@ -105,10 +105,10 @@ def test_run_and_record_table_and_plot(tmp_path):
     """A tiny real run -> results file -> Markdown table and bar plots, all from disk."""
     import matplotlib
     matplotlib.use("Agg")
+    from pcnn.data import Split
     from pcnn.experiments import load_results, markdown_table, plot_results, run_and_record
     from pcnn.train import TrainConfig
     g = torch.Generator().manual_seed(0)
-    from pcnn.data import Split
     imgs = torch.randint(0, 256, (16, 3, 8, 8), generator=g, dtype=torch.uint8)
     data = Split("validation", imgs, torch.arange(16) % 4, [f"v{i}.jpg" for i in range(16)])
     cfg = TrainConfig.from_dict(dict(model=dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, image_size=8,

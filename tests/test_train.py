@@ -14,7 +14,8 @@ import torch
 
 import pcnn
 from pcnn.model import PixelCNNpp
-from pcnn.train import (METRIC_COLUMNS, TrainConfig, apply_overrides, ema_decay_at, lr_at, main, train)
+from pcnn.train import (METRIC_COLUMNS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, lr_at, main,
+                        train)
 
 from conftest import ROOT, data_dir
 
@@ -332,3 +333,9 @@ def test_init_from_starts_at_the_exported_weights(tmp_path):
     assert any(not torch.allclose(a[k], c[k], atol=1e-3) for k in a)
     with pytest.raises(pcnn.CheckpointError):
         run(tiny_train(epochs=1, init_from=str(export), model=dict(nr_filters=16)), tmp_path / "c")
+
+
+def test_exports_ema_rule():
+    """Lower validation bits/dim wins; a tie keeps the EMA; no EMA exports the raw weights."""
+    assert exports_ema(3.9, 4.0) and exports_ema(4.0, 4.0)
+    assert not exports_ema(4.1, 4.0) and not exports_ema(None, 4.0)
