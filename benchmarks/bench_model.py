@@ -66,6 +66,17 @@ def bench(size: str, batch: int, device: torch.device, warmup: int, repeats: int
             "forward": batch / t_fwd, "train": batch / t_train, "classify": batch / t_cls}
 
 
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), so tables say which machine made them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def emit(lines, out=None) -> None:
     """Print a markdown table and, if ``out`` is given, write it there too."""
     text = "\n".join(lines) + "\n"

@@ -20,8 +20,40 @@ from torch.nn.utils.parametrizations import weight_norm
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """ELU of ``[x, -x]`` along channels: (B, C, H, W) -> (B, 2C, H, W)."""
-    return F.elu(torch.cat([x, -x], dim=1))
+    """ELU of ``[x, -x]`` along channels: (B, C, H, W) -> (B, 2C, H, W).
+
+    Same values as ``F.elu(torch.cat([x, -x], 1))``; when a gradient is needed it
+    runs as one autograd node (:class:`_ConcatELU`) that keeps only its output
+    for the backward pass.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ConcatELU.apply(x)
+    return F.elu(torch.cat([x, -x], dim=1), inplace=True)
+
+
+class _ConcatELU(torch.autograd.Function):
+    """concat_elu as one node. Why: eager autograd records neg, cat and elu
+    separately, so the backward pass runs elu's backward, then negates one half
+    and adds the two halves as a separate accumulation; here the ELU is applied
+    in place on the fresh concatenation, its derivative is taken from the saved
+    output (elu'(z) = 1 if z > 0 else elu(z) + 1) and the halves are combined
+    in one subtraction. Measured on the 2-core CPU at 32x40x32x32: 3.3 ms vs
+    3.8-4.9 ms per forward + backward; it runs 46 times per training step at the
+    starter size.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        out = F.elu(torch.cat([x, x.neg()], dim=1), inplace=True)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        d = torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, out)
+        c = d.shape[1] // 2
+        return d[:, :c] - d[:, c:]
 
 
 def down_shift(x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +175,10 @@ class ByteDropout(nn.Module):
         n = x.numel()
         words = torch.randint(-2**63, 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
         keep = words.view(torch.uint8)[:n].view(x.shape) < self.threshold
-        return torch.where(keep, x * self.scale, torch.zeros((), dtype=x.dtype, device=x.device))
+        # A multiply by a {0, scale} float mask, not ``torch.where``: on this CPU the
+        # select (forward and backward) took 13.6 ms for a 32x80x32x32 tensor, the
+        # multiply 3.0 ms, and dropout runs 16 times per step at the starter size.
+        return x * keep.to(x.dtype).mul_(self.scale)
 
     def extra_repr(self):
         return f"p={self.p} (keep threshold {self.threshold}/256)"
