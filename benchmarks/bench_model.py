@@ -98,7 +98,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     dev = torch.device(a.device)
     hw = (torch.cuda.get_device_name(dev) if dev.type == "cuda" else
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+          f"{cpu_name()}, {torch.get_num_threads()} threads")
     lines = [f"torch {torch.__version__}, {hw}, batch {a.batch}, fusion {a.fusion}", "",
              "| size (r/f/K) | params (M) | forward img/s | train-step img/s | classify img/s (4 classes) |",
              "|---|---|---|---|---|"]

@@ -16,6 +16,7 @@ fusion blocks, dropout 0.5, the same loss); only how the pieces are computed dif
                   (what pcnn shipped before the float-mask change)
   eager-celu    : pcnn with concat-ELU as three eager ops (neg, cat, elu) instead of
                   its single autograd node (what pcnn shipped before that change)
+  pcnn-before   : where-dropout and eager-celu together: the library before both changes
   pcnn          : the library as it is (byte mask, applied by a multiply; 1x1 convs in NCHW)
   pcnn-cl       : the same in channels-last memory format (TrainConfig.channels_last)
   port-style-2d : port-style with channel-wise ``nn.Dropout2d`` (as some ports do); NOT the
@@ -96,7 +97,7 @@ def make(variant):
         _swap(model, NIN, lambda n: PermuteNIN(n.conv.in_channels, n.conv.out_channels))
     if variant == "no-dropout":
         _swap(model, ByteDropout, lambda d: nn.Identity())
-    if variant == "where-dropout":
+    if variant in ("where-dropout", "pcnn-before"):
         _swap(model, ByteDropout, lambda d: WhereByteDropout(d.p))
     cl = variant == "pcnn-cl"
     if cl:
@@ -108,7 +109,7 @@ def make(variant):
     fn = torch.compile(loss_fn) if variant == "compiled" else loss_fn
 
     def step(x, y):
-        if variant == "eager-celu":
+        if variant in ("eager-celu", "pcnn-before"):
             with _eager_concat_elu():
                 return _step(x, y)
         return _step(x, y)
@@ -133,7 +134,8 @@ def main(argv=None):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (32, 3, 32, 32), generator=g).float() / 127.5 - 1
     y = torch.arange(32) % 4
-    variants = ["port-style", "port-style-2d", "where-dropout", "eager-celu", "pcnn", "pcnn-cl", "no-dropout"]
+    variants = ["port-style", "port-style-2d", "pcnn-before", "where-dropout", "eager-celu", "pcnn", "pcnn-cl",
+                "no-dropout"]
     variants = (a.variants or variants) + (["compiled"] if a.compile else [])
     steps, notes = {}, {}
     for v in variants:
