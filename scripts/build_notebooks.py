@@ -21,7 +21,7 @@ PROVENANCE = {
           "machine; no model is involved.",
     "02": "**Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on the whole "
           "training split for 1 + 4 epochs (about 20 min) on the project's 2-core CPU machine: a short budget, "
-          "so the curves show the start of training only (the shipped checkpoint trained for 16 + 6 + 5 epochs). "
+          "so the curves show the start of training only (the shipped checkpoint trained for 16 + 6 + 10 epochs). "
           "On a GPU, raise `EPOCHS_MORE`.",
     "03": f"**Committed outputs:** {CARD}, trained on the project's 2-core CPU machine; full validation and "
           "test splits.",
