@@ -153,7 +153,7 @@ def main(argv=None):
     base = statistics.median(rates[variants[0]])
     lines = [f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch 32, starter size 1/40/5, "
              f"{a.rounds} interleaved rounds of {a.steps} steps", "",
-             "| variant | train-step img/s (median) | rounds | vs port-style | first step incl. setup (s) |",
+             f"| variant | train-step img/s (median) | rounds | vs {variants[0]} | first step incl. setup (s) |",
              "|---|---|---|---|---|"]
     for v in variants:
         med = statistics.median(rates[v])
