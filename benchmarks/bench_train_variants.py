@@ -48,9 +48,7 @@ class WhereByteDropout(ByteDropout):
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
-        n = x.numel()
-        words = torch.randint(-2**63, 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
-        keep = words.view(torch.uint8)[:n].view(x.shape) < self.threshold
+        keep = self.keep_mask(x)
         return torch.where(keep, x * self.scale, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
@@ -89,11 +87,9 @@ def make(variant):
     torch.manual_seed(0)
     cfg = pcnn.ModelConfig(nr_resnet=1, nr_filters=40, nr_logistic_mix=5, fusion="blocks")
     model = pcnn.PixelCNNpp(cfg).train()
-    if variant == "port-style":
-        _swap(model, ByteDropout, lambda d: nn.Dropout(d.p))
-        _swap(model, NIN, lambda n: PermuteNIN(n.conv.in_channels, n.conv.out_channels))
-    if variant == "port-style-2d":
-        _swap(model, ByteDropout, lambda d: nn.Dropout2d(d.p))
+    if variant.startswith("port-style"):
+        drop_cls = nn.Dropout2d if variant == "port-style-2d" else nn.Dropout
+        _swap(model, ByteDropout, lambda d: drop_cls(d.p))
         _swap(model, NIN, lambda n: PermuteNIN(n.conv.in_channels, n.conv.out_channels))
     if variant == "no-dropout":
         _swap(model, ByteDropout, lambda d: nn.Identity())

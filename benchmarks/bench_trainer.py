@@ -28,10 +28,9 @@ from pcnn.train import TrainConfig, apply_overrides, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(batch: int, steps: int, train_data, val_data, compile_: bool = False) -> float:
-    base = json.loads((ROOT / "configs" / "starter.json").read_text())
-    d = apply_overrides(base, [f"batch_size={batch}", f"max_steps={steps}", "epochs=1",
-                               "checkpoint_minutes=1000", f"compile={str(compile_).lower()}"])
+def run_once(base: dict, batch: int, steps: int, train_data, val_data) -> float:
+    """One short run of the trainer with ``base`` (a config dict); returns its images_per_s."""
+    d = apply_overrides(base, [f"batch_size={batch}", f"max_steps={steps}", "epochs=1", "checkpoint_minutes=1000"])
     with tempfile.TemporaryDirectory() as wd:
         hist = train(TrainConfig.from_dict(d), wd, train_data=train_data, val_data=val_data, progress=False)
     return hist[-1]["images_per_s"]
@@ -48,10 +47,11 @@ def main(argv=None):
     tr = load_split("train", size=32, show_progress=False)
     va = load_split("validation", size=32, show_progress=False)
     val = (va.images[:a.val], va.labels[:a.val])
+    base = json.loads((ROOT / "configs" / "starter.json").read_text())
     rates = {b: [] for b in a.batches}
     for _ in range(a.rounds):
         for b in a.batches:
-            rates[b].append(run_once(b, a.steps, (tr.images, tr.labels), val))
+            rates[b].append(run_once(base, b, a.steps, (tr.images, tr.labels), val))
     lines = [f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads; configs/starter.json "
              f"(1/40/5, blocks, dropout 0.5, flips, EMA); {a.steps} steps per run, {a.rounds} alternating rounds", "",
              "| batch | trainer img/s (median) | rounds |", "|---|---|---|"]

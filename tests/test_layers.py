@@ -72,3 +72,14 @@ def test_byte_dropout_eval_identity_seeded_and_validated():
     for p in (-0.1, 1.0):
         with pytest.raises(ValueError, match="dropout probability"):
             ByteDropout(p)
+
+
+def test_byte_dropout_forward_is_its_keep_mask_times_scale():
+    x = torch.randn(4, 6, 5, 5)
+    drop = ByteDropout(0.5).train()
+    torch.manual_seed(7)
+    keep = drop.keep_mask(x)
+    torch.manual_seed(7)
+    out = drop(x)
+    assert keep.dtype == torch.bool and keep.shape == x.shape
+    assert torch.equal(out, torch.where(keep, x * 2.0, torch.zeros(())))
