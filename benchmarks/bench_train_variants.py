@@ -1,6 +1,7 @@
 """Before/after of each training-speed change, measured interleaved in one process.
 
     python benchmarks/bench_train_variants.py [--rounds 6] [--compile] [--out benchmarks/results/train_variants_cpu.md]
+    python benchmarks/bench_train_variants.py --variants pcnn-before pcnn --profile   # where the time goes
 
 This machine's speed drifts by tens of percent over minutes (shared host), and
 the project's sessions do not always get the same CPU model, so variants are
@@ -125,6 +126,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round")
     ap.add_argument("--compile", action="store_true", help="include the torch.compile variant")
     ap.add_argument("--variants", nargs="+", default=None, help="subset to run, in this order")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of timing, print torch.profiler's op table (3 steps) for each variant")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     g = torch.Generator().manual_seed(0)
@@ -139,6 +142,14 @@ def main(argv=None):
         steps[v] = make(v)
         steps[v](x, y)  # warm-up (and compilation)
         notes[v] = time.perf_counter() - t
+    if a.profile:
+        from torch.profiler import profile
+        for v in variants:
+            with profile() as prof:
+                for _ in range(3):
+                    steps[v](x, y)
+            print(f"## {v}\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        return
     rates = {v: [] for v in variants}
     for _ in range(a.rounds):
         for v in variants:

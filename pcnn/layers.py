@@ -42,9 +42,9 @@ class _ConcatELU(torch.autograd.Function):
     and adds the two halves as a separate accumulation; here the ELU is applied
     in place on the fresh concatenation, its derivative is taken from the saved
     output (elu'(z) = 1 if z > 0 else elu(z) + 1) and the halves are combined
-    in one subtraction. Measured on the 2-core CPU at 32x40x32x32: 3.3 ms vs
-    3.8-4.9 ms per forward + backward; it runs 46 times per training step at the
-    starter size.
+    in one subtraction. At 32x40x32x32 on the 2-core CPU: 2.8 ms vs 3.1 ms per
+    forward + backward (benchmarks/bench_elementwise.py); it runs 46 times per
+    training step at the starter size.
     """
 
     @staticmethod
@@ -178,8 +178,9 @@ class ByteDropout(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         # A multiply by a {0, scale} float mask, not ``torch.where``: on this CPU the
-        # select (forward and backward) took 13.6 ms for a 32x80x32x32 tensor, the
-        # multiply 3.0 ms, and dropout runs 16 times per step at the starter size.
+        # select (forward and backward) took 12.7 ms for a 32x80x32x32 tensor, the
+        # multiply 3.8 ms (benchmarks/bench_elementwise.py), and dropout runs 16
+        # times per step at the starter size.
         return x * self.keep_mask(x).to(x.dtype).mul_(self.scale)
 
     def keep_mask(self, x: torch.Tensor) -> torch.Tensor:

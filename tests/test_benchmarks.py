@@ -42,3 +42,11 @@ def test_trainer_bench_on_real_images(tmp_path, monkeypatch):
     bench_trainer.main(["--steps", "1", "--batches", "4", "--rounds", "1", "--val", "4", "--out", str(out)])
     rows = _rows(out)
     assert rows[1].split("|")[1].strip() == "4" and float(rows[1].split("|")[2]) > 0
+
+
+def test_elementwise_bench_table(tmp_path):
+    import bench_elementwise
+    out = tmp_path / "elementwise.md"
+    bench_elementwise.main(["--repeats", "1", "--out", str(out)])
+    rows = _rows(out)[1:]
+    assert len(rows) == 5 and all(float(r.split("|")[3]) > 0 for r in rows)
