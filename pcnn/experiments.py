@@ -263,3 +263,31 @@ def evaluate_checkpoint(checkpoint, out_json=None, data_dir=None, fid_ref_dir=No
     if out_json is not None:
         write_results(res, out_json)
     return res
+
+
+def fit_gap(model, train, val, n_train: Optional[int] = None, seed: int = 0,
+            batch_size: Optional[int] = None) -> dict:
+    """Over- or underfitting: eval-mode likelihood scores on training images vs validation.
+
+    ``train`` / ``val`` are :class:`pcnn.data.Split` (uint8 images, labels). Scores
+    ``n_train`` training images drawn without replacement with ``seed`` (all when
+    None) and the whole of ``val`` with :func:`pcnn.classify.score` (dropout off,
+    no augmentation). Returns ``{"train": {...}, "validation": {...},
+    "bpd_gap": train bpd - val bpd}``: a gap near zero or positive means the model
+    does not overfit its training set, so less regularisation (dropout) or more
+    capacity can help; a clearly negative one means it overfits.
+    """
+    from .classify import log_likelihoods, score
+    from .data import to_float
+    if n_train is not None:
+        if not 0 < n_train <= len(train):
+            raise ValueError(f"n_train must be in 1..{len(train)}, got {n_train}")
+        g = torch.Generator().manual_seed(seed)
+        train = train.subset(torch.randperm(len(train), generator=g)[:n_train])
+    out = {}
+    for name, split in (("train", train), ("validation", val)):
+        m = score(log_likelihoods(model, to_float(split.images), batch_size=batch_size), split.labels, model.config)
+        m.pop("confusion_matrix", None)
+        out[name] = m
+    out["bpd_gap"] = out["train"]["bpd"] - out["validation"]["bpd"]
+    return out

@@ -117,7 +117,7 @@ class TrainConfig:
     wandb: bool = False               # log to Weights & Biases (needs wandb; project from $WANDB_PROJECT)
     data_dir: Optional[str] = None    # CPEN455 data folder; None = pcnn.data.resolve_data_dir()
     disc_weight: float = 0.0          # weight of -log p(y|x) (nats/image) added to the bits/dim loss; 0 = pure likelihood
-    init_from: Optional[str] = None   # start from these weights (a pcnn export, same model config), e.g. to fine-tune
+    init_from: Optional[str] = None   # start from these weights (a pcnn export, same model config except dropout), e.g. to fine-tune
     max_steps: Optional[int] = None   # stop after this many batches in total (smoke runs); None = no cap
     description: str = ""             # free text: what this run / preset is and why (not used by training)
 
@@ -555,7 +555,14 @@ class _Trainer:
         self.model = PixelCNNpp(mc).to(dev)
         if cfg.init_from is not None:  # fine-tuning: the export's weights replace the fresh init
             from .checkpoint import load as load_export
-            self.model.load_state_dict(load_export(cfg.init_from, config=mc).state_dict())
+            # Dropout has no parameters, so a fine-tune may change it (e.g. lower it
+            # once train and validation bits/dim show the model underfits); every
+            # other field must match the export's.
+            src = load_export(cfg.init_from)
+            if dataclasses.replace(src.config, dropout=mc.dropout) != mc:
+                raise CheckpointError(f"init_from {cfg.init_from} is for model config {src.config}, "
+                                      f"which differs from this run's {mc} in more than dropout")
+            self.model.load_state_dict(src.state_dict())
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         torch.manual_seed(cfg.seed * 1_000_003 + ctx.rank + 1)

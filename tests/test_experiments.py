@@ -126,3 +126,45 @@ def test_run_and_record_table_and_plot(tmp_path):
     assert len(table) == 3 and table[2].startswith("| late | late | " + meta["weights"])
     fig = plot_results([loaded])
     assert len(fig.axes) == 6
+
+
+def test_fit_gap_scores_a_seeded_train_subset_and_the_validation_split():
+    from pcnn.classify import log_likelihoods, score
+    from pcnn.data import Split, to_float
+    from pcnn.experiments import fit_gap
+    model = randomize_(pcnn.PixelCNNpp(tiny_config()))
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.randint(0, 256, (12, 3, 8, 8), generator=g, dtype=torch.uint8)
+    labels = torch.arange(12) % 4
+    train = Split("train", imgs, labels, [f"t{i}" for i in range(12)])
+    val = Split("validation", imgs[:5], labels[:5], [f"v{i}" for i in range(5)])
+    res = fit_gap(model, train, val, n_train=6, seed=3)
+    assert res["train"]["n"] == 6 and res["validation"]["n"] == 5
+    # the train subset is the seeded permutation's first 6 images
+    idx = torch.randperm(12, generator=torch.Generator().manual_seed(3))[:6]
+    direct = score(log_likelihoods(model, to_float(imgs[idx])), labels[idx], model.config)
+    assert res["train"]["bpd"] == pytest.approx(direct["bpd"], rel=1e-12)
+    assert res["train"]["correct"] == direct["correct"]
+    assert res["bpd_gap"] == pytest.approx(res["train"]["bpd"] - res["validation"]["bpd"])
+    # the same images in both roles: no gap at all
+    same = fit_gap(model, val, val)
+    assert same["bpd_gap"] == 0.0 and same["train"] == same["validation"]
+    with pytest.raises(ValueError, match="n_train"):
+        fit_gap(model, train, val, n_train=13)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoint in checkpoints/")
+def test_fit_gap_script_writes_its_json(tmp_path):
+    """scripts/fit_gap.py on the shipped checkpoint and the course data: the file agrees with the card."""
+    import importlib.util
+    if not (data_dir() / "train.csv").is_file():
+        pytest.skip("CPEN455 data not found")
+    spec = importlib.util.spec_from_file_location("fit_gap_script", ROOT / "scripts" / "fit_gap.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "gap.json"
+    assert mod.main([str(SHIPPED[0]), "--n-train", "16", "--data-dir", str(data_dir()), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    card = json.loads(SHIPPED[0].with_suffix(".json").read_text())
+    assert res["train"]["n"] == 16 and res["validation"]["correct"] == card["plain"]["correct"]
+    assert res["validation"]["bpd"] == pytest.approx(card["plain"]["val_bpd"], rel=1e-9)

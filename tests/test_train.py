@@ -1,5 +1,6 @@
 """Training loop: config handling, LR schedule, exact resume (in process and after SIGKILL),
 non-finite step skipping, DDP with gloo, and an end-to-end run on a few real images."""
+import dataclasses
 import json
 import os
 import signal
@@ -333,6 +334,21 @@ def test_init_from_starts_at_the_exported_weights(tmp_path):
     assert any(not torch.allclose(a[k], c[k], atol=1e-3) for k in a)
     with pytest.raises(pcnn.CheckpointError):
         run(tiny_train(epochs=1, init_from=str(export), model=dict(nr_filters=16)), tmp_path / "c")
+
+
+def test_init_from_may_change_dropout_only(tmp_path):
+    """Dropout has no parameters: a fine-tune can lower it; the export then records the new value."""
+    run(tiny_train(epochs=1), tmp_path / "a")
+    export = tmp_path / "a" / "model.safetensors"
+    src = pcnn.load(export)
+    new_p = 0.0 if src.config.dropout > 0 else 0.3
+    run(tiny_train(epochs=1, max_steps=1, lr=1e-12, ema=0.0, init_from=str(export), model=dict(dropout=new_p)),
+        tmp_path / "b")
+    b = pcnn.load(tmp_path / "b" / "model.safetensors")
+    assert b.config.dropout == new_p
+    assert b.config == dataclasses.replace(src.config, dropout=new_p)
+    for k, v in src.state_dict().items():
+        assert torch.allclose(v, b.state_dict()[k], rtol=0, atol=1e-8), k
 
 
 def test_exports_ema_rule():
