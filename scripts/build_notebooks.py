@@ -15,18 +15,19 @@ OUT = ROOT / "notebooks"
 SMOKE_NOTE = ("With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a "
               "CPU; no step is skipped.")
 #: What produced each notebook's committed outputs (the first markdown cell says it).
-CARD = "`checkpoints/pcnn_cpu_blocks40_stage3.safetensors` (see `checkpoints/README.md`)"
+CARD = "`checkpoints/pcnn_cpu_blocks40_stage4.safetensors` (see `checkpoints/README.md`)"
 PROVENANCE = {
     "01": "**Committed outputs:** a full (non-smoke) run over the CPEN455 data on the project's 2-core CPU "
           "machine; no model is involved.",
     "02": "**Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on the whole "
           "training split for 1 + 4 epochs (about 20 min) on the project's 2-core CPU machine: a short budget, "
-          "so the curves show the start of training only (the shipped checkpoint trained for 16 + 6 + 10 epochs). "
+          "so the curves show the start of training only (the shipped checkpoint trained for 16 + 6 + 10 + 10 epochs). "
           "On a GPU, raise `EPOCHS_MORE`.",
     "03": f"**Committed outputs:** {CARD}, trained on the project's 2-core CPU machine; full validation and "
           "test splits.",
-    "04": f"**Committed outputs:** the metric logs of {CARD}'s three training stages (`results/shipped/1_pretrain`, "
-          "`results/shipped/2_disc_finetune`, `results/shipped/3_disc_finetune_lowlr`) and of a stopped try "
+    "04": f"**Committed outputs:** the metric logs of {CARD}'s four training stages (`results/shipped/1_pretrain`, "
+          "`results/shipped/2_disc_finetune`, `results/shipped/3_disc_finetune_lowlr`, "
+          "`results/shipped/4_disc_finetune_dropout01`) and of a stopped try "
           "(`results/levers/disc_weight_002`).",
     "05": "**Committed outputs:** the real comparison in `results/fusion/` (scripts/fusion_comparison.py, budget "
           "`configs/fusion_budget.json`: 1/40/5, 2 epochs, seed 0, flips, EMA, one thread per run on the project's "

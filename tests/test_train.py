@@ -102,6 +102,17 @@ def test_presets_load(path):
     PixelCNNpp(cfg.model)  # builds
 
 
+@pytest.mark.parametrize("path", [p for p in CONFIGS if TrainConfig.from_json(p).init_from],
+                         ids=lambda p: p.stem)
+def test_preset_init_from_is_committed_and_fits(path):
+    """Fine-tune presets start from a committed export whose config equals theirs up to dropout."""
+    cfg = TrainConfig.from_json(path)
+    src = ROOT / cfg.init_from
+    assert src.is_file(), f"{path.name}: init_from {cfg.init_from} is not in the repository"
+    stored = pcnn.load(src).config
+    assert dataclasses.replace(stored, dropout=cfg.model.dropout) == cfg.model
+
+
 def test_all_presets_present():
     assert {p.stem for p in CONFIGS} >= {"starter", "report_chan", "report_shakouri", "film_large", "smoke"}
 
