@@ -27,8 +27,8 @@ PROVENANCE = {
           "test splits.",
     "04": f"**Committed outputs:** the metric logs of {CARD}'s four training stages (`results/shipped/1_pretrain`, "
           "`results/shipped/2_disc_finetune`, `results/shipped/3_disc_finetune_lowlr`, "
-          "`results/shipped/4_disc_finetune_dropout01`) and of a stopped try "
-          "(`results/levers/disc_weight_002`).",
+          "`results/shipped/4_disc_finetune_dropout01`), of a stopped try "
+          "(`results/levers/disc_weight_002`) and of a 4-epoch dropout-0 probe (`results/levers/dropout_0`).",
     "05": "**Committed outputs:** the real comparison in `results/fusion/` (scripts/fusion_comparison.py, budget "
           "`configs/fusion_budget.json`: 1/40/5, 2 epochs, seed 0, flips, EMA, one thread per run on the project's "
           "2-core CPU machine while another training job used the other core). Two epochs is a short budget: "
@@ -320,7 +320,7 @@ NOTEBOOKS["04_loss_curves"] = nb_of(
     "runs, read from their `metrics.jsonl` (in `results/` and `runs/`).",
     """
 TINY_EPOCHS = 2 if SMOKE else 3       # the tiny run made when there is nothing to plot
-MAX_RUNS = 6                          # most runs drawn in one figure""",
+MAX_RUNS = 8                          # most runs drawn in one figure""",
     [
         """runs = nb.find_runs(ROOT / "results", ROOT / "runs")
 runs = [r for r in runs if r.name != "notebook_tiny_curves"]
