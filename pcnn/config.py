@@ -75,6 +75,13 @@ class ModelConfig:
     def conditional(self) -> bool:
         return bool(self.fusion)
 
+    def same_parameters(self, other: "ModelConfig") -> bool:
+        """True when both configs build the same parameter set, so weights carry over.
+
+        Only ``dropout`` may differ: it has no parameters (a fine-tune may lower it).
+        """
+        return dataclasses.replace(self, dropout=other.dropout) == other
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["fusion"] = list(self.fusion)

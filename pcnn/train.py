@@ -555,11 +555,10 @@ class _Trainer:
         self.model = PixelCNNpp(mc).to(dev)
         if cfg.init_from is not None:  # fine-tuning: the export's weights replace the fresh init
             from .checkpoint import load as load_export
-            # Dropout has no parameters, so a fine-tune may change it (e.g. lower it
-            # once train and validation bits/dim show the model underfits); every
-            # other field must match the export's.
+            # A fine-tune may change dropout (e.g. lower it once train and validation
+            # bits/dim show the model underfits); every other field must match.
             src = load_export(cfg.init_from)
-            if dataclasses.replace(src.config, dropout=mc.dropout) != mc:
+            if not src.config.same_parameters(mc):
                 raise CheckpointError(f"init_from {cfg.init_from} is for model config {src.config}, "
                                       f"which differs from this run's {mc} in more than dropout")
             self.model.load_state_dict(src.state_dict())

@@ -55,3 +55,13 @@ def test_any_batch_size_and_no_state_between_calls(tiny):
     for b in (1, 3, 17, 64, 2):
         out = tiny(rand_images(b, seed=b), torch.arange(b) % 4)
         assert out.shape == (b, 30, 8, 8)
+
+
+def test_same_parameters_allows_only_dropout_to_differ():
+    a = tiny_config(dropout=0.5)
+    assert a.same_parameters(tiny_config(dropout=0.0)) and a.same_parameters(a)
+    for other in (tiny_config(nr_filters=16), tiny_config(fusion=("blocks_film",)), tiny_config(image_size=16)):
+        assert not a.same_parameters(other)
+    # and the claim behind it: equal parameter shapes whatever the dropout
+    sd = lambda c: {k: v.shape for k, v in pcnn.PixelCNNpp(c).state_dict().items()}  # noqa: E731
+    assert sd(a) == sd(tiny_config(dropout=0.0))
