@@ -14,6 +14,7 @@ from torch.nn.utils import parametrize
 
 from .likelihood import nll
 from .model import check_images
+from .precision import autocast
 
 
 def _model_device(model) -> torch.device:
@@ -32,15 +33,20 @@ def default_batch_size(device: torch.device) -> int:
 
 @torch.no_grad()
 def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, flip_average: bool = False,
-                    progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+                    progress: Optional[Callable[[int, int], None]] = None,
+                    precision: str = "fp32") -> torch.Tensor:
     """log p(x | c) in nats for every class: x (B, 3, S, S) in [-1, 1] -> (B, num_classes).
 
     ``batch_size`` bounds how many (image, class) pairs go through the network at
     once (default :func:`default_batch_size` of the model's device). ``flip_average`` averages the log-likelihood of x and its horizontal
     mirror (test-time augmentation; still a pure likelihood). The model is put
     in eval mode for the call and restored afterwards. ``progress(done, total)``
-    is called after each chunk.
+    is called after each chunk. ``precision="bf16"`` runs the network (not the
+    likelihood, which stays float32) under bf16 autocast; the default is float32
+    because bf16 flips some predictions (benchmarks/results/bf16_scoring_cpu.md).
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     cfg = model.config
     check_images(x, cfg)
     device = _model_device(model)
@@ -65,7 +71,9 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
                 v_idx, labels, img_idx = v_all[sl], c_all[sl], i_all[sl]
                 imgs = views[v_idx, img_idx].to(device)
                 y = labels.to(device) if cfg.conditional else None
-                ll = -nll(imgs, model(imgs, y, check=False), cfg.nr_logistic_mix)
+                with autocast(device, torch.bfloat16 if precision == "bf16" else None):
+                    out_net = model(imgs, y, check=False)
+                ll = -nll(imgs, out_net.float(), cfg.nr_logistic_mix)
                 out[v_idx, labels, img_idx] = ll.float().cpu()
                 if progress is not None:
                     progress(min(start + batch_size, total), total)

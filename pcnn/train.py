@@ -71,9 +71,9 @@ from .config import ModelConfig, from_dict
 from .data import AugmentConfig, augment, to_float
 from .likelihood import bits_per_dim, class_nll, nll
 from .model import PixelCNNpp
+from .precision import AMP_MODES, AmpChoice, resolve_amp
 
 OPTIMIZERS = ("adam", "adamw")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 TRAIN_STATE_FORMAT = "pcnn-train-v1"
 
 #: Columns of metrics.csv (metrics.jsonl rows carry the same keys, plus ``partial``).
@@ -110,7 +110,7 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0  # save last.pt at least this often (wall-clock minutes), mid-epoch too
     checkpoint_every_steps: int = 0   # also save last.pt every this many batches; 0 = off
     max_bad_steps: int = 20           # stop (RuntimeError) after this many non-finite steps in a row
-    amp: str = "auto"                 # "auto" (CUDA: bf16 if supported else fp16; CPU: off) | "off" | "bf16" | "fp16"
+    amp: str = "auto"                 # "auto" (CUDA: bf16 if supported else fp16; CPU: bf16 if the CPU has it and a probe shows it pays, see pcnn.precision) | "off" | "bf16" | "fp16" (GPU only)
     compile: bool = False             # torch.compile the training forward
     channels_last: bool = False       # channels-last memory format (faster convolutions on recent GPUs)
     tensorboard: bool = False         # log to workdir/tensorboard (needs the tensorboard package)
@@ -376,12 +376,12 @@ def _grad_norm(params) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
-def _amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if mode == "bf16" else torch.float16
+def _legacy_amp(mode: str, device: torch.device) -> AmpChoice:
+    """What a run state written before precision choices were stored ran in
+    (``auto`` meant fp32 on every CPU then), so such a run resumes unchanged."""
+    if mode == "auto" and device.type != "cuda":
+        return AmpChoice(mode, "fp32", "run started when amp=auto meant fp32 on CPU")
+    return resolve_amp(mode, device)
 
 
 def _fmt(v):
@@ -575,8 +575,7 @@ class _Trainer:
             self._ema_tensors, self._raw_tensors = [e for e, _ in pairs], [r for _, r in pairs]
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.params, lr=lr_at(cfg, 0), betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.amp_dtype = _amp_dtype(cfg.amp, dev)
-        self.scaler = torch.amp.GradScaler(dev.type) if self.amp_dtype == torch.float16 else None
+        self._set_amp(resolve_amp(cfg.amp, dev))
         self.gen = torch.Generator().manual_seed(cfg.seed)  # data order + augmentation
         self.net = self.model
         if ctx.world > 1:
@@ -603,6 +602,8 @@ class _Trainer:
             print(f"note: no {last} to resume from; starting a fresh run", file=sys.stderr)
         for g in self.optimizer.param_groups:
             g["lr"] = lr_at(cfg, self.step)
+        if ctx.main:
+            print(f"precision: {self.amp.precision} (amp={cfg.amp}: {self.amp.reason})", file=sys.stderr)
 
         if ctx.main:
             atomic_write(workdir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json() + "\n"))
@@ -630,6 +631,7 @@ class _Trainer:
             "bad_in_row": self.bad_in_row, "bad_total": self.bad_total, "epoch_acc": dict(self.acc),
             "history": self.history, "best_bpd": self.best_bpd,
             "world_size": self.ctx.world, "rng": rng,
+            "amp": self.amp.to_dict(),
         }
 
     def _save(self) -> None:
@@ -661,6 +663,7 @@ class _Trainer:
             else:
                 self.ema_model.load_state_dict(self.model.state_dict())
         self.optimizer.load_state_dict(s["optimizer"])
+        self._resume_amp(s, path)
         if self.scaler is not None and s["scaler"] is not None:
             self.scaler.load_state_dict(s["scaler"])
         for k in ("step", "iteration", "epoch", "pos", "bad_in_row", "bad_total", "best_bpd"):
@@ -674,6 +677,33 @@ class _Trainer:
             warnings.warn(f"{path} was written by {len(rng)} process(es), this run has {self.ctx.world}: "
                           "data order is kept, dropout RNG streams are reseeded")
             torch.manual_seed(self.cfg.seed * 1_000_003 + self.ctx.rank + 1 + self.iteration)
+
+    # ---------------------------------------------------------------- precision
+    def _set_amp(self, choice: AmpChoice) -> None:
+        self.amp, self.amp_dtype = choice, choice.dtype
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type) if choice.precision == "fp16" else None
+
+    def _resume_amp(self, s: dict, path: Path) -> None:
+        """Keep the precision the run was trained in when ``amp`` is unchanged, even if this
+        machine would choose otherwise (``auto`` on another CPU): a run changes precision
+        only when its ``amp`` setting is changed."""
+        dev = self.ctx.device
+        if s.get("amp"):
+            saved = AmpChoice.from_dict(s["amp"])
+        else:
+            saved = _legacy_amp(TrainConfig.from_dict(s["config"]).amp, dev)
+        if saved.mode != self.cfg.amp or saved.precision == self.amp.precision:
+            return
+        if saved.precision == "fp16" and dev.type == "cpu":
+            if self.ctx.main:
+                warnings.warn(f"{path} was trained in fp16 ({saved.reason}), which this CPU cannot run; "
+                              f"continuing in {self.amp.precision} ({self.amp.reason})")
+            return
+        if self.ctx.main:
+            warnings.warn(f"amp={self.cfg.amp} would choose {self.amp.precision} here ({self.amp.reason}), but "
+                          f"{path} was trained in {saved.precision} ({saved.reason}); keeping {saved.precision} "
+                          "so the run continues as it started (set amp explicitly to change it)")
+        self._set_amp(AmpChoice(saved.mode, saved.precision, f"kept from the run state: {saved.reason}"))
 
     # ---------------------------------------------------------------- steps
     def _train_step(self, x: torch.Tensor, y: torch.Tensor):
@@ -746,7 +776,7 @@ class _Trainer:
             meta = {"weights": kind, "epoch": self.epoch + 1, "step": self.step,
                     "val_bpd": chosen["bpd"], "val_acc": chosen["acc"], "val_f1": chosen["f1"],
                     "val_bpd_raw": raw["bpd"], "val_bpd_ema": ema["bpd"] if ema else None,
-                    "val_n": len(self.val_y), "train_config": cfg.to_dict()}
+                    "val_n": len(self.val_y), "train_config": cfg.to_dict(), "amp": self.amp.to_dict()}
             save_model(wd / "model.safetensors", model, metadata=meta)
             if chosen["bpd"] < self.best_bpd:
                 self.best_bpd = chosen["bpd"]

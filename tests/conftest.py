@@ -9,6 +9,10 @@ from PIL import Image
 import pcnn
 
 ROOT = Path(__file__).resolve().parents[1]
+# amp="auto" would pick bf16 or fp32 from a per-machine timing probe (pcnn.precision);
+# tests that compare runs must not depend on it, so they see fp32 unless a test asks
+# (tests/test_precision.py covers the probe path). Subprocesses inherit it.
+os.environ.setdefault("PCNN_CPU_BF16", "0")
 SHARED_DATA = ROOT.parent / "shared" / "cpen455"
 
 

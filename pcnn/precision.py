@@ -1,0 +1,212 @@
+"""Which precision the network runs in: bf16 autocast where the hardware makes it pay.
+
+PixelCNN++ (Salimans et al. 2017) is trained in float32. Mixed precision is a
+departure made for speed only, and only for the *network*: the discretized
+logistic mixture likelihood, bits/dim and the classifier's log p(x|c) are
+always computed in float32 (a 32x32x3 image's NLL is about 6,400 nats, and
+bf16's 8-bit mantissa resolves about 25 nats there; see
+:func:`pcnn.train.training_loss`).
+
+``amp="auto"`` resolves as follows (:func:`resolve_amp`):
+
+* CUDA: bf16 where the GPU supports it, else fp16 (with a grad scaler).
+* CPU: bf16 when the CPU has bf16 instructions (the ``amx_bf16`` or
+  ``avx512_bf16`` flags in ``/proc/cpuinfo``) **and** a short timing probe
+  (:func:`probe_cpu_bf16`: forward + backward of a model-shaped convolution in
+  fp32 and under bf16 autocast) shows at least :data:`MIN_CPU_SPEEDUP`; else
+  fp32. Flags alone are not enough: oneDNN may lack kernels for a CPU, and a
+  virtual machine may hide or emulate instructions. The probe's result is
+  cached per machine (CPU model, flags, torch version, thread count) in
+  ``$PCNN_CACHE_DIR`` (default ``~/.cache/pcnn``), so it runs once.
+* ``PCNN_CPU_BF16=1`` / ``0`` forces the CPU answer without probing (tests,
+  or a user who knows better).
+
+fp16 on CPU is refused: CPU fp16 kernels are slow or missing, and fp16 needs
+a grad scaler that buys nothing there.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: ``auto`` picks bf16 on a CPU only if the probe's bf16 step is at least this much faster.
+MIN_CPU_SPEEDUP = 1.25
+#: CPU flags (Linux /proc/cpuinfo names) that provide native bf16 arithmetic.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class AmpChoice:
+    """What a run's ``amp`` setting resolved to on its device."""
+    mode: str        # what was asked: auto | off | bf16 | fp16
+    precision: str   # what the network runs in: fp32 | bf16 | fp16
+    reason: str      # one sentence: why (flags, probe speed-up, or the explicit setting)
+
+    @property
+    def dtype(self) -> Optional[torch.dtype]:
+        """The autocast dtype, or None for plain fp32."""
+        return _DTYPES[self.precision]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "AmpChoice":
+        d = dict(d)
+        if d.get("precision") not in _DTYPES or d.get("mode") not in AMP_MODES:
+            raise ValueError(f"not an amp choice: {d}")
+        return cls(mode=d["mode"], precision=d["precision"], reason=str(d.get("reason", "")))
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    for line in _cpuinfo().splitlines():
+        if line.lower().startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_bf16_flags() -> tuple:
+    """The bf16 instruction sets this CPU reports, a subset of :data:`BF16_FLAGS` (sorted)."""
+    flags = set()
+    for line in _cpuinfo().splitlines():
+        if line.lower().startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return tuple(f for f in BF16_FLAGS if f in flags)
+
+
+def describe_cpu() -> str:
+    """One line naming the CPU, its bf16 flags and the thread count, for tables and logs."""
+    flags = ", ".join(cpu_bf16_flags()) or "no bf16 flags"
+    return f"{cpu_name()} ({os.cpu_count()} cores, {flags}; torch {torch.__version__}, " \
+           f"{torch.get_num_threads()} threads)"
+
+
+def probe_cpu_bf16(repeats: int = 5, channels: int = 80, batch: int = 16, size: int = 16) -> dict:
+    """Time forward + backward of a model-shaped 2x3 convolution in fp32 and under bf16 autocast.
+
+    Returns ``{"fp32_ms", "bf16_ms", "speedup"}`` (best of ``repeats``
+    interleaved runs each; about half a second in all). The shape is one of the
+    model's gated-block convolutions (2F -> 2F channels at 16x16).
+    """
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, size + 1, size + 2, generator=g)
+    conv = torch.nn.Conv2d(channels, channels, (2, 3))
+
+    def step(dtype):
+        inp = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            out = conv(inp)
+        out.float().sum().backward()
+
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        step(dtype)  # warm-up: oneDNN builds its kernels on first use
+    for _ in range(repeats):
+        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            t0 = time.perf_counter()
+            step(dtype)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    conv.zero_grad(set_to_none=True)
+    return {"fp32_ms": best["fp32"] * 1e3, "bf16_ms": best["bf16"] * 1e3,
+            "speedup": best["fp32"] / best["bf16"]}
+
+
+def cache_dir() -> Path:
+    """``$PCNN_CACHE_DIR``, else ``~/.cache/pcnn``."""
+    return Path(os.environ.get("PCNN_CACHE_DIR") or Path.home() / ".cache" / "pcnn")
+
+
+def _fingerprint() -> str:
+    return f"{cpu_name()}|{','.join(cpu_bf16_flags())}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+
+
+def cpu_bf16_speedup(use_cache: bool = True) -> float:
+    """The probe's bf16 speed-up on this machine, from the per-machine cache when present."""
+    path, key = cache_dir() / "cpu_bf16_probe.json", _fingerprint()
+    cached = {}
+    if use_cache:
+        try:
+            cached = json.loads(path.read_text())
+            if isinstance(cached, dict) and isinstance(cached.get(key), dict):
+                return float(cached[key]["speedup"])
+        except (OSError, ValueError, KeyError, TypeError):
+            cached = {}
+    result = probe_cpu_bf16()
+    if use_cache:
+        try:  # a read-only home must not stop training: the probe simply runs again next time
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cached = cached if isinstance(cached, dict) else {}
+            cached[key] = result
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return result["speedup"]
+
+
+def resolve_amp(mode: str, device) -> AmpChoice:
+    """Resolve a ``TrainConfig.amp`` value on ``device`` (see the module docstring).
+
+    Raises ``ValueError`` for an unknown mode, for fp16 on CPU and for bf16 on a
+    GPU that does not support it.
+    """
+    if mode not in AMP_MODES:
+        raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {mode!r}")
+    dev = torch.device(device)
+    if mode == "off":
+        return AmpChoice(mode, "fp32", "amp=off")
+    if dev.type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if mode == "bf16" and not bf16_ok:
+            raise ValueError("amp=bf16 but this GPU does not support bf16; use amp=fp16 or auto")
+        if mode == "auto":
+            return AmpChoice(mode, "bf16" if bf16_ok else "fp16",
+                             f"CUDA {'supports' if bf16_ok else 'lacks'} bf16")
+        return AmpChoice(mode, mode, f"amp={mode}")
+    if dev.type != "cpu":
+        if mode == "auto":
+            return AmpChoice(mode, "fp32", f"no mixed precision chosen automatically on {dev.type}")
+        return AmpChoice(mode, mode, f"amp={mode}")
+    if mode == "fp16":
+        raise ValueError("amp=fp16 is not supported on CPU (slow or missing kernels, and the grad scaler it "
+                         "needs buys nothing there); use amp=bf16, amp=auto or amp=off")
+    if mode == "bf16":
+        return AmpChoice(mode, "bf16", "amp=bf16")
+    forced = os.environ.get("PCNN_CPU_BF16")
+    if forced in ("0", "1"):
+        return AmpChoice(mode, "bf16" if forced == "1" else "fp32", f"forced by PCNN_CPU_BF16={forced}")
+    flags = cpu_bf16_flags()
+    if not flags:
+        return AmpChoice(mode, "fp32", f"{cpu_name()} reports no bf16 instructions ({'/'.join(BF16_FLAGS)})")
+    speedup = cpu_bf16_speedup()
+    if speedup >= MIN_CPU_SPEEDUP:
+        return AmpChoice(mode, "bf16", f"{cpu_name()} has {'+'.join(flags)} and the probe ran bf16 "
+                                       f"{speedup:.2f}x as fast as fp32")
+    return AmpChoice(mode, "fp32", f"{cpu_name()} has {'+'.join(flags)} but the probe ran bf16 only "
+                                   f"{speedup:.2f}x as fast as fp32 (< {MIN_CPU_SPEEDUP})")
+
+
+def autocast(device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` for ``dtype`` on ``device``'s type, or a no-op context when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
