@@ -1,8 +1,12 @@
 """Save and load models with their config inside (safetensors: no code runs on load)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
+import shutil
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -15,22 +19,97 @@ FORMAT = "pcnn-model-v1"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, corrupt or does not fit its config."""
+    """A checkpoint file is missing, truncated, corrupt, holds non-finite weights or does not fit its config."""
+
+
+class DiskFullError(OSError):
+    """No space left on the device while writing ``path``; the file's previous version is intact.
+
+    ``kept`` says what the caller still has (e.g. the last checkpoint); it ends the message.
+    """
+
+    def __init__(self, path, kept: str = ""):
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        self.path, self.kept = Path(path), kept
+
+    def __str__(self) -> str:
+        return f"no space left on device while writing {self.path}" + (f"; {self.kept}" if self.kept else "")
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (thread-safe)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Free bytes below which a failed write is taken to be a full disk (torch.save's C++ writer
+#: reports ENOSPC only as "file write failed" / "basic_ios::clear: iostream error").
+_FULL_BELOW = 64 << 20
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` then rename, so a crash never leaves half a file."""
+    """Write through ``write(tmp_path)`` then rename, so a crash never leaves half a file.
+
+    The file gets the normal mode of a new file (0666 minus the umask, e.g. 0644),
+    whatever mode the writer gave the temp file. A full disk raises
+    :class:`DiskFullError` (the previous version of ``path`` stays as it was).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(path) from e
+            raise
+        except RuntimeError as e:
+            if shutil.disk_usage(path.parent).free < _FULL_BELOW:
+                raise DiskFullError(path) from e
+            raise
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_tensor_file(path) -> object:
+    """``torch.load(path, weights_only=True)`` on CPU with one clear :class:`CheckpointError` for
+    a missing, empty, truncated, random or hostile file (the safe loader never runs code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4 in the checkpoint"
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} is corrupt or not a plain tensor file ({size} bytes): it holds data the "
+                              "safe loader refuses, and nothing in it was run") from e
+    except (RuntimeError, EOFError, ValueError, KeyError, OSError, AttributeError, IndexError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in detail:
+            detail = type(e).__name__
+        raise CheckpointError(f"{path} is corrupt or not a plain tensor file ({size} bytes): {detail}") from e
+
+
+def nonfinite_tensors(tensors) -> list[str]:
+    """Names of the floating-point tensors of a ``{name: tensor}`` mapping holding NaN or inf."""
+    return [k for k, v in tensors.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def save(path, model: PixelCNNpp, metadata: Optional[dict] = None) -> Path:
@@ -69,10 +148,13 @@ def _open(path):
     return state, meta
 
 
-def load(path, device: str | torch.device = "cpu", config: Optional[ModelConfig] = None) -> PixelCNNpp:
+def load(path, device: str | torch.device = "cpu", config: Optional[ModelConfig] = None,
+         allow_nonfinite: bool = False) -> PixelCNNpp:
     """Rebuild the model stored at ``path`` from its own config, in eval mode.
 
     If ``config`` is given it must equal the stored one (else :class:`CheckpointError`).
+    Weights holding NaN or inf (a diverged run) raise :class:`CheckpointError` unless
+    ``allow_nonfinite=True`` (to inspect such a file).
     """
     state, meta = _open(path)
     try:
@@ -88,5 +170,10 @@ def load(path, device: str | torch.device = "cpu", config: Optional[ModelConfig]
     if missing or unexpected or bad_shape:
         raise CheckpointError(f"checkpoint {path} does not fit its config {stored}: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}, wrong shapes {bad_shape[:5]}")
+    bad = [] if allow_nonfinite else nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights (NaN or inf) in {len(bad)} of "
+                              f"{len(state)} tensors, e.g. {bad[:3]}: the run that wrote it diverged. Pass "
+                              "allow_nonfinite=True to load it anyway")
     model.load_state_dict(state)
     return model.to(device).eval()

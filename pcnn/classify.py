@@ -31,6 +31,15 @@ def default_batch_size(device: torch.device) -> int:
     return 32 if torch.device(device).type == "cpu" else 256
 
 
+def check_finite_weights(model) -> None:
+    """Raise ``ValueError`` if any parameter or buffer of ``model`` holds NaN or inf."""
+    bad = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"the model's weights are non-finite (NaN or inf in {len(bad)} tensors, e.g. {bad[0]}): "
+                         "its scores would be meaningless (a diverged training run?)")
+
+
 @torch.no_grad()
 def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, flip_average: bool = False,
                     progress: Optional[Callable[[int, int], None]] = None,
@@ -49,6 +58,8 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     cfg = model.config
     check_images(x, cfg)
+    check_finite_weights(model)
+    x = x.to(next(model.parameters()).dtype)  # float64 / float16 input: the model's dtype (grid values survive)
     device = _model_device(model)
     batch_size = default_batch_size(device) if batch_size is None else batch_size
     if batch_size < 1:

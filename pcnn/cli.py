@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import sys
 from pathlib import Path
@@ -14,9 +15,47 @@ import torch
 
 
 def _device(name: str | None) -> torch.device:
+    """``--device``: auto, cpu, cuda, cuda:N or mps; ``ValueError`` for a name or a device not here."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                             "False); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: MPS (Apple GPU) is not available here; use --device cpu or auto")
+    return dev
+
+
+def _os_error_message(e: OSError) -> str | None:
+    """One line for the OSErrors an ordinary mistake causes (a file in the way, a full disk), else None."""
+    from .checkpoint import DiskFullError
+    if isinstance(e, DiskFullError):
+        return str(e)
+    f = e.filename if e.filename is not None else "a file"
+    known = {errno.ENOSPC: f"no space left on device while writing {f}",
+             errno.EDQUOT: f"disk quota exceeded while writing {f}",
+             errno.EEXIST: f"{f} exists and is not a folder (a file is in the way)",
+             errno.ENOTDIR: f"{f}: a part of this path is a file, not a folder",
+             errno.EISDIR: f"{f} is a folder, not a file",
+             errno.EACCES: f"permission denied: {f}", errno.EPERM: f"operation not permitted: {f}",
+             errno.EROFS: f"read-only file system: {f}"}
+    return known.get(e.errno)
+
+
+def _check_out_file(out: Path) -> None:
+    """Fail before any work if the output file ``out`` cannot be a file."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder, not a file; name the CSV to write, e.g. {out / 'scores.csv'}")
+    for p in out.parents:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"--out {out}: {p} is a file, not a folder")
 
 
 def _class_index(value: str, num_classes: int) -> int:
@@ -38,8 +77,10 @@ def cmd_classify(args) -> int:
     from .classify import log_likelihoods, metrics
     from tqdm.auto import tqdm
     dev = _device(args.device)
+    if args.out:
+        _check_out_file(Path(args.out))
     model = load(args.checkpoint, device=dev)
-    split = data.load_split(args.split, args.data_dir)
+    split = data.load_split(args.split, args.data_dir, show_progress=not args.quiet)
     x = data.to_float(split.images)
     bar = tqdm(total=1, desc=f"scoring {args.split}", disable=args.quiet)
 
@@ -184,4 +225,10 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:  # our errors carry a message meant for people
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file in the way, a full disk, no permission: not a bug
+        msg = _os_error_message(e)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
         return 2

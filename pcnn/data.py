@@ -101,6 +101,11 @@ COURSE_URL = "https://codeload.github.com/DSL-Lab/CPEN455HW-2023W2/zip/refs/head
 ENV_VAR = "PCNN_DATA_DIR"
 
 _RESIZE_CHUNK = 512  # images resized per batch (bounds the float32 working memory)
+#: Largest image :func:`load_split` decodes, read from the file's header before any pixel
+#: is decoded (a 4 MB JPEG can claim 16000x16000 pixels and take 8 GB to decode).
+MAX_PIXELS = "4096x4096"
+#: Environment variable overriding :data:`MAX_PIXELS` (``WxH`` or a pixel count).
+MAX_PIXELS_ENV = "PCNN_MAX_IMAGE_PIXELS"
 
 
 class DataError(ValueError):
@@ -273,7 +278,48 @@ class Split:
                 f"{self.images.dtype}, classes={self.class_counts()})")
 
 
-def _decode_all(root: Path, csv_name: str, rows, decoded: list, kept: list, bad: list) -> None:
+def pixel_limit(max_pixels=None) -> tuple[int, str]:
+    """``(pixels, description)`` of the decode limit: ``max_pixels`` (an int or ``"WxH"``), else
+    ``$PCNN_MAX_IMAGE_PIXELS``, else :data:`MAX_PIXELS` (4096x4096)."""
+    if max_pixels is not None:
+        value, source = max_pixels, "max_pixels"
+    elif os.environ.get(MAX_PIXELS_ENV, "").strip():
+        value, source = os.environ[MAX_PIXELS_ENV].strip(), MAX_PIXELS_ENV
+    else:
+        value, source = MAX_PIXELS, "the default"
+    try:
+        if isinstance(value, str) and "x" in value.lower():
+            w, h = (int(v) for v in value.lower().split("x"))
+            n, text = w * h, f"{w}x{h} pixels"
+        elif isinstance(value, bool):
+            raise ValueError
+        else:
+            n = int(value)
+            text = f"{n} pixels"
+        if n < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: the pixel limit must be a positive pixel count or WIDTHxHEIGHT "
+                         f"(e.g. 4096x4096), got {value!r}") from None
+    return n, f"{text} ({source})"
+
+
+def _header_size(data: bytes):
+    """(width, height) from the image header (no pixel is decoded), or None if PIL cannot tell."""
+    from PIL import Image
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # PIL's own bomb check would refuse to even report the size
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - not an image PIL knows: the decoder gives the error
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _decode_all(root: Path, csv_name: str, rows, decoded: list, kept: list, bad: list,
+                limit: tuple = (4096 * 4096, "4096x4096 pixels")) -> None:
     """Read and decode every row's file, appending to ``decoded``/``kept`` or a message to ``bad``."""
     for row in rows:
         f = root / row.path
@@ -284,6 +330,11 @@ def _decode_all(root: Path, csv_name: str, rows, decoded: list, kept: list, bad:
             continue
         except OSError as e:
             bad.append(f"{csv_name} row {row.line}: cannot read image file {f}: {e}")
+            continue
+        wh = _header_size(data)
+        if wh is not None and wh[0] * wh[1] > limit[0]:
+            bad.append(f"{csv_name} row {row.line}: image file {f} is {wh[0]}x{wh[1]} pixels, over the decode "
+                       f"limit of {limit[1]}; raise it with load_split(max_pixels=...) or {MAX_PIXELS_ENV}=WxH")
             continue
         try:
             img = _decode_rgb(data)
@@ -297,17 +348,21 @@ def _decode_all(root: Path, csv_name: str, rows, decoded: list, kept: list, bad:
 
 
 def load_split(split: str, data_dir=None, size: int = 32, on_error: str = "raise",
-               show_progress: bool = True) -> Split:
+               show_progress: bool = True, max_pixels=None) -> Split:
     """Load ``<data_dir>/<split>.csv`` and its images, preprocessed as in the module docstring.
 
     ``on_error``: ``"raise"`` (a :class:`DataError` listing every missing/undecodable
     image by file and CSV row) or ``"skip"`` (leave those images out, one
     ``warnings.warn`` per file). CSV problems always raise (see module docstring).
+    ``max_pixels``: the largest image to decode (pixels or ``"WxH"``; default
+    ``$PCNN_MAX_IMAGE_PIXELS``, else 4096x4096), checked from each file's header
+    before decoding; a bigger image counts as undecodable (``on_error`` applies).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
+    limit = pixel_limit(max_pixels)
     root = resolve_data_dir(data_dir)
     rows = read_csv(split, root)
     csv_name = f"{split}.csv"
@@ -325,7 +380,7 @@ def load_split(split: str, data_dir=None, size: int = 32, on_error: str = "raise
     with warnings.catch_warnings():
         # torchvision >= 0.29 warns on every decode that its image I/O is deprecated.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.")
-        _decode_all(root, csv_name, it, decoded, kept, bad)
+        _decode_all(root, csv_name, it, decoded, kept, bad, limit)
 
     if bad:
         if on_error == "raise":

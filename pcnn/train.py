@@ -49,6 +49,8 @@ import argparse
 import copy
 import csv
 import dataclasses
+import errno
+import io
 import json
 import math
 import os
@@ -64,13 +66,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import CheckpointError, atomic_write
+from .checkpoint import CheckpointError, DiskFullError, atomic_write, nonfinite_tensors, read_tensor_file
 from .checkpoint import save as save_model
 from .classify import log_likelihoods, score
 from .config import ModelConfig, from_dict
 from .data import AugmentConfig, augment, to_float
 from .likelihood import bits_per_dim, class_nll, nll
 from .model import PixelCNNpp
+from .workdir import WorkdirError, WorkdirLock, claim_for_run
 from .precision import AMP_MODES, AmpChoice, resolve_amp
 
 OPTIMIZERS = ("adam", "adamw")
@@ -82,6 +85,29 @@ METRIC_COLUMNS = ("epoch", "step", "train_bpd", "val_bpd", "val_acc", "val_f1", 
 
 
 # --------------------------------------------------------------------------- config
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_float(name: str, v, ok, rule: str) -> None:
+    if not _is_number(v):
+        raise ValueError(f"TrainConfig.{name} must be a number {rule}, got {v!r} ({type(v).__name__})")
+    if not math.isfinite(v) or not ok(v):
+        raise ValueError(f"TrainConfig.{name} must be a finite number {rule}, got {v!r}")
+
+
+#: (field, test, rule) for every float setting: finite, and in range.
+_FLOAT_RULES = (
+    ("lr", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("lr_decay", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("weight_decay", lambda v: v >= 0, ">= 0"),
+    ("grad_clip", lambda v: v >= 0, ">= 0 (0 = no clipping)"),
+    ("ema", lambda v: 0 <= v < 1, "in [0, 1) (0 disables it)"),
+    ("disc_weight", lambda v: v >= 0, ">= 0"),
+    ("checkpoint_minutes", lambda v: v > 0, "> 0"),
+)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -126,40 +152,43 @@ class TrainConfig:
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
         if isinstance(self.augment, Mapping):
             object.__setattr__(self, "augment", from_dict(AugmentConfig, self.augment))
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        b = self.betas
+        if (not isinstance(b, (list, tuple)) or len(b) != 2 or not all(_is_number(v) for v in b)
+                or not all(math.isfinite(v) and 0 <= v < 1 for v in b)):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), e.g. [0.95, 0.9995], got {b!r}")
+        object.__setattr__(self, "betas", tuple(float(v) for v in b))
+        for name, ok, rule in _FLOAT_RULES:
+            _check_float(name, getattr(self, name), ok, rule)
+        for name in ("ema_warmup", "compile", "channels_last", "tensorboard", "wandb"):
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                raise ValueError(f"TrainConfig.{name} must be true or false, got {v!r} ({type(v).__name__})")
+        if not isinstance(self.description, str):
+            raise ValueError(f"TrainConfig.description must be a string, got {type(self.description).__name__}")
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", str(self.data_dir))
         for name in ("epochs", "batch_size", "val_every", "max_bad_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r} ({type(v).__name__})")
         for name in ("warmup_steps", "val_subset", "checkpoint_every_steps", "seed", "eval_batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"TrainConfig.{name} must be a non-negative int, got {v!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+                raise ValueError(f"TrainConfig.{name} must be a non-negative int, got {v!r} ({type(v).__name__})")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool)
+                                           or self.max_steps < 1):
             raise ValueError(f"TrainConfig.max_steps must be a positive int or null, got {self.max_steps!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"TrainConfig.amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
-        if not self.lr > 0 or not 0 < self.lr_decay <= 1:
-            raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got lr={self.lr}, lr_decay={self.lr_decay}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"TrainConfig.ema must be in [0, 1) (0 disables it), got {self.ema}")
         if self.augment.normalize:
             raise ValueError("augment.normalize is not supported by training: the model has no input "
                              "normalisation of its own, so inference would see different inputs than training")
-        if not self.disc_weight >= 0:
-            raise ValueError(f"TrainConfig.disc_weight must be >= 0, got {self.disc_weight}")
         if self.disc_weight > 0 and not self.model.conditional:
             raise ValueError("disc_weight > 0 needs a class-conditional model (model.fusion is empty)")
         if self.init_from is not None:
             object.__setattr__(self, "init_from", str(self.init_from))
-        if self.weight_decay < 0 or self.grad_clip < 0 or not self.checkpoint_minutes > 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0 and checkpoint_minutes > 0")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -388,26 +417,50 @@ def _fmt(v):
     return "" if v is None else v
 
 
+def _json_safe(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _json_row(row: dict) -> str:
+    """One metrics.jsonl line: valid JSON, a non-finite number (NaN, inf) becomes null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
+def _append_lines(path: Path, text: str) -> None:
+    """Append ``text`` whole or not at all: a failed write (full disk) is cut back to the old end."""
+    with open(path, "a", newline="") as f:
+        end = f.tell()
+        try:
+            f.write(text)
+            f.flush()
+        except OSError as e:
+            f.truncate(end)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(path) from e
+            raise
+
+
 def _write_metric_files(workdir: Path, history: list, append_row: Optional[dict] = None) -> None:
     """Append one row to metrics.jsonl/csv, or (append_row None) rewrite both from ``history``."""
     jl, cs = workdir / "metrics.jsonl", workdir / "metrics.csv"
     if append_row is not None and jl.exists() and cs.exists():
-        with open(jl, "a") as f:
-            f.write(json.dumps(append_row) + "\n")
-        with open(cs, "a", newline="") as f:
-            csv.writer(f).writerow([_fmt(append_row.get(c)) for c in METRIC_COLUMNS])
+        _append_lines(jl, _json_row(append_row) + "\n")
+        line = io.StringIO()
+        csv.writer(line).writerow([_fmt(_json_safe(append_row.get(c))) for c in METRIC_COLUMNS])
+        _append_lines(cs, line.getvalue())
         return
     rows = history
 
     def write_jsonl(tmp):
         with open(tmp, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+            f.writelines(_json_row(r) + "\n" for r in rows)
 
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(METRIC_COLUMNS)
-            w.writerows([[_fmt(r.get(c)) for c in METRIC_COLUMNS] for r in rows])
+            w.writerows([[_fmt(_json_safe(r.get(c))) for c in METRIC_COLUMNS] for r in rows])
     atomic_write(jl, write_jsonl)
     atomic_write(cs, write_csv)
 
@@ -468,8 +521,30 @@ def evaluate(model: PixelCNNpp, images: torch.Tensor, labels: torch.Tensor, batc
 
 # --------------------------------------------------------------------------- training
 
+class TrainingStopped(RuntimeError):
+    """The trainer stopped a run that cannot go on (non-finite weights, too many non-finite
+    steps); the message names the last good checkpoint, or says that there is none."""
+
+
+def _where(iteration: int, epoch: int, pos: int) -> str:
+    return f"batch {iteration}, " + (f"end of epoch {epoch}" if pos == 0 and epoch > 0 else f"epoch {epoch + 1}")
+
+
+def _kept_note(workdir: Path, trainer) -> str:
+    last = workdir / "last.pt"
+    good = getattr(trainer, "last_good", None)
+    if good is not None:
+        where = f"{last} still holds the last checkpoint ({_where(*good)})"
+    elif last.exists():
+        where = f"{last} is intact"
+    else:
+        where = "no checkpoint of this run had been written yet"
+    return (f"{where}, and every file written before is intact (each is replaced atomically); free some "
+            "space, then rerun" + (" with --resume" if last.exists() else ""))
+
+
 def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
-          progress: bool = True) -> list:
+          progress: bool = True, overwrite: bool = False) -> list:
     """Train a conditional PixelCNN++ and return the per-epoch history (list of metric dicts).
 
     ``config``: a :class:`TrainConfig` (or its dict). ``train_data`` /
@@ -477,8 +552,16 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
     (a :class:`pcnn.data.Split`), or an ``(images_uint8, labels)`` tuple; None
     loads the ``train`` / ``validation`` split from ``config.data_dir`` at
     ``model.image_size``. ``resume=True`` continues from ``workdir/last.pt``
-    exactly where it stopped (it starts afresh, with a note, if there is none);
-    ``resume=False`` refuses a workdir that already holds a ``last.pt``.
+    exactly where it stopped (it starts afresh, with a note, if there is none).
+
+    The run owns ``workdir``: it holds ``workdir/train.lock`` (:mod:`pcnn.workdir`)
+    while it runs, so a second run or a resume there fails with
+    :class:`pcnn.workdir.WorkdirLocked`; a lock left by a dead process of this host
+    is explained and taken over. Results of an earlier run (``last.pt``, exports,
+    metric rows) are never replaced unless ``overwrite=True``, which deletes them
+    first: otherwise :class:`pcnn.workdir.RunExistsError` (also for ``resume=True``
+    when there is no ``last.pt`` to resume from). A full disk raises
+    :class:`pcnn.checkpoint.DiskFullError` saying what was kept.
 
     Each evaluation scores the validation images with the raw and, when
     enabled, the EMA weights. ``best.safetensors`` is selected by the lowest
@@ -491,9 +574,12 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
 
     Non-finite loss or gradient: the optimizer step is skipped (no update, no
     EMA step, no LR step), counted in ``bad_steps`` and warned about; after
-    ``max_bad_steps`` in a row a ``RuntimeError`` stops the run (``last.pt``
-    then still holds the last periodic checkpoint). With fp16 AMP, gradient
-    overflows are the grad scaler's business (skipped, not counted as bad).
+    ``max_bad_steps`` in a row :class:`TrainingStopped` (a ``RuntimeError``) stops
+    the run. Non-finite weights are never checkpointed or exported: the run stops
+    as soon as it sees them (a bad step with non-finite weights, a checkpoint or an
+    evaluation due); the message names the last good ``last.pt``, or says that no
+    checkpoint was written. With fp16 AMP, gradient overflows are the grad
+    scaler's business (skipped, not counted as bad).
 
     Distributed (torchrun): ``batch_size`` is the GLOBAL batch; every rank
     draws the same global permutation and augmentation, then takes its
@@ -504,10 +590,30 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
     The last incomplete batch of every epoch is dropped (constant batch size).
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    workdir = Path(workdir)
     ctx = _Dist()
+    lock = trainer = None
     try:
-        return _Trainer(cfg, Path(workdir), ctx, train_data, val_data, resume, progress).run()
+        err = None
+        if ctx.main:  # rank 0 owns the workdir; the others learn whether it may be used
+            try:
+                lock = WorkdirLock(workdir).acquire()
+                claim_for_run(workdir, resume, overwrite)
+            except WorkdirError as e:
+                err = e
+        if ctx.world > 1:
+            first = ctx.gather_objects(None if err is None else str(err))[0]
+            if err is None and first is not None:
+                raise WorkdirError(first)
+        if err is not None:
+            raise err
+        trainer = _Trainer(cfg, workdir, ctx, train_data, val_data, resume, progress)
+        return trainer.run()
+    except DiskFullError as e:
+        raise DiskFullError(e.path, kept=_kept_note(workdir, trainer)) from e
     finally:
+        if lock is not None:
+            lock.release()
         ctx.close()
 
 
@@ -518,10 +624,7 @@ class _Trainer:
         if cfg.batch_size % ctx.world:
             raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by the world size {ctx.world}")
         self.local_batch = cfg.batch_size // ctx.world
-        last = workdir / "last.pt"
-        if last.exists() and not resume:  # checked on every rank, so all of them stop
-            raise FileExistsError(f"{workdir} already holds a run (last.pt); pass resume=True (--resume) to "
-                                  "continue it, or use a fresh workdir")
+        last = workdir / "last.pt"  # train() took the lock and checked for earlier results
         if ctx.main:
             workdir.mkdir(parents=True, exist_ok=True)
             for stale in workdir.glob(".*.safetensors.tmp*"):  # left by a kill during atomic_write
@@ -596,6 +699,7 @@ class _Trainer:
         self.history: list = []
         self.best_bpd = math.inf
         self.last_save = time.monotonic()
+        self.last_good = None  # (iteration, epoch, pos) of the last finite last.pt of this run
         if resume and last.exists():
             self._load(last)
         elif resume and ctx.main:
@@ -631,22 +735,53 @@ class _Trainer:
             "bad_in_row": self.bad_in_row, "bad_total": self.bad_total, "epoch_acc": dict(self.acc),
             "history": self.history, "best_bpd": self.best_bpd,
             "world_size": self.ctx.world, "rng": rng,
+            "runtime": self._runtime(),
             "amp": self.amp.to_dict(),
         }
 
+    def _runtime(self) -> dict:
+        """What a bitwise continuation needs unchanged besides the state: threads, device, precision."""
+        precision = str(self.amp_dtype or torch.float32).removeprefix("torch.")
+        return {"threads": torch.get_num_threads(), "device": self.ctx.device.type, "precision": precision}
+
+    def _last_good_note(self) -> str:
+        last = self.workdir / "last.pt"
+        if self.last_good is None:
+            return f"no checkpoint was written by this run (no {last}), so there is nothing to resume from"
+        return f"{last} holds the last good checkpoint ({_where(*self.last_good)}); --resume continues from it"
+
+    def _check_finite(self, consequence: str) -> None:
+        """Raise :class:`TrainingStopped` if the raw or EMA weights hold NaN or inf."""
+        bad = nonfinite_tensors(self.model.state_dict())
+        if self.ema_model is not None:
+            bad += [f"ema {k}" for k in nonfinite_tensors(self.ema_model.state_dict())]
+        if bad:
+            raise TrainingStopped(
+                f"training stopped at batch {self.iteration} (epoch {self.epoch + 1}): the weights became "
+                f"non-finite (NaN or inf in {len(bad)} tensors, e.g. {bad[0]}) and {consequence}; lower lr "
+                f"(now {self.cfg.lr}) or set grad_clip; {self._last_good_note()}")
+
     def _save(self) -> None:
+        self._check_finite("they were not checkpointed")
         state = self._state()
         if self.ctx.main:
             atomic_write(self.workdir / "last.pt", lambda tmp: torch.save(state, tmp))
+        self.last_good = (self.iteration, self.epoch, self.pos)
         self.last_save = time.monotonic()
 
     def _load(self, path: Path) -> None:
+        fresh = "to start afresh there instead, run without --resume and with --overwrite"
         try:
-            s = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"cannot read training state {path}: {e}") from e
+            s = read_tensor_file(path)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume: {e}; {fresh}") from e
         if not isinstance(s, dict) or s.get("format") != TRAIN_STATE_FORMAT:
-            raise CheckpointError(f"{path} is not a pcnn training state (format {TRAIN_STATE_FORMAT!r})")
+            raise CheckpointError(f"{path} is not a pcnn training state (format {TRAIN_STATE_FORMAT!r}); {fresh}")
+        bad = nonfinite_tensors(s.get("model") or {}) + nonfinite_tensors(s.get("ema") or {})
+        if bad:
+            raise CheckpointError(f"{path} holds non-finite weights (NaN or inf in {len(bad)} tensors, e.g. "
+                                  f"{bad[0]}): that run had diverged when it was saved, so it cannot be "
+                                  f"resumed; {fresh} (with a lower lr or a grad_clip)")
         saved = TrainConfig.from_dict(s["config"])
         if saved.model != self.cfg.model:
             raise CheckpointError(f"{path} was trained with model {saved.model}, not {self.cfg.model}")
@@ -668,6 +803,8 @@ class _Trainer:
             self.scaler.load_state_dict(s["scaler"])
         for k in ("step", "iteration", "epoch", "pos", "bad_in_row", "bad_total", "best_bpd"):
             setattr(self, k, s[k])
+        self.last_good = (self.iteration, self.epoch, self.pos)
+        self._warn_runtime_change(path, s.get("runtime"))
         self.perm, self.acc, self.history = s["perm"], dict(s["epoch_acc"]), list(s["history"])
         self.gen.set_state(s["data_generator"])
         rng = s["rng"]
@@ -677,6 +814,22 @@ class _Trainer:
             warnings.warn(f"{path} was written by {len(rng)} process(es), this run has {self.ctx.world}: "
                           "data order is kept, dropout RNG streams are reseeded")
             torch.manual_seed(self.cfg.seed * 1_000_003 + self.ctx.rank + 1 + self.iteration)
+
+    def _warn_runtime_change(self, path: Path, saved: Optional[dict]) -> None:
+        """Warn when a resume runs with another CPU thread count or device than the state was
+        written with (precision changes are handled by :meth:`_resume_amp`)."""
+        if not saved or not self.ctx.main:  # states written before pcnn recorded the runtime
+            return
+        now = self._runtime()
+        if now["device"] == "cpu" and saved.get("threads") != now["threads"]:
+            n = saved.get("threads")
+            warnings.warn(f"{path} was written with {n} CPU thread{'s' if n != 1 else ''}, this run uses "
+                          f"{now['threads']}: CPU sums then differ in the last bits, so the run is no longer a "
+                          f"bitwise continuation; set OMP_NUM_THREADS={n} (or torch.set_num_threads({n})) to "
+                          "continue exactly")
+        if saved.get("device") != now["device"]:
+            warnings.warn(f"{path} was written on device {saved.get('device')}, this run uses {now['device']}: "
+                          "the run is no longer an exact continuation")
 
     # ---------------------------------------------------------------- precision
     def _set_amp(self, choice: AmpChoice) -> None:
@@ -763,6 +916,7 @@ class _Trainer:
     def _evaluate_and_export(self) -> dict:
         cfg, wd = self.cfg, self.workdir
         res = {}
+        self._check_finite("they were not evaluated or exported")
         if self.ctx.main:
             raw = evaluate(self.model, self.val_x, self.val_y, cfg.eval_batch_size)
             ema = evaluate(self.ema_model, self.val_x, self.val_y, cfg.eval_batch_size) \
@@ -796,6 +950,10 @@ class _Trainer:
         last = self.epoch + 1 >= cfg.epochs
         if partial or last or (self.epoch + 1) % cfg.val_every == 0:
             row.update(self._evaluate_and_export())
+            # An untrained network scores about 9 bits/dim; twice the uniform model's 8 means divergence.
+            if self.ctx.main and row["val_bpd"] is not None and min(row["val_bpd"], row["val_bpd_raw"]) > 16:
+                warnings.warn(f"validation bits/dim {row['val_bpd']:.4g} at epoch {self.epoch + 1} is more than "
+                              f"twice a uniform model's 8 bits/dim: the run has diverged (lr {cfg.lr} too high?)")
         row.update({"lr": lr_at(cfg, self.step), "seconds": round(a["seconds"], 3),
                     "images_per_s": round(a["images"] / a["seconds"], 2) if a["seconds"] > 0 else None,
                     "bad_steps": a["bad"], "partial": partial})
@@ -844,12 +1002,13 @@ class _Trainer:
                         if ctx.main:
                             warnings.warn(f"non-finite loss or gradient at batch {self.iteration} (epoch "
                                           f"{self.epoch + 1}): step skipped ({self.bad_in_row} in a row)")
+                        self._check_finite("the run cannot recover")  # skipping steps cannot help then
                         if self.bad_in_row >= cfg.max_bad_steps:
-                            raise RuntimeError(
+                            raise TrainingStopped(
                                 f"training stopped: {self.bad_in_row} non-finite steps in a row (NaN/inf loss or "
                                 f"gradient) at batch {self.iteration}, epoch {self.epoch + 1}; max_bad_steps="
-                                f"{cfg.max_bad_steps}. Lower lr, set grad_clip, or check the data. last.pt holds "
-                                "the last periodic checkpoint.")
+                                f"{cfg.max_bad_steps}. Lower lr, set grad_clip, or check the data; "
+                                f"{self._last_good_note()}")
                     else:
                         self.bad_in_row = 0
                         self.acc["bpd_sum"] += bpd
@@ -896,6 +1055,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one setting, e.g. --set lr=2e-4 --set model.nr_filters=80 (repeatable)")
     p.add_argument("--workdir", required=True, help="run folder: config, metrics, checkpoints")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir from last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --workdir: its "
+                   "checkpoints, exports and metrics are deleted first (without it they are never replaced)")
     p.add_argument("--data-dir", help="CPEN455 data folder (sets data_dir)")
     p.add_argument("--data-tensors", help="a torch.save'd dict {'train': {'images', 'labels'}, "
                                           "'validation': {...}} (uint8 images) used instead of --data-dir")
@@ -907,8 +1068,14 @@ def config_from_args(args) -> TrainConfig:
     if args.config:
         with open(args.config) as f:
             d = json.load(f)
-    elif args.resume and (Path(args.workdir) / "config.json").exists():
-        with open(Path(args.workdir) / "config.json") as f:
+    elif args.resume:  # the run's own config, never the defaults
+        wd = Path(args.workdir)
+        if not (wd / "last.pt").exists():
+            raise WorkdirError(f"--resume: {wd} holds no run state (no last.pt) to resume from; check the "
+                               "--workdir path, or pass --config to start a run there")
+        if not (wd / "config.json").exists():
+            raise WorkdirError(f"--resume: {wd} has a last.pt but no config.json; pass the run's --config")
+        with open(wd / "config.json") as f:
             d = json.load(f)
     else:
         d = {}
@@ -926,13 +1093,36 @@ def _run(args) -> int:
     except (ValueError, TypeError, OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    train_data = val_data = None
-    if args.data_tensors:
-        t = torch.load(args.data_tensors, map_location="cpu", weights_only=True)
-        train_data = (t["train"]["images"], t["train"]["labels"])
-        val_data = (t["validation"]["images"], t["validation"]["labels"])
-    train(cfg, args.workdir, train_data, val_data, resume=args.resume, progress=not args.no_progress)
+    try:
+        train_data, val_data = read_data_tensors(args.data_tensors) if args.data_tensors else (None, None)
+        train(cfg, args.workdir, train_data, val_data, resume=args.resume, progress=not args.no_progress,
+              overwrite=args.overwrite)
+    # ValueError: the project's own errors (WorkdirError, CheckpointError, DataError) and bad inputs.
+    except (ValueError, TrainingStopped, DiskFullError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
+
+
+def read_data_tensors(path) -> tuple:
+    """``(train, validation)`` ``(images, labels)`` pairs from a ``--data-tensors`` file, or ``ValueError``."""
+    try:
+        t = read_tensor_file(path)
+    except CheckpointError as e:
+        raise ValueError(f"--data-tensors {e}") from e
+    layout = "{'train': {'images': uint8 (N,3,S,S), 'labels': (N,)}, 'validation': {...}}"
+    if not isinstance(t, dict):
+        raise ValueError(f"--data-tensors {path} holds a {type(t).__name__}, not a dict {layout}")
+    out = []
+    for split in ("train", "validation"):
+        if not isinstance(t.get(split), dict):
+            what = f"has no {split!r} entry" if split not in t else f"has a {type(t[split]).__name__} as {split!r}"
+            raise ValueError(f"--data-tensors {path} {what}; expected {layout}")
+        for key in ("images", "labels"):
+            if not torch.is_tensor(t[split].get(key)):
+                raise ValueError(f"--data-tensors {path}: {split!r} has no {key!r} tensor; expected {layout}")
+        out.append((t[split]["images"], t[split]["labels"]))
+    return tuple(out)
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
