@@ -145,6 +145,7 @@ class TrainConfig:
     disc_weight: float = 0.0          # weight of -log p(y|x) (nats/image) added to the bits/dim loss; 0 = pure likelihood
     init_from: Optional[str] = None   # start from these weights (a pcnn export, same model config except dropout), e.g. to fine-tune
     max_steps: Optional[int] = None   # stop after this many batches in total (smoke runs); None = no cap
+    max_minutes: Optional[float] = None  # stop (evaluated, exported, resumable) after this many wall-clock minutes of this invocation; None = no cap
     description: str = ""             # free text: what this run / preset is and why (not used by training)
 
     def __post_init__(self):
@@ -178,6 +179,10 @@ class TrainConfig:
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool)
                                            or self.max_steps < 1):
             raise ValueError(f"TrainConfig.max_steps must be a positive int or null, got {self.max_steps!r}")
+        if self.max_minutes is not None and (isinstance(self.max_minutes, bool) or not isinstance(
+                self.max_minutes, (int, float)) or not 0 < self.max_minutes < math.inf):
+            raise ValueError(f"TrainConfig.max_minutes must be a positive finite number or null, got "
+                             f"{self.max_minutes!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.amp not in AMP_MODES:
@@ -788,7 +793,7 @@ class _Trainer:
         changed = sorted(k for k, v in self.cfg.to_dict().items() if saved.to_dict().get(k) != v)
         if changed and self.ctx.main:
             warnings.warn(f"resuming with changed settings {changed}; the run is no longer an exact continuation"
-                          if set(changed) - {"epochs", "max_steps", "progress", "tensorboard", "wandb",
+                          if set(changed) - {"epochs", "max_steps", "max_minutes", "progress", "tensorboard", "wandb",
                                              "checkpoint_minutes", "checkpoint_every_steps", "data_dir"}
                           else f"resuming with changed settings {changed}")
         self.model.load_state_dict(s["model"])
@@ -960,10 +965,17 @@ class _Trainer:
         return row
 
     # ---------------------------------------------------------------- loop
+    def _out_of_time(self, started: float) -> bool:
+        late = time.monotonic() - started >= self.cfg.max_minutes * 60
+        if self.ctx.world > 1:  # every rank must stop at the same batch
+            flag = torch.tensor(float(late), device=self.ctx.device)
+            late = bool(self.ctx.all_reduce(flag, dist.ReduceOp.MAX).item())
+        return late
+
     def run(self) -> list:
         cfg, ctx = self.cfg, self.ctx
         from tqdm.auto import tqdm
-        self.last_save = time.monotonic()
+        self.last_save = started = time.monotonic()
         B, b = cfg.batch_size, self.local_batch
         lo = ctx.rank * b
         stop = False
@@ -979,6 +991,9 @@ class _Trainer:
                 t0 = time.perf_counter()
                 while self.pos < self.steps_per_epoch:
                     if cfg.max_steps is not None and self.iteration >= cfg.max_steps:
+                        stop = True
+                        break
+                    if cfg.max_minutes is not None and self._out_of_time(started):
                         stop = True
                         break
                     idx = self.perm[self.pos * B:(self.pos + 1) * B]
