@@ -8,6 +8,7 @@ numbers at the same pixel, so methods are comparable image for image.
 """
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -52,6 +53,19 @@ def _naive(model, labels, u_mix, u_log, progress):
     return x
 
 
+def check_class_values(values, cfg, what: str = "labels") -> None:
+    """``ValueError`` unless a list/tuple of classes holds ints in [0, num_classes) (tensors: check_labels)."""
+    if not isinstance(values, (list, tuple)):
+        return
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
+    if bad:
+        raise ValueError(f"{what} must be class indices (ints), got {bad[0]!r} ({type(bad[0]).__name__}); "
+                         "map a name with pcnn.config.CPEN455_CLASSES.index(name)")
+    out = [v for v in values if not 0 <= v < cfg.num_classes]
+    if out:
+        raise ValueError(f"{what} must be in [0, {cfg.num_classes}), got {out[0]}")
+
+
 @torch.no_grad()
 def sample(model, labels, generator: Optional[torch.Generator] = None, method: str = "cached",
            progress: Optional[Callable[[int, int], None]] = None,
@@ -72,6 +86,7 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     ``return_float=True`` returns the [-1, 1] grid values instead of uint8.
     """
     cfg = model.config
+    check_class_values(labels, cfg)
     device = next(model.parameters()).device
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; choose from {list(METHODS)}")
@@ -134,6 +149,7 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
     if per_class < 1 or batch_size < 1:
         raise ValueError(f"per_class and batch_size must be >= 1, got {per_class}, {batch_size}")
     classes = list(range(cfg.num_classes)) if classes is None else list(classes)
+    check_class_values(classes, cfg, "classes")  # before the folder is made
     names = list(file_names) if file_names is not None else [f"Class{c}" for c in range(cfg.num_classes)]
     labels = torch.tensor([c for c in classes for _ in range(per_class)])
     out_dir = Path(out_dir)

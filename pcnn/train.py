@@ -41,7 +41,13 @@ fsync, rename, so a kill never leaves half a file):
 Determinism: model init, data order, augmentation and dropout all come from
 ``seed``; data order and augmentation draw from one dedicated
 ``torch.Generator`` and dropout from the global torch RNG, both saved in
-``last.pt``, so on CPU a resumed run is bitwise equal to an uninterrupted one.
+``last.pt``, so on CPU a resumed run is bitwise equal to an uninterrupted one
+when it runs with the same number of threads (CPU sums depend on it): ``last.pt``
+records the thread count, device and precision, and a resume with another thread
+count or device warns.
+
+The run owns ``workdir`` while it runs (``train.lock``, :mod:`pcnn.workdir`) and
+never replaces an earlier run's results without ``overwrite`` (``--overwrite``).
 """
 from __future__ import annotations
 
