@@ -7,8 +7,18 @@ from .checkpoint import CheckpointError, load, read_metadata, save
 from .classify import log_likelihoods, metrics, posterior, predict
 from .config import FUSION_MODES, ModelConfig
 from .model import PixelCNNpp
-from .sample import sample
+from .evidence import evidence, evidence_margin, plot_evidence_margin
+from .grids import class_grid, completion_grid, labeled_grid, same_noise_grid
+from .sample import complete, complete_as_every_class, sample
 
 __version__ = "0.1.0"
 __all__ = ["ModelConfig", "FUSION_MODES", "PixelCNNpp", "save", "load", "read_metadata", "CheckpointError",
-           "log_likelihoods", "predict", "posterior", "metrics", "sample"]
+           "log_likelihoods", "predict", "posterior", "metrics", "sample",
+           "complete", "complete_as_every_class", "evidence", "evidence_margin", "plot_evidence_margin",
+           "labeled_grid", "class_grid", "same_noise_grid", "completion_grid", "evaluate_generation"]
+
+
+def evaluate_generation(*args, **kwargs):
+    """:func:`pcnn.generation.evaluate_generation` (imported on first use: it pulls in torchmetrics)."""
+    from .generation import evaluate_generation as run
+    return run(*args, **kwargs)

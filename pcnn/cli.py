@@ -120,10 +120,59 @@ def cmd_sample(args) -> int:
     nc = model.config.num_classes if model.config.conditional else 1
     classes = None if not args.classes else [_class_index(c, nc) for c in args.classes]
     kw = {} if args.method is None else {"method": args.method}
+    real = None
+    if args.real_row:
+        from .data import load_split
+        val = load_split("validation", args.data_dir, size=model.config.image_size, show_progress=False)
+        real = (val.images, val.labels)
     paths = write_sample_set(model, args.out, per_class=args.per_class, classes=classes, seed=args.seed,
-                             batch_size=args.batch_size, show_progress=not args.quiet, **kw)
+                             batch_size=args.batch_size, show_progress=not args.quiet,
+                             temperature=args.temperature, real=real, **kw)
     print(json.dumps({"images": len(paths), "out": str(args.out), "grid": str(grid_path_for(args.out)),
-                      "seed": args.seed}))
+                      "seed": args.seed, "temperature": args.temperature}))
+    return 0
+
+
+def cmd_complete(args) -> int:
+    """Complete one image (a file or a split's row) as the chosen classes; write a labelled grid PNG."""
+    from . import load
+    from .grids import class_names_for, completion_grid
+    from .sample import complete_as_every_class, save_png
+    model = load(args.checkpoint, device=_device(args.device))
+    cfg = model.config
+    if not cfg.conditional:
+        raise ValueError("completion as a class needs a class-conditional checkpoint")
+    if (args.image is None) == (args.split is None):
+        raise ValueError("give exactly one of --image FILE or --split NAME --index I")
+    if args.image is not None:
+        from PIL import Image
+        from .data import resize_uint8
+        try:
+            with Image.open(args.image) as im:
+                import numpy as np
+                arr = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read image {args.image}: {e}") from None
+        image = resize_uint8(arr.permute(2, 0, 1)[None].contiguous(), cfg.image_size)
+        source = str(args.image)
+    else:
+        from .data import load_split
+        split = load_split(args.split, args.data_dir, size=cfg.image_size, show_progress=False)
+        if not 0 <= args.index < len(split):
+            raise ValueError(f"--index must be in [0, {len(split)}) for the {args.split} split, got {args.index}")
+        image = split.images[args.index:args.index + 1]
+        source = f"{args.split}[{args.index}] {split.paths[args.index]}"
+    if args.classes in (None, ["all"]):
+        classes = list(range(cfg.num_classes))
+    else:
+        classes = [_class_index(c, cfg.num_classes) for c in args.classes]
+    done = complete_as_every_class(model, image, args.keep_rows, seed=args.seed, classes=classes,
+                                   method=args.method, temperature=args.temperature)
+    names = class_names_for(cfg.num_classes)
+    grid = completion_grid(image, done, args.keep_rows, class_names=[names[c] for c in classes], scale=args.scale)
+    out = save_png(grid, args.out)
+    print(json.dumps({"source": source, "keep_rows": args.keep_rows, "classes": [names[c] for c in classes],
+                      "seed": args.seed, "temperature": args.temperature, "grid": str(out)}))
     return 0
 
 
@@ -191,9 +240,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=100)
     s.add_argument("--method", default=None, help="sampler: cached (default) or naive")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature T > 0: logits / T, logistic scales * T (default 1: the model)")
+    s.add_argument("--real-row", action="store_true",
+                   help="in the grid, a row of real validation images under each class's samples")
+    s.add_argument("--data-dir", default=None, help="data folder for --real-row (default $PCNN_DATA_DIR or data/)")
     s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_sample)
+
+    k = sub.add_parser("complete", help="keep the first rows of an image and sample the rest as each class "
+                       "(a labelled grid PNG)")
+    k.add_argument("--checkpoint", required=True)
+    k.add_argument("--image", default=None, help="an image file (resized to the model's size)")
+    k.add_argument("--split", default=None, help="or a data split (train, validation, test) ...")
+    k.add_argument("--index", type=int, default=0, help="... and the row of it (default 0)")
+    k.add_argument("--data-dir", default=None)
+    k.add_argument("--keep-rows", type=int, default=16, help="rows kept from the image (default 16)")
+    k.add_argument("--class", dest="classes", action="append",
+                   help="class index or name to complete as (repeatable; default or 'all': every class)")
+    k.add_argument("--seed", type=int, default=0, help="noise seed (the same for every class)")
+    k.add_argument("--temperature", type=float, default=1.0)
+    k.add_argument("--method", default="cached", help="sampler: cached (default) or naive")
+    k.add_argument("--scale", type=int, default=6, help="tile upscale factor in the grid (default 6)")
+    k.add_argument("--out", default="completion.png", help="grid PNG to write (default completion.png)")
+    k.add_argument("--device", default="auto")
+    k.set_defaults(func=cmd_complete)
 
     d = sub.add_parser("demo", help="classify the validation split and sample a class grid (shipped model, "
                        "else a tiny model trained on the spot)")
@@ -210,10 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .course import add_course_parser
     from .data import add_data_parser
     from .fid import add_fid_parser
+    from .generation import add_generation_parser
     from .train import add_train_parser
     add_train_parser(sub)
     add_data_parser(sub)
     add_fid_parser(sub)
+    add_generation_parser(sub)
     add_course_parser(sub)
     return p
 

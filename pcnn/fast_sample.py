@@ -411,7 +411,8 @@ class _CachedSampler:
 @torch.no_grad()
 def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_log: torch.Tensor,
                   progress: Optional[Callable[[int, int, torch.Tensor], None]] = None,
-                  outputs: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  outputs: Optional[torch.Tensor] = None, temperature: float = 1.0,
+                  known: Optional[torch.Tensor] = None, keep_rows: int = 0) -> torch.Tensor:
     """Sample with per-layer caches: the compute of about one forward pass per image.
 
     Same contract as the naive sampler of :mod:`pcnn.sample` (labels (B,) or
@@ -421,6 +422,11 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
     tensor that receives the network output computed at every pixel (for
     teacher-forced checks against one full forward on the result).
     Dropout is never applied (the sampler is the eval-mode network).
+    ``temperature``: see :func:`pcnn.likelihood.sample_from_params`. ``known``
+    (B, 3, S, S) grid values and ``keep_rows``: the first ``keep_rows`` rows are
+    taken from ``known`` instead of sampled (completion); they still pass
+    through every layer's cache, so the rows after them are computed from them
+    exactly as if the sampler had drawn them.
     """
     batch = u_mix.shape[0]
     st = _CachedSampler(model, labels, batch)
@@ -428,14 +434,19 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
     # (B, C, 1, 1) views of the noise at each pixel, the same numbers the naive sampler slices
     um_at = [r.unbind(2) for r in u_mix.unsqueeze(-1).unsqueeze(-1).unbind(2)]
     ul_at = [r.unbind(2) for r in u_log.unsqueeze(-1).unsqueeze(-1).unbind(2)]
+    if keep_rows:
+        known = known.to(st.x.dtype)
     for i in range(S):
         st.row_start(i)
         for j in range(S):
             out = st.pixel(i, j)
             if outputs is not None:
                 outputs[:, :, i, j] = out
-            p = mixture_params(out.view(batch, -1, 1, 1), K)
-            px = sample_from_params(p, um_at[i][j], ul_at[i][j]).view(batch, 3)
+            if i < keep_rows:
+                px = known[:, :, i, j]
+            else:
+                p = mixture_params(out.view(batch, -1, 1, 1), K)
+                px = sample_from_params(p, um_at[i][j], ul_at[i][j], temperature).view(batch, 3)
             st.x_at[i][j].copy_(px)
             st.xin3_at[i][j].add_(px)
         if progress is not None:

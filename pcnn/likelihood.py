@@ -7,6 +7,8 @@ Pure functions, no model imports. The pipeline, with shapes::
                                    coeffs (B,3,K,H,W)
       -> subpixel_log_probs(x, p)  (B, 3, K, H, W)  log P(x_c | component k, x_<c)
       -> pixel_log_probs(x, p)     (B, H, W)        log P(x_ij) (log-softmax + log-sum-exp over k)
+      -> pixel_log_likelihood(x, out, K) (B, H, W)  the same from the network output (the per-pixel
+                                                    reduction nll sums; pcnn.evidence maps it)
       -> nll(x, out, K, reduction) (B,) / ()        nats per image
       -> bits_per_dim(nll, dims)                    nats / (dims * ln 2)
 
@@ -102,6 +104,19 @@ def pixel_log_probs(x: torch.Tensor, p: MixtureParams) -> torch.Tensor:
     return torch.logsumexp(log_pi + subpixel_log_probs(x, p).sum(dim=1), dim=1)
 
 
+def pixel_log_likelihood(x: torch.Tensor, out: torch.Tensor, nr_mix: int) -> torch.Tensor:
+    """Per-pixel log p(x_ij | x_<ij) in nats (sub-pixels summed): x (B,3,H,W), output (B,10K,H,W) -> (B,H,W).
+
+    The per-pixel reduction that :func:`nll` sums over the image (so the two agree
+    exactly). Computed in float32 (or float64 if the output is float64) even under autocast.
+    """
+    if x.shape[0] != out.shape[0] or x.shape[2:] != out.shape[2:] or x.shape[1] != 3:
+        raise ValueError(f"images {tuple(x.shape)} and network output {tuple(out.shape)} do not match")
+    dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
+    p = mixture_params(out.to(dtype), nr_mix)
+    return pixel_log_probs(x.to(dtype), p)
+
+
 def nll(x: torch.Tensor, out: torch.Tensor, nr_mix: int, reduction: str = "none") -> torch.Tensor:
     """Negative log-likelihood in nats of images x (B,3,H,W) given network output (B,10K,H,W).
 
@@ -110,11 +125,7 @@ def nll(x: torch.Tensor, out: torch.Tensor, nr_mix: int, reduction: str = "none"
     """
     if reduction not in ("none", "sum", "mean"):
         raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
-    if x.shape[0] != out.shape[0] or x.shape[2:] != out.shape[2:] or x.shape[1] != 3:
-        raise ValueError(f"images {tuple(x.shape)} and network output {tuple(out.shape)} do not match")
-    dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
-    p = mixture_params(out.to(dtype), nr_mix)
-    per_image = -pixel_log_probs(x.to(dtype), p).flatten(1).sum(dim=1)
+    per_image = -pixel_log_likelihood(x, out, nr_mix).flatten(1).sum(dim=1)
     if reduction == "none":
         return per_image
     return per_image.sum() if reduction == "sum" else per_image.mean()
@@ -145,7 +156,19 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 
 
-def sample_from_params(p: MixtureParams, u_mix: torch.Tensor, u_logistic: torch.Tensor) -> torch.Tensor:
+def check_temperature(temperature) -> float:
+    """``temperature`` as a float; a ``ValueError`` unless it is finite and > 0."""
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}") from None
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r} (1 = the model's distribution)")
+    return t
+
+
+def sample_from_params(p: MixtureParams, u_mix: torch.Tensor, u_logistic: torch.Tensor,
+                       temperature: float = 1.0) -> torch.Tensor:
     """Draw one pixel per position from the mixture, given uniform noise.
 
     p: MixtureParams at the positions to sample (H, W may be 1); u_mix (B,K,H,W)
@@ -153,13 +176,19 @@ def sample_from_params(p: MixtureParams, u_mix: torch.Tensor, u_logistic: torch.
     The component is chosen by Gumbel-max; each channel by the inverse logistic
     CDF, then snapped to the grid **before** it conditions the next channel, so
     the coupling sees what training saw (the original samples continuously).
+    ``temperature`` T (finite, > 0): the mixture logits are divided by T and the
+    logistic scales multiplied by T, so T < 1 sharpens the distribution and T > 1
+    flattens it; T = 1 runs exactly the untempered arithmetic (bitwise the same).
     """
+    t = check_temperature(temperature)
     u_mix = u_mix.clamp(1e-5, 1 - 1e-5)
     u = u_logistic.clamp(1e-5, 1 - 1e-5)
-    k = torch.argmax(p.logits - torch.log(-torch.log(u_mix)), dim=1, keepdim=True)  # (B,1,H,W)
+    logits = p.logits if t == 1.0 else p.logits / t
+    k = torch.argmax(logits - torch.log(-torch.log(u_mix)), dim=1, keepdim=True)  # (B,1,H,W)
     pick = lambda t: torch.gather(t, 2, k[:, None].expand(-1, 3, -1, -1, -1))[:, :, 0]  # noqa: E731
     mean, log_s, c = pick(p.means), pick(p.log_scales), pick(p.coeffs)
-    noise = torch.exp(log_s) * (torch.log(u) - torch.log1p(-u))
+    scale = torch.exp(log_s) if t == 1.0 else torch.exp(log_s) * t
+    noise = scale * (torch.log(u) - torch.log1p(-u))
     r = quantize(mean[:, 0] + noise[:, 0])
     g = quantize(mean[:, 1] + c[:, 0] * r + noise[:, 1])
     b = quantize(mean[:, 2] + c[:, 1] * r + c[:, 2] * g + noise[:, 2])

@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .fast_sample import cached_sample
-from .likelihood import mixture_params, sample_from_params
+from .likelihood import check_temperature, mixture_params, sample_from_params
 from .model import check_labels
 
 METHODS = ("cached", "naive")
@@ -37,17 +37,22 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return torch.round((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
 
 
-def _naive(model, labels, u_mix, u_log, progress):
+def _naive(model, labels, u_mix, u_log, progress, temperature: float = 1.0, known=None, keep_rows: int = 0):
+    """The reference sampler: the whole network once per pixel. ``known`` (B,3,S,S) grid
+    values fix the first ``keep_rows`` rows (completion); the rest are sampled."""
     cfg = model.config
     s, k = cfg.image_size, cfg.nr_logistic_mix
     dtype = next(model.parameters()).dtype
     x = torch.zeros(u_mix.shape[0], 3, s, s, device=u_mix.device, dtype=dtype)
+    if keep_rows:
+        x[:, :, :keep_rows] = known[:, :, :keep_rows].to(dtype)
     for i in range(s):
-        for j in range(s):
-            out = model(x, labels, check=False)[:, :, i:i + 1, j:j + 1]
-            p = mixture_params(out, k)
-            x[:, :, i:i + 1, j:j + 1] = sample_from_params(p, u_mix[:, :, i:i + 1, j:j + 1],
-                                                           u_log[:, :, i:i + 1, j:j + 1])
+        if i >= keep_rows:
+            for j in range(s):
+                out = model(x, labels, check=False)[:, :, i:i + 1, j:j + 1]
+                p = mixture_params(out, k)
+                x[:, :, i:i + 1, j:j + 1] = sample_from_params(p, u_mix[:, :, i:i + 1, j:j + 1],
+                                                               u_log[:, :, i:i + 1, j:j + 1], temperature)
         if progress is not None:
             progress(i + 1, s, x)
     return x
@@ -70,7 +75,8 @@ def check_class_values(values, cfg, what: str = "labels") -> None:
 def sample(model, labels, generator: Optional[torch.Generator] = None, method: str = "cached",
            progress: Optional[Callable[[int, int], None]] = None,
            return_float: bool = False,
-           preview: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
+           preview: Optional[Callable[[int, torch.Tensor], None]] = None,
+           temperature: float = 1.0) -> torch.Tensor:
     """Sample images of the given classes: labels (B,) -> uint8 images (B, 3, S, S).
 
     ``method``: ``"cached"`` (default) computes each layer only where a new pixel
@@ -84,7 +90,18 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     sampled are mid-grey, value 128), so a widget can show them forming.
     Runs in eval mode without autograd and restores the model's mode afterwards.
     ``return_float=True`` returns the [-1, 1] grid values instead of uint8.
+    ``temperature`` T (finite, > 0; default 1, the model's own distribution):
+    every pixel is drawn with the mixture logits divided by T and the logistic
+    scales multiplied by T (:func:`pcnn.likelihood.sample_from_params`), in both
+    methods; T = 1 is bitwise the untempered sampler.
     """
+    return _run(model, labels, generator, method, progress, return_float, preview, temperature)
+
+
+def _run(model, labels, generator, method, progress, return_float, preview, temperature,
+         known=None, keep_rows: int = 0):
+    """The shared body of :func:`sample` and :func:`complete`."""
+    temperature = check_temperature(temperature)
     cfg = model.config
     check_class_values(labels, cfg)
     device = next(model.parameters()).device
@@ -109,13 +126,71 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     model.eval()
     try:
         with parametrize.cached():
-            x = _SAMPLERS[method](model, labels if cfg.conditional else None, u_mix, u_log, on_row)
+            x = _SAMPLERS[method](model, labels if cfg.conditional else None, u_mix, u_log, on_row,
+                                  temperature=temperature,
+                                  known=None if known is None else known.to(device), keep_rows=keep_rows)
     finally:
         model.train(was_training)
     return x if return_float else to_uint8(x)
 
 
 _SAMPLERS = {"naive": _naive, "cached": cached_sample}
+
+
+@torch.no_grad()
+def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Optional[torch.Generator] = None,
+             method: str = "cached", temperature: float = 1.0,
+             progress: Optional[Callable[[int, int], None]] = None, return_float: bool = False,
+             preview: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
+    """Class-conditional completion: keep the first ``keep_rows`` rows of each image, sample the rest.
+
+    ``images``: uint8 (B, 3, S, S) at the model's size (e.g. ``load_split(...).images``);
+    ``labels`` (B,): the class each image is completed as (repeat an image to
+    complete it as several classes). Returns uint8 (B, 3, S, S) whose first
+    ``keep_rows`` rows are the input's, bitwise. The same samplers and noise as
+    :func:`sample` (all noise is drawn for the whole image, so ``keep_rows=0``
+    gives exactly ``sample(model, labels, generator)``): the cached sampler
+    feeds the kept rows through its per-layer caches (teacher-forced, nothing
+    drawn there), so its caches start from the kept rows and the sampled rows
+    see them exactly as the naive reference does; the cost is that of sampling
+    a whole image. ``temperature``, ``progress``, ``preview``, ``return_float``:
+    as in :func:`sample` (``progress`` is also called for the kept rows).
+    """
+    cfg = model.config
+    s = cfg.image_size
+    if not torch.is_tensor(images):
+        raise ValueError(f"images must be a uint8 tensor (B, 3, {s}, {s}), got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (0..255) like load_split(...).images, got {images.dtype}; "
+                         "convert [-1, 1] floats with pcnn.sample.to_uint8")
+    if images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s):
+        raise ValueError(f"images must have shape (B, 3, {s}, {s}) for this model, got {tuple(images.shape)}")
+    if isinstance(keep_rows, bool) or not isinstance(keep_rows, int) or not 0 <= keep_rows <= s:
+        raise ValueError(f"keep_rows must be an integer in [0, {s}] (the image has {s} rows), got {keep_rows!r}")
+    n_labels = len(labels) if not torch.is_tensor(labels) else (labels.shape[0] if labels.dim() else 1)
+    if n_labels != images.shape[0]:
+        raise ValueError(f"need one label per image: {images.shape[0]} images, {n_labels} labels")
+    known = images.to(next(model.parameters()).dtype) / 127.5 - 1   # as pcnn.data.to_float, in the model's dtype
+    return _run(model, labels, generator, method, progress, return_float, preview, temperature,
+                known=known, keep_rows=keep_rows)
+
+
+def complete_as_every_class(model, images: torch.Tensor, keep_rows: int, seed: int = 0,
+                            classes: Optional[Sequence[int]] = None, method: str = "cached",
+                            temperature: float = 1.0) -> torch.Tensor:
+    """Complete every image as every class: uint8 (N, 3, S, S) -> uint8 (N, C, 3, S, S).
+
+    Each class is completed with ``torch.Generator().manual_seed(seed)``, so the
+    completions of one image differ only by the class ("finish this panda as a
+    pizza"); see :func:`pcnn.grids.completion_grid` to draw them.
+    """
+    cfg = model.config
+    if not cfg.conditional:
+        raise ValueError("completing as every class needs a class-conditional model")
+    classes = list(range(cfg.num_classes)) if classes is None else list(classes)
+    outs = [complete(model, images, [c] * images.shape[0], keep_rows, torch.Generator().manual_seed(seed),
+                     method=method, temperature=temperature) for c in classes]
+    return torch.stack(outs, dim=1)
 
 
 def make_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tensor:
@@ -135,16 +210,23 @@ def save_png(image: torch.Tensor, path) -> Path:
 
 def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequence[int]] = None,
                      seed: int = 0, batch_size: int = 100, method: Optional[str] = None,
-                     file_names: Optional[Sequence[str]] = None, show_progress: bool = True) -> list[Path]:
+                     file_names: Optional[Sequence[str]] = None, show_progress: bool = True,
+                     temperature: float = 1.0, real: Optional[tuple] = None,
+                     grid_per_row: int = 10, grid_scale: int = 3) -> list[Path]:
     """Generate ``per_class`` images of each class into ``out_dir`` as PNG, plus a grid image.
 
     The grid goes *beside* the folder (:func:`grid_path_for`: ``samples/`` ->
     ``samples_grid.png``), so ``out_dir`` holds only same-size samples, as FID
     (ours and the course's) expects. Files follow the course's convention ``Class<c>_image_<nn>.png`` (``file_names``
     overrides the ``Class<c>`` part). Reproducible: batch b uses seed ``seed + b``.
+    ``temperature``: as in :func:`sample`. The grid is :func:`pcnn.grids.class_grid`: one
+    row per class labelled with its name, the first ``grid_per_row`` samples upscaled
+    ``grid_scale`` times; ``real=(images, labels)`` (uint8) adds a row of real
+    images under each class's samples.
     Returns the paths of the images (grid excluded).
     """
     from tqdm.auto import tqdm
+    temperature = check_temperature(temperature)
     cfg = model.config
     if per_class < 1 or batch_size < 1:
         raise ValueError(f"per_class and batch_size must be >= 1, got {per_class}, {batch_size}")
@@ -164,14 +246,19 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
         def tick(rows, total, done=done, n=len(chunk)):
             bar.update((rows - done[0]) * n)
             done[0] = rows
-        images.append(sample(model, chunk, generator=torch.Generator().manual_seed(seed + b), progress=tick, **kw))
+        images.append(sample(model, chunk, generator=torch.Generator().manual_seed(seed + b), progress=tick,
+                             temperature=temperature, **kw))
     bar.close()
     images = torch.cat(images)
     paths = []
     for c in classes:
         for n, img in enumerate(images[labels == c]):
             paths.append(save_png(img, out_dir / f"{names[c]}_image_{n:02d}.png"))
-    save_png(make_grid(images, nrow=per_class if per_class <= 12 else 10), grid_path_for(out_dir))
+    from .grids import class_grid
+    grid_names = None if cfg.conditional else ["samples"]
+    real_images, real_labels = real if real is not None else (None, None)
+    save_png(class_grid(images, labels, grid_names, real_images=real_images, real_labels=real_labels,
+                        per_row=grid_per_row, scale=grid_scale), grid_path_for(out_dir))
     return paths
 
 
