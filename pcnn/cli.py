@@ -88,11 +88,12 @@ def cmd_classify(args) -> int:
         bar.total = total
         bar.n = done
         bar.refresh()
-    ll = log_likelihoods(model, x, batch_size=args.batch_size, flip_average=args.flip_average, progress=tick)
+    ll = log_likelihoods(model, x, batch_size=args.batch_size, flip_average=args.flip_average, progress=tick,
+                         precision=args.precision)
     bar.close()
     pred = ll.argmax(1)
     result = {"checkpoint": str(args.checkpoint), "split": args.split, "n": len(split),
-              "flip_average": args.flip_average}
+              "flip_average": args.flip_average, "precision": args.precision}
     labelled = split.labels >= 0
     if labelled.all():
         result.update(metrics(split.labels.numpy(), pred.numpy(), model.config.num_classes))
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=None,
                    help="(image, class) pairs per forward pass (default: 32 on CPU, 256 on GPU)")
     c.add_argument("--flip-average", action="store_true", help="average log p over the image and its mirror")
+    c.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="network precision (the likelihood is always fp32); bf16 is faster on CPUs with bf16 "
+                        "but flips some predictions (benchmarks/results/bf16_scoring_cpu.md), so fp32 is the default")
     c.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     c.add_argument("--pretty", action="store_true", help="indent the JSON result")
     c.add_argument("--quiet", action="store_true", help="no progress bar")

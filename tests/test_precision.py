@@ -184,3 +184,21 @@ def test_amp_choice_round_trip():
     assert AmpChoice.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError):
         AmpChoice.from_dict({"mode": "auto", "precision": "int8"})
+
+
+def test_cli_classify_precision_flag(fake_data, tmp_path, capsys):
+    from conftest import randomize_, tiny_config
+    from pcnn.cli import main
+    from pcnn.data import load_split, to_float
+    ckpt = pcnn.save(tmp_path / "tiny.safetensors", randomize_(pcnn.PixelCNNpp(tiny_config(image_size=32))))
+    for prec in ("fp32", "bf16"):
+        out = tmp_path / f"{prec}.csv"
+        assert main(["classify", "--checkpoint", str(ckpt), "--data-dir", str(fake_data), "--out", str(out),
+                     "--quiet", "--device", "cpu", "--precision", prec]) == 0
+        assert json.loads(capsys.readouterr().out)["precision"] == prec
+    x = to_float(load_split("validation", fake_data).images)
+    want = pcnn.log_likelihoods(pcnn.load(ckpt), x, precision="bf16")
+    got = [float(r.split(",")[2]) for r in (tmp_path / "bf16.csv").read_text().splitlines()[1:]]
+    assert got == pytest.approx(want[:, 0].tolist(), abs=1e-5)
+    with pytest.raises(SystemExit):
+        main(["classify", "--checkpoint", str(ckpt), "--precision", "fp16"])
