@@ -98,6 +98,7 @@ def plot(results: dict, path: Path) -> None:
                 title="Likelihood: bf16 training vs fp32")
     axes[1].set(xlabel="epoch", ylabel="validation accuracy, % (EMA weights)", title="Classification")
     for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     fig.suptitle(describe_cpu(), fontsize=8)

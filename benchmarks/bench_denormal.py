@@ -5,7 +5,7 @@ real training split for ``--epochs`` epochs with flush-denormal off or on; it pr
 per-epoch seconds (the trainer's own ``seconds`` column, training steps only) and the
 share of denormal numbers in the weights and Adam moments after the first epoch.
 
-    python scripts/bench_denormal.py --config configs/smoke.json --epochs 3 --repeats 2 --threads 1
+    python benchmarks/bench_denormal.py --config configs/smoke.json --epochs 3 --repeats 2 --threads 1
 
 Measured (2-core AMD EPYC, torch 2.14.1, 1 thread, load average 5-7 from other jobs;
 ``--config configs/smoke.json``, real training split, 487 batches an epoch), first epoch

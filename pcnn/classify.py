@@ -84,7 +84,9 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
                 y = labels.to(device) if cfg.conditional else None
                 with autocast(device, torch.bfloat16 if precision == "bf16" else None):
                     out_net = model(imgs, y, check=False)
-                ll = -nll(imgs, out_net.float(), cfg.nr_logistic_mix)
+                if out_net.dtype in (torch.float16, torch.bfloat16):  # the likelihood never runs in half precision
+                    out_net = out_net.float()
+                ll = -nll(imgs, out_net, cfg.nr_logistic_mix)
                 out[v_idx, labels, img_idx] = ll.float().cpu()
                 if progress is not None:
                     progress(min(start + batch_size, total), total)

@@ -96,7 +96,7 @@ def describe_cpu() -> str:
     """One line naming the CPU, its bf16 flags and the thread count, for tables and logs."""
     flags = ", ".join(cpu_bf16_flags()) or "no bf16 flags"
     return f"{cpu_name()} ({os.cpu_count()} cores, {flags}; torch {torch.__version__}, " \
-           f"{torch.get_num_threads()} threads)"
+           f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"
 
 
 def probe_cpu_bf16(repeats: int = 5, channels: int = 80, batch: int = 16, size: int = 16) -> dict:
