@@ -296,6 +296,25 @@ if len(order):
     plt.show()
 else:
     print("no mistakes")""",
+        md("## Which pixels decided? Per-pixel class evidence\n`pcnn.evidence` gives log p(x_ij | x_<ij, c) "
+           "for every pixel and class (nats; the maps sum exactly to log p(x | c)). Each map below is the "
+           "predicted class minus the runner-up: red pixels pushed the model towards its answer, blue "
+           "pixels against it. First the most clearly correct images, then the most confident mistakes, "
+           "where the right-hand map compares the (wrong) prediction with the true class."),
+        """ev_right = (pred == val.labels).nonzero().flatten()
+gap = ll.sort(1, descending=True).values
+gap = gap[:, 0] - gap[:, 1]                              # nats between the two best classes
+show_right = ev_right[gap[ev_right].argsort(descending=True)][:2].tolist()
+show_wrong = order[:2].tolist()
+picked = show_right + show_wrong
+ev = pcnn.evidence(model, to_float(val.images[picked]), batch_size=BATCH)   # (n, 4, 32, 32) nats
+assert torch.allclose(ev.sum((2, 3)), ll[picked], rtol=1e-4)              # the maps add up to log p(x|c)
+fig, axes = plt.subplots(len(picked), 2, figsize=(6.4, 3.0 * len(picked)), squeeze=False)
+for k, i in enumerate(picked):
+    second = int(val.labels[i]) if i in show_wrong else None   # mistakes: prediction vs the true class
+    pcnn.plot_evidence_margin(val.images[i], ev[k], true_label=int(val.labels[i]), second=second, axes=axes[k])
+fig.tight_layout()
+plt.show()""",
         md("## Test-split predictions\nOne row per test image: its id (CSV path), the predicted label and "
            "log p(x | c) for every class, in a run folder."),
         """import csv
