@@ -478,6 +478,24 @@ nb.show_images(images, titles=[w.class_names[1]] * len(images), scale=1.6)
 plt.show()
 saved = w.on_save(w.save_button)
 print([p.name for p in saved])""",
+        md("## Same noise, every class\nEach column uses one noise draw for all four classes, so what changes "
+           "down a column is only the class: how much the class steers a sample."),
+        """PER_CLASS = 2 if SMOKE else 6
+grid = pcnn.same_noise_grid(model, per_class=PER_CLASS, seed=0)
+nb.show_grid(grid, width=2.0 + 1.3 * PER_CLASS)
+plt.show()""",
+        md("## Finish this panda as a pizza: class-conditional completion\n`pcnn.complete` keeps the top "
+           "`KEEP_ROWS` rows of a validation image and samples the rest under each class, with the same noise "
+           "(the cached sampler, its layer caches filled from the kept rows)."),
+        """from pcnn.data import load_split
+KEEP_ROWS = 16                    # of 32
+val = load_split("validation", DATA, show_progress=False)
+picks = [int((val.labels == c).nonzero()[0]) for c in (1, 3)]   # the first panda and the first pizza
+originals = val.images[picks]
+completions = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=0)   # (2, 4, 3, 32, 32)
+assert torch.equal(completions[:, :, :, :KEEP_ROWS], originals[:, None, :, :KEEP_ROWS].expand_as(completions[:, :, :, :KEEP_ROWS]))
+nb.show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS), width=9.0)
+plt.show()""",
     ])
 
 
