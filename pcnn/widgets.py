@@ -20,7 +20,8 @@ from typing import Optional, Sequence
 import torch
 
 from .config import CPEN455_CLASSES
-from .sample import make_grid, sample, save_png
+from .grids import completion_grid
+from .sample import complete, make_grid, sample, save_png
 
 
 def _png_bytes(image: torch.Tensor, upscale: int = 1) -> bytes:
@@ -149,5 +150,85 @@ class SamplerWidget:
         return self
 
     def _ipython_display_(self):  # shown when it is the last expression of a cell
+        from IPython.display import display
+        display(self.widget)
+
+
+class CompletionWidget:
+    """ipywidgets UI around :func:`pcnn.sample.complete`: "finish this panda as a pizza".
+
+    Pick an image of ``images`` (uint8 (N, 3, S, S), e.g. the validation split) by
+    ``index``, how many of its top rows to keep (``keep_rows``) and a ``seed``;
+    **Complete** samples the remaining rows once per class with the same noise
+    (so the completions differ only by the class, as
+    :func:`pcnn.sample.complete_as_every_class`) and shows the original, the kept
+    rows and one completion per class side by side. ``on_complete(button)``
+    returns the completions, uint8 (C, 3, S, S), so tests drive it headlessly.
+    """
+
+    def __init__(self, model, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                 class_names: Sequence[str] = CPEN455_CLASSES, upscale: int = 4):
+        import ipywidgets as W
+        cfg = model.config
+        if not cfg.conditional:
+            raise ValueError("completing as every class needs a class-conditional model")
+        s = cfg.image_size
+        if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.dim() != 4 \
+                or tuple(images.shape[1:]) != (3, s, s) or len(images) == 0:
+            raise ValueError(f"images must be a non-empty uint8 tensor (N, 3, {s}, {s})")
+        self.model, self.images, self.labels, self.upscale = model, images, labels, upscale
+        names = list(class_names)[:cfg.num_classes]
+        self.class_names = names + [f"Class{c}" for c in range(len(names), cfg.num_classes)]
+        self.completions: Optional[torch.Tensor] = None
+        self.busy = False
+        self.index = W.BoundedIntText(value=0, min=0, max=len(images) - 1, description="image")
+        self.keep_rows = W.IntSlider(value=s // 2, min=0, max=s, description="keep rows")
+        self.seed = W.IntText(value=0, description="seed")
+        self.button = W.Button(description="Complete as every class", button_style="primary", icon="magic",
+                               layout=W.Layout(width="220px"))
+        self.progress = W.IntProgress(value=0, min=0, max=100, description="rows")
+        self.status = W.Label(value="choose an image and the rows to keep, then press Complete")
+        # width auto: the PNG keeps its own pixel size instead of stretching to the output width.
+        self.image = W.Image(format="png", layout=W.Layout(width="auto", max_width="100%"))
+        self.button.on_click(self.on_complete)
+        self.widget = W.VBox([W.HBox([self.index, self.keep_rows, self.seed]),
+                              W.HBox([self.button, self.progress, self.status]), self.image])
+
+    def on_complete(self, button=None) -> torch.Tensor:
+        """Complete the chosen image as every class; show and return uint8 (C, 3, S, S)."""
+        if self.busy:
+            return self.completions
+        self.busy, self.button.disabled, self.progress.value = True, True, 0
+        try:
+            i, keep, seed = int(self.index.value), int(self.keep_rows.value), int(self.seed.value)
+            c_all = len(self.class_names)
+            t0 = time.perf_counter()
+            outs = []
+            for c in range(c_all):
+                def tick(done, total, c=c):
+                    self.progress.value = int(round(100 * (c + done / total) / c_all))
+                    self.status.value = f"as {self.class_names[c]}: row {done} / {total}"
+                outs.append(complete(self.model, self.images[i:i + 1], [c], keep,
+                                     generator=torch.Generator().manual_seed(seed), progress=tick)[0])
+            self.completions = torch.stack(outs).cpu()
+            grid = completion_grid(self.images[i:i + 1], self.completions[None], keep, class_names=self.class_names)
+            self.image.value = _png_bytes(grid)
+            true = "" if self.labels is None else f" (a {self.class_names[int(self.labels[i])]})"
+            self.progress.value = 100
+            self.status.value = (f"image {i}{true}, top {keep} rows kept, seed {seed}: done in "
+                                 f"{time.perf_counter() - t0:.1f} s")
+        except Exception as e:  # shown in the UI, then re-raised for the caller
+            self.status.value = f"error: {e}"
+            raise
+        finally:
+            self.busy, self.button.disabled = False, False
+        return self.completions
+
+    def display(self):
+        from IPython.display import display
+        display(self.widget)
+        return self
+
+    def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)

@@ -488,8 +488,12 @@ plt.show()""",
            "`KEEP_ROWS` rows of a validation image and samples the rest under each class, with the same noise "
            "(the cached sampler, its layer caches filled from the kept rows)."),
         """from pcnn.data import load_split
-KEEP_ROWS = 16                    # of 32
+from pcnn.widgets import CompletionWidget
 val = load_split("validation", DATA, show_progress=False)
+cw = CompletionWidget(model, val.images, val.labels)   # pick an image index, the rows to keep, press Complete
+cw.display();""",
+        md("Scripted, as CI runs it: the first panda and the first pizza of the validation split, top half kept."),
+        """KEEP_ROWS = 16                    # of 32
 picks = [int((val.labels == c).nonzero()[0]) for c in (1, 3)]   # the first panda and the first pizza
 originals = val.images[picks]
 completions = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=0)   # (2, 4, 3, 32, 32)

@@ -64,3 +64,35 @@ def test_button_click_and_save(widget, tmp_path):
 def test_class_names_in_dropdown(widget):
     labels = [lab for lab, _ in widget.class_dropdown.options]
     assert labels == list(pcnn.config.CPEN455_CLASSES)
+
+
+def test_completion_widget_completes_as_every_class():
+    from pcnn.widgets import CompletionWidget
+    torch.manual_seed(0)
+    model = randomize_(pcnn.PixelCNNpp(tiny_config())).eval()
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (3, 3, 8, 8), generator=g, dtype=torch.uint8)
+    w = CompletionWidget(model, images, labels=torch.tensor([2, 0, 1]))
+    w.index.value, w.keep_rows.value, w.seed.value = 1, 3, 5
+    out = w.on_complete(w.button)
+    assert out.shape == (4, 3, 8, 8) and out.dtype == torch.uint8
+    assert torch.equal(out[:, :, :3], images[1:2, :, :3].expand(4, -1, -1, -1))   # kept rows untouched
+    want = pcnn.complete_as_every_class(model, images[1:2], 3, seed=5)[0]
+    assert torch.equal(out, want)                       # same noise for every class, as the library does
+    assert len({bytes(o.numpy()) for o in out}) > 1      # the classes really differ
+    assert w.progress.value == 100 and "done" in w.status.value
+    assert "(a hamburger)" in w.status.value             # image 1 is labelled class 0
+    assert w.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    w.keep_rows.value = 8                                # everything kept: the completions are the image
+    assert torch.equal(w.on_complete(), images[1:2].expand(4, -1, -1, -1))
+
+
+def test_completion_widget_rejects_bad_input():
+    from pcnn.widgets import CompletionWidget
+    model = pcnn.PixelCNNpp(tiny_config()).eval()
+    with pytest.raises(ValueError, match="uint8"):
+        CompletionWidget(model, torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="uint8"):
+        CompletionWidget(model, torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="class-conditional"):
+        CompletionWidget(pcnn.PixelCNNpp(tiny_config(fusion="none")), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
