@@ -9,7 +9,6 @@ Each figure is the median over --repeats timed runs after --warmup runs.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 import pcnn
+from pcnn.precision import cpu_name as precision_cpu_name
 from pcnn.likelihood import nll
 
 
@@ -67,14 +67,8 @@ def bench(size: str, batch: int, device: torch.device, warmup: int, repeats: int
 
 
 def cpu_name() -> str:
-    """The CPU model (from /proc/cpuinfo on Linux), so tables say which machine made them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model, so tables say which machine made them (one reader: pcnn.precision.cpu_name)."""
+    return precision_cpu_name()
 
 
 def emit(lines, out=None) -> None:
