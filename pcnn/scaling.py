@@ -6,11 +6,11 @@ out (``TrainConfig.max_minutes``) and the next segment resumes bit-exactly. One
 JSON line per segment goes to the probe log, so a probe that dies loses at most
 the segment it was in and a rerun skips what is logged.
 
-The x axis is *training* compute: the trainer's wall-clock budget times the
-threads it used (CPU-hours); the process CPU time of each segment (evaluation and
-start-up included) is logged beside it as a check. The recipe evaluates every
-epoch (``val_every=1``) as well as at the end of each segment, so epoch-end
-evaluations fall inside the budget (about a tenth of it at every size). The choice rule,
+The x axis is compute: the cumulative process CPU time of each size's run
+(training, its epoch-end evaluations and start-up) in CPU-hours. CPU time rather
+than wall time, so that other work on the machine slows a probe without
+moving its points. Each segment's wall time is logged beside it.
+The choice rule,
 :func:`extrapolate`, was fixed before the probe ran: fit
 ``bpd(t) = a + b / sqrt(t)`` to each size's best-of(EMA, raw) validation bits/dim
 and pick the size with the lowest prediction at the target budget. It is a crude
@@ -57,11 +57,17 @@ def count_parameters(cfg: dict) -> int:
 
 
 def read_log(path) -> list:
-    """Records of a probe log (JSON lines; empty if absent)."""
+    """Records of a probe log (JSON lines; empty if absent), with ``cpu_hours`` the
+    cumulative ``cpu_seconds`` of each size in log order."""
     p = Path(path)
     if not p.is_file():
         return []
-    return [json.loads(s) for s in p.read_text().splitlines() if s.strip()]
+    recs = [json.loads(s) for s in p.read_text().splitlines() if s.strip()]
+    total: dict = {}
+    for r in recs:
+        total[r["size"]] = total.get(r["size"], 0.0) + r["cpu_seconds"]
+        r["cpu_hours"] = round(total[r["size"]] / 3600, 5)
+    return recs
 
 
 def _slug(size: str) -> str:
@@ -77,8 +83,8 @@ def run_probe(base: dict, sizes: Sequence[str], workroot, log_path, segments: in
     or, for tests, ``segment_steps`` optimizer steps. Segments already in
     ``log_path`` are skipped, so calling it again continues a probe. Returns the
     records of ``sizes``. Each record: ``size``, ``parameters``, ``segment``,
-    ``cpu_hours`` (cumulative training budget x threads), ``cpu_seconds``
-    (process CPU time of this segment, evaluation included), ``wall_seconds``,
+    ``cpu_seconds`` (process CPU time of this segment, evaluation included;
+    :func:`read_log` adds the cumulative ``cpu_hours``), ``wall_seconds``,
     ``step``, ``images``, ``epochs`` (images / training-set size), ``val_bpd``,
     ``val_bpd_raw``, ``val_acc``, ``val_acc_raw``, ``best_bpd``, ``threads``, ``cpu``.
     """
@@ -111,14 +117,9 @@ def run_probe(base: dict, sizes: Sequence[str], workroot, log_path, segments: in
             batch = seg_cfg["batch_size"]
             n_train = len(train_data[1]) if isinstance(train_data, tuple) else (
                 len(train_data.labels) if train_data is not None else 3899)
-            if segment_minutes is not None:
-                hours = segment_minutes * (seg + 1) * threads / 60
-            else:  # steps: the measured loop time stands in for the budget
-                prev = [r for r in read_log(log_path) if r["size"] == size]
-                hours = (prev[-1]["cpu_hours"] if prev else 0.0) + cpu / 3600
             best = min(v for v in (row.get("val_bpd"), row.get("val_bpd_raw")) if v is not None)
-            rec = {"size": size, "parameters": params, "segment": seg, "cpu_hours": round(hours, 4),
-                   "cpu_seconds": round(cpu, 1), "wall_seconds": round(wall, 1), "step": row["step"],
+            rec = {"size": size, "parameters": params, "segment": seg,
+                   "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 1), "step": row["step"],
                    "images": row["step"] * batch, "epochs": round(row["step"] * batch / n_train, 3),
                    "val_bpd": row.get("val_bpd"), "val_bpd_raw": row.get("val_bpd_raw"),
                    "val_acc": row.get("val_acc"), "val_acc_raw": row.get("val_acc_raw"),
@@ -198,11 +199,11 @@ def plot(records: Sequence[dict], path, budget_hours: Optional[float] = None):
             ax1.plot(grid, [fits[size]["a"] + fits[size]["b"] / math.sqrt(g) for g in grid], "--",
                      color=color, alpha=0.6)
     ax1.set_xscale("log")
-    ax1.set_xlabel("training CPU-hours (log scale)")
+    ax1.set_xlabel("CPU-hours (process CPU time, log scale)")
     ax1.set_ylabel("validation bits/dim (best of EMA, raw)")
     ax1.set_title("Likelihood per CPU-hour (dashed: a + b/sqrt(h))")
     ax1.legend(fontsize=9)
-    ax2.set_xlabel("training CPU-hours")
+    ax2.set_xlabel("CPU-hours (process CPU time)")
     ax2.set_ylabel("validation accuracy (EMA weights)")
     ax2.set_title("Accuracy per CPU-hour")
     ax2.axhline(0.25, color="gray", lw=0.8, ls=":")
