@@ -8,8 +8,8 @@ from .classify import log_likelihoods, metrics, posterior, predict
 from .config import FUSION_MODES, ModelConfig
 from .model import PixelCNNpp
 from .evidence import evidence, evidence_margin, plot_evidence_margin
-from .grids import class_grid, completion_grid, labeled_grid, same_noise_grid
-from .sample import complete, complete_as_every_class, sample
+from .grids import class_grid, completion_grid, labeled_grid
+from .sample import complete, complete_as_every_class, sample, same_noise_grid
 
 __version__ = "0.1.0"
 __all__ = ["ModelConfig", "FUSION_MODES", "PixelCNNpp", "save", "load", "read_metadata", "CheckpointError",

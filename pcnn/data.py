@@ -90,6 +90,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import CPEN455_CLASSES
+from .likelihood import to_float, to_uint8  # noqa: F401  (re-exported: pcnn.data.to_float)
 
 #: Class names by label (the course's files call them Class0..Class3).
 CLASS_NAMES = CPEN455_CLASSES
@@ -409,14 +410,8 @@ def load_split(split: str, data_dir=None, size: int = 32, on_error: str = "raise
 # Value ranges
 # ---------------------------------------------------------------------------------------------
 
-def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 0..255 -> float32 in [-1, 1] as ``v / 127.5 - 1`` (the exact 8-bit grid)."""
-    return images_uint8.to(torch.float32) / 127.5 - 1.0
-
-
-def to_uint8(x_float: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`to_float`: ``round((x + 1) * 127.5)`` clamped to 0..255, uint8."""
-    return ((x_float.to(torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+# to_float / to_uint8 live in pcnn.likelihood (the grid the likelihood is defined on) and are
+# imported above, so pcnn.data.to_float keeps working.
 
 
 def channel_stats(split) -> tuple[torch.Tensor, torch.Tensor]:

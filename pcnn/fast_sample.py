@@ -416,7 +416,7 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
     """Sample with per-layer caches: the compute of about one forward pass per image.
 
     Same contract as the naive sampler of :mod:`pcnn.sample` (labels (B,) or
-    None for unconditional models; noise from :func:`pcnn.sample.draw_noise` on
+    None for unconditional models; noise from :func:`pcnn.likelihood.draw_noise` on
     the model's device) and the same images. Returns grid values (B, 3, S, S)
     in [-1, 1], in the model's dtype. ``outputs``: an optional (B, 10K, S, S)
     tensor that receives the network output computed at every pixel (for
@@ -452,25 +452,3 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
         if progress is not None:
             progress(i + 1, S, st.x)
     return st.x
-
-
-def sample_with_outputs(model, labels, generator: Optional[torch.Generator] = None):
-    """Like ``pcnn.sample(..., method="cached", return_float=True)``, also returning the
-    mixture-parameter output (B, 10K, S, S) the sampler computed at every pixel."""
-    from torch.nn.utils import parametrize
-
-    from .sample import draw_noise
-    cfg = model.config
-    p0 = next(model.parameters())
-    labels = torch.as_tensor(labels, dtype=torch.long).to(p0.device)
-    u_mix, u_log = draw_noise(labels.shape[0], cfg.nr_logistic_mix, cfg.image_size, generator)
-    u_mix, u_log = u_mix.to(p0.device), u_log.to(p0.device)
-    outs = p0.new_zeros(labels.shape[0], 10 * cfg.nr_logistic_mix, cfg.image_size, cfg.image_size)
-    was_training = model.training
-    model.eval()
-    try:
-        with parametrize.cached():
-            x = cached_sample(model, labels if cfg.conditional else None, u_mix, u_log, None, outs)
-    finally:
-        model.train(was_training)
-    return x, outs

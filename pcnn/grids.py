@@ -9,13 +9,11 @@ Built on it:
 * :func:`class_grid` - one row per class of samples, optionally followed by a
   row of real images of the same class (used by ``python -m pcnn sample``, the
   demo and the notebooks);
-* :func:`same_noise_grid` - every class sampled from the *same* noise (column k
-  of every row uses the same random numbers), which shows how much the class
-  changes a sample;
 * :func:`completion_grid` - per source image: the original, the kept rows, and
   its completion as each class.
 
-Labels are drawn with PIL's built-in font; nothing is downloaded.
+Labels are drawn with PIL's built-in font; nothing is downloaded. The grid of
+samples from one noise draw, :func:`pcnn.sample.same_noise_grid`, lives with the sampler.
 """
 from __future__ import annotations
 
@@ -131,36 +129,6 @@ def class_grid(images: torch.Tensor, labels, class_names: Optional[Sequence[str]
             rows.append(list(real[:n]))
             row_labels.append(f"{names[c]} (real)")
     return labeled_grid(rows, row_labels, scale=scale, pad=pad, font_size=font_size)
-
-
-def same_noise_samples(model, per_class: int = 8, seed: int = 0, classes: Optional[Sequence[int]] = None,
-                       temperature: float = 1.0, method: str = "cached") -> tuple:
-    """Sample ``per_class`` images of every class from one noise draw: returns (images, labels).
-
-    Each class is sampled with ``torch.Generator().manual_seed(seed)`` and the
-    same batch size, so image k of every class consumes the same random numbers
-    (:func:`pcnn.sample.draw_noise`); only the class differs.
-    """
-    from .sample import sample
-    cfg = model.config
-    if not cfg.conditional:
-        raise ValueError("a same-noise grid needs a class-conditional model")
-    classes = list(range(cfg.num_classes)) if classes is None else list(classes)
-    imgs = [sample(model, [c] * per_class, generator=torch.Generator().manual_seed(seed),
-                   temperature=temperature, method=method) for c in classes]
-    labels = torch.tensor([c for c in classes for _ in range(per_class)])
-    return torch.cat(imgs).cpu(), labels
-
-
-def same_noise_grid(model, per_class: int = 8, seed: int = 0, classes: Optional[Sequence[int]] = None,
-                    class_names: Optional[Sequence[str]] = None, temperature: float = 1.0, scale: int = 4,
-                    method: str = "cached") -> torch.Tensor:
-    """The "same noise, every class" grid: row = class, column k = noise draw k (see :func:`same_noise_samples`)."""
-    images, labels = same_noise_samples(model, per_class, seed, classes, temperature, method)
-    grid_rows = [list(images[labels == c]) for c in sorted(set(labels.tolist()))]
-    names = class_names_for(model.config.num_classes, class_names)
-    return labeled_grid(grid_rows, [names[c] for c in sorted(set(labels.tolist()))],
-                        col_labels=[f"noise {k}" for k in range(per_class)], scale=scale)
 
 
 def masked(images: torch.Tensor, keep_rows: int, fill: int = 128) -> torch.Tensor:

@@ -193,3 +193,22 @@ def sample_from_params(p: MixtureParams, u_mix: torch.Tensor, u_logistic: torch.
     g = quantize(mean[:, 1] + c[:, 0] * r + noise[:, 1])
     b = quantize(mean[:, 2] + c[:, 1] * r + c[:, 2] * g + noise[:, 2])
     return torch.stack([r, g, b], dim=1)
+
+
+def draw_noise(batch: int, nr_mix: int, size: int, generator=None) -> tuple:
+    """All the uniform noise of one sampling run, drawn up front on the CPU (so a seed gives the
+    same images on every device): ``(u_mix (B, K, S, S), u_logistic (B, 3, S, S))``, float32,
+    the arguments of :func:`sample_from_params` at every pixel."""
+    u_mix = torch.rand(batch, nr_mix, size, size, generator=generator)
+    u_log = torch.rand(batch, 3, size, size, generator=generator)
+    return u_mix, u_log
+
+
+def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 -> float32 in [-1, 1] as ``v / 127.5 - 1`` (the exact 8-bit grid)."""
+    return images_uint8.to(torch.float32) / 127.5 - 1.0
+
+
+def to_uint8(x_float: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_float`: ``round((x + 1) * 127.5)`` clamped to 0..255, uint8."""
+    return ((x_float.to(torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -16,25 +16,11 @@ import torch
 from torch.nn.utils import parametrize
 
 from .fast_sample import cached_sample
-from .likelihood import check_temperature, mixture_params, sample_from_params
+from .grids import class_grid, class_names_for, labeled_grid
+from .likelihood import check_temperature, draw_noise, mixture_params, sample_from_params, to_uint8
 from .model import check_labels
 
 METHODS = ("cached", "naive")
-
-
-def draw_noise(batch: int, nr_mix: int, size: int, generator: Optional[torch.Generator] = None):
-    """Uniform noise for a whole sampling run: ((B,K,S,S), (B,3,S,S)), float32 on CPU.
-
-    Drawn on the CPU so a seed gives the same images on every device.
-    """
-    u_mix = torch.rand(batch, nr_mix, size, size, generator=generator)
-    u_log = torch.rand(batch, 3, size, size, generator=generator)
-    return u_mix, u_log
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Grid values in [-1, 1] -> uint8 0..255 (exact on the grid)."""
-    return torch.round((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
 
 
 def _naive(model, labels, u_mix, u_log, progress, temperature: float = 1.0, known=None, keep_rows: int = 0):
@@ -76,7 +62,7 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
            progress: Optional[Callable[[int, int], None]] = None,
            return_float: bool = False,
            preview: Optional[Callable[[int, torch.Tensor], None]] = None,
-           temperature: float = 1.0) -> torch.Tensor:
+           temperature: float = 1.0, return_outputs: bool = False):
     """Sample images of the given classes: labels (B,) -> uint8 images (B, 3, S, S).
 
     ``method``: ``"cached"`` (default) computes each layer only where a new pixel
@@ -94,12 +80,16 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     every pixel is drawn with the mixture logits divided by T and the logistic
     scales multiplied by T (:func:`pcnn.likelihood.sample_from_params`), in both
     methods; T = 1 is bitwise the untempered sampler.
+    ``return_outputs=True`` (cached method only) returns ``(images, outputs)`` with the
+    network output (B, 10K, S, S) the sampler computed at every pixel, for checks against
+    one teacher-forced forward pass on the images.
     """
-    return _run(model, labels, generator, method, progress, return_float, preview, temperature)
+    return _run(model, labels, generator, method, progress, return_float, preview, temperature,
+                return_outputs=return_outputs)
 
 
 def _run(model, labels, generator, method, progress, return_float, preview, temperature,
-         known=None, keep_rows: int = 0):
+         known=None, keep_rows: int = 0, return_outputs: bool = False):
     """The shared body of :func:`sample` and :func:`complete`."""
     temperature = check_temperature(temperature)
     cfg = model.config
@@ -107,6 +97,8 @@ def _run(model, labels, generator, method, progress, return_float, preview, temp
     device = next(model.parameters()).device
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; choose from {list(METHODS)}")
+    if return_outputs and method != "cached":
+        raise ValueError("return_outputs needs method='cached' (the naive sampler keeps no per-pixel outputs)")
     labels = torch.as_tensor(labels, dtype=torch.long) if not torch.is_tensor(labels) else labels
     if labels.dim() != 1 or labels.numel() == 0:
         raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {tuple(labels.shape)}")
@@ -122,16 +114,21 @@ def _run(model, labels, generator, method, progress, return_float, preview, temp
                 progress(rows, total)
             if preview is not None:
                 preview(rows, to_uint8(x_so_far))
+    extra = {}
+    if return_outputs:
+        p0 = next(model.parameters())
+        extra["outputs"] = p0.new_zeros(labels.shape[0], 10 * cfg.nr_logistic_mix, cfg.image_size, cfg.image_size)
     was_training = model.training
     model.eval()
     try:
         with parametrize.cached():
             x = _SAMPLERS[method](model, labels if cfg.conditional else None, u_mix, u_log, on_row,
                                   temperature=temperature,
-                                  known=None if known is None else known.to(device), keep_rows=keep_rows)
+                                  known=None if known is None else known.to(device), keep_rows=keep_rows, **extra)
     finally:
         model.train(was_training)
-    return x if return_float else to_uint8(x)
+    x = x if return_float else to_uint8(x)
+    return (x, extra["outputs"]) if return_outputs else x
 
 
 _SAMPLERS = {"naive": _naive, "cached": cached_sample}
@@ -191,6 +188,35 @@ def complete_as_every_class(model, images: torch.Tensor, keep_rows: int, seed: i
     outs = [complete(model, images, [c] * images.shape[0], keep_rows, torch.Generator().manual_seed(seed),
                      method=method, temperature=temperature) for c in classes]
     return torch.stack(outs, dim=1)
+
+
+def same_noise_samples(model, per_class: int = 8, seed: int = 0, classes: Optional[Sequence[int]] = None,
+                       temperature: float = 1.0, method: str = "cached") -> tuple:
+    """Sample ``per_class`` images of every class from one noise draw: returns (images, labels).
+
+    Each class is sampled with ``torch.Generator().manual_seed(seed)`` and the
+    same batch size, so image k of every class consumes the same random numbers
+    (:func:`pcnn.likelihood.draw_noise`); only the class differs.
+    """
+    cfg = model.config
+    if not cfg.conditional:
+        raise ValueError("a same-noise grid needs a class-conditional model")
+    classes = list(range(cfg.num_classes)) if classes is None else list(classes)
+    imgs = [sample(model, [c] * per_class, generator=torch.Generator().manual_seed(seed),
+                   temperature=temperature, method=method) for c in classes]
+    labels = torch.tensor([c for c in classes for _ in range(per_class)])
+    return torch.cat(imgs).cpu(), labels
+
+
+def same_noise_grid(model, per_class: int = 8, seed: int = 0, classes: Optional[Sequence[int]] = None,
+                    class_names: Optional[Sequence[str]] = None, temperature: float = 1.0, scale: int = 4,
+                    method: str = "cached") -> torch.Tensor:
+    """The "same noise, every class" grid: row = class, column k = noise draw k (see :func:`same_noise_samples`)."""
+    images, labels = same_noise_samples(model, per_class, seed, classes, temperature, method)
+    grid_rows = [list(images[labels == c]) for c in sorted(set(labels.tolist()))]
+    names = class_names_for(model.config.num_classes, class_names)
+    return labeled_grid(grid_rows, [names[c] for c in sorted(set(labels.tolist()))],
+                        col_labels=[f"noise {k}" for k in range(per_class)], scale=scale)
 
 
 def make_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tensor:
@@ -254,7 +280,6 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
     for c in classes:
         for n, img in enumerate(images[labels == c]):
             paths.append(save_png(img, out_dir / f"{names[c]}_image_{n:02d}.png"))
-    from .grids import class_grid
     grid_names = None if cfg.conditional else ["samples"]
     real_images, real_labels = real if real is not None else (None, None)
     save_png(class_grid(images, labels, grid_names, real_images=real_images, real_labels=real_labels,

@@ -6,7 +6,8 @@ import torch
 
 import pcnn
 from pcnn.likelihood import MixtureParams, mixture_params, sample_from_params
-from pcnn.sample import draw_noise, write_sample_set
+from pcnn.likelihood import draw_noise
+from pcnn.sample import write_sample_set
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: no OpenMP contention
 

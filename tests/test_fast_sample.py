@@ -1,4 +1,5 @@
 """The cached incremental sampler (pcnn.fast_sample) against the full forward and the naive sampler."""
+import dataclasses
 import inspect
 
 import pytest
@@ -6,7 +7,6 @@ import torch
 
 import pcnn
 from pcnn.config import FUSION_MODES
-from pcnn.fast_sample import sample_with_outputs
 from conftest import randomize_, tiny_config
 
 MODES = ["none", *FUSION_MODES, "+".join(FUSION_MODES)]
@@ -19,6 +19,52 @@ def _model(fusion, dtype=torch.float32, **kw):
 
 def _labels(model, b):
     return torch.arange(b) % model.config.num_classes
+
+
+def sample_with_outputs(model, labels, generator):
+    return pcnn.sample(model, labels, generator=generator, method="cached", return_float=True, return_outputs=True)
+
+
+# Every ModelConfig field with the values the cached sampler must mirror, each tried on top of
+# a model built with every option (all fusion modes, two blocks per stage, K = 3). A new field
+# fails test_every_config_field_is_covered until its values are listed here.
+EVERY_OPTION = dict(fusion="+".join(FUSION_MODES), nr_resnet=2, nr_logistic_mix=3, dropout=0.5)
+FIELD_VALUES = {
+    "nr_resnet": [1, 3],
+    "nr_filters": [4, 12],
+    "nr_logistic_mix": [1, 5],
+    "num_classes": [1, 7],
+    "dropout": [0.0, 0.9],
+    "fusion": MODES,
+    "image_size": [4, 12],
+}
+
+
+def test_every_config_field_is_covered():
+    assert set(FIELD_VALUES) == {f.name for f in dataclasses.fields(pcnn.ModelConfig)}
+
+
+@pytest.mark.parametrize("field,value", [(f, v) for f, vs in FIELD_VALUES.items() for v in vs],
+                         ids=lambda v: str(v))
+def test_cached_sampler_mirrors_every_config_field(field, value):
+    """The sampler reads the model's layers by name (pcnn.fast_sample); whatever a config field
+    adds or changes must show up in its per-pixel outputs exactly as in one full forward."""
+    kw = {"image_size": 8, **EVERY_OPTION, field: value}
+    model = _model(kw.pop("fusion"), torch.float64, **kw)
+    y = _labels(model, 3)
+    x, outs = sample_with_outputs(model, y, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(x, y if model.config.conditional else None)
+    assert (full - outs).abs().max() < 1e-10
+
+
+def test_return_outputs_needs_cached():
+    model = _model("blocks", image_size=4)
+    with pytest.raises(ValueError, match="cached"):
+        pcnn.sample(model, [0], method="naive", return_outputs=True)
+    x = pcnn.sample(model, [0], generator=torch.Generator().manual_seed(0))
+    x2, outs = pcnn.sample(model, [0], generator=torch.Generator().manual_seed(0), return_outputs=True)
+    assert torch.equal(x, x2) and outs.shape == (1, 10 * model.config.nr_logistic_mix, 4, 4)
 
 
 @pytest.mark.parametrize("fusion", MODES)

@@ -7,7 +7,8 @@ from PIL import Image
 
 import pcnn
 from pcnn.cli import main
-from pcnn.grids import labeled_grid, masked, same_noise_samples
+from pcnn.grids import labeled_grid, masked
+from pcnn.sample import same_noise_samples
 from conftest import randomize_, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: no OpenMP contention

@@ -3,7 +3,7 @@ import torch
 
 import pcnn
 from pcnn.likelihood import mixture_params, quantize
-from pcnn.sample import draw_noise, to_uint8
+from pcnn.likelihood import draw_noise, to_uint8
 
 
 def test_reproducible_on_grid_and_uint8(tiny):
