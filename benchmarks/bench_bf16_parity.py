@@ -27,7 +27,7 @@ import torch
 from bench_model import emit
 from pcnn.data import load_split
 from pcnn.precision import describe_cpu
-from pcnn.notebook import read_metrics
+from pcnn.train import read_metrics
 from pcnn.train import TrainConfig, train
 
 BASE = {

@@ -20,5 +20,5 @@ __all__ = ["ModelConfig", "FUSION_MODES", "PixelCNNpp", "save", "load", "read_me
 
 def evaluate_generation(*args, **kwargs):
     """:func:`pcnn.generation.evaluate_generation` (imported on first use: it pulls in torchmetrics)."""
-    from .generation import evaluate_generation as run
+    from .generation import evaluate_generation as run  # imported late: optional torchmetrics is heavy
     return run(*args, **kwargs)

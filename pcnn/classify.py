@@ -6,13 +6,15 @@ pass per class. Metrics come from scikit-learn.
 """
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from .likelihood import nll
+from .likelihood import bits_per_dim, nll
 from .model import check_images
 from .precision import autocast
 
@@ -22,12 +24,8 @@ def _model_device(model) -> torch.device:
 
 
 def default_batch_size(device: torch.device) -> int:
-    """(image, class) pairs per forward pass when scoring: 32 on CPU, 256 elsewhere.
-
-    Measured on a 2-core CPU (1/40/5 model): 66 img/s per forward at batch 32 but
-    37 img/s at 128, because the activations of a big batch no longer fit in the
-    caches; GPUs want big batches.
-    """
+    """(image, class) pairs per forward pass when scoring: 32 on CPU (a big batch's activations
+    fall out of the caches; benchmarks/README.md), 256 elsewhere (GPUs want big batches)."""
     return 32 if torch.device(device).type == "cpu" else 256
 
 
@@ -121,7 +119,6 @@ def score(log_liks: torch.Tensor, labels: torch.Tensor, cfg) -> dict:
     ``bpd``: bits/dim under the true class (the only column when unconditional)
     and ``correct``: the count of right predictions.
     """
-    from .likelihood import bits_per_dim
     dims = 3 * cfg.image_size ** 2
     if not cfg.conditional:
         return {"accuracy": None, "macro_f1": None, "correct": None,
@@ -151,3 +148,30 @@ def metrics(y_true, y_pred, num_classes: int) -> dict:
         "confusion_matrix": cm.tolist(),
         "n": int(y_true.size),
     }
+
+
+def write_predictions(path, ids: Sequence[str], labels, log_liks: Optional[torch.Tensor] = None,
+                      course_format: bool = False) -> Path:
+    """Write predictions as CSV and return the path.
+
+    Default: a header ``id,label[,loglik_0,...]`` then one row per image (``log_liks``
+    (N, C) adds the per-class log p(x|c) in nats). ``course_format=True``: the layout of the
+    course's own CSVs, no header, rows ``test/0000001.jpg,2`` (the split's CSV with the
+    labels filled in), for submissions.
+    """
+    labels = [int(v) for v in (labels.tolist() if torch.is_tensor(labels) else labels)]
+    if len(ids) != len(labels) or (log_liks is not None and len(log_liks) != len(labels)):
+        raise ValueError(f"{len(ids)} ids, {len(labels)} labels"
+                         + ("" if log_liks is None else f" and {len(log_liks)} log-likelihood rows") + " differ")
+    if course_format and log_liks is not None:
+        raise ValueError("the course format has no log-likelihood columns")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        if not course_format:
+            w.writerow(["id", "label", *([] if log_liks is None else [f"loglik_{c}" for c in range(log_liks.shape[1])])])
+        rows = log_liks.tolist() if log_liks is not None else [[] for _ in labels]
+        for i, lab, ll in zip(ids, labels, rows):
+            w.writerow([i, lab, *[f"{v:.6f}" for v in ll]])
+    return path

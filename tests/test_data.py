@@ -1,5 +1,4 @@
 """Tests of pcnn.data: loading, bad data, value ranges, augmentation, download, CLI."""
-import argparse
 import io
 import zipfile
 from pathlib import Path
@@ -10,6 +9,9 @@ from PIL import Image
 
 from pcnn import data as D
 from pcnn.data import AugmentConfig, DataError
+from pcnn.cli import main as cli_main
+from pcnn.download import download
+from pcnn.paths import repo_root
 
 from conftest import data_dir
 
@@ -231,7 +233,7 @@ def test_bad_arguments(tmp_path):
 
 def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("PCNN_DATA_DIR", raising=False)
-    assert D.resolve_data_dir() == Path("data")
+    assert D.resolve_data_dir() == repo_root() / "data"  # a checkout: its data/ folder
     monkeypatch.setenv("PCNN_DATA_DIR", str(tmp_path / "env"))
     assert D.resolve_data_dir() == tmp_path / "env"
     assert D.resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
@@ -374,7 +376,7 @@ def test_download_from_local_zip(tmp_path):
     target = tmp_path / "target"
     target.mkdir()
     (target / "README.md").write_text("ours")
-    out = D.download(target, url=zpath.as_uri(), timeout=5, show_progress=False)
+    out = download(target, url=zpath.as_uri(), timeout=5, show_progress=False)
     assert out == target
     assert (target / "README.md").read_text() == "ours"  # not overwritten
     assert not (target / "model.py").exists() and not (target / "data").exists()
@@ -384,10 +386,10 @@ def test_download_from_local_zip(tmp_path):
     assert not any(r["missing"] for r in report.values())
     assert len(D.load_split("train", target, show_progress=False)) == 8
     # already there: nothing fetched (an unreachable URL would fail otherwise)
-    D.download(target, url="http://127.0.0.1:9/x.zip", timeout=1, show_progress=False)
+    download(target, url="http://127.0.0.1:9/x.zip", timeout=1, show_progress=False)
     # --force fetches again and replaces the split files
     (target / "train" / "0000001.jpg").unlink()
-    D.download(target, url=zpath.as_uri(), timeout=5, force=True, show_progress=False)
+    download(target, url=zpath.as_uri(), timeout=5, force=True, show_progress=False)
     assert (target / "train" / "0000001.jpg").is_file()
 
 
@@ -395,28 +397,25 @@ def test_download_rejects_incomplete_archive(tmp_path):
     zpath = make_course_zip(tmp_path, drop="validation/0000021.jpg")
     target = tmp_path / "target"
     with pytest.raises(DataError, match=r"incomplete.*validation: 1 missing, e\.g\. validation/0000021\.jpg"):
-        D.download(target, url=zpath.as_uri(), timeout=5, show_progress=False)
+        download(target, url=zpath.as_uri(), timeout=5, show_progress=False)
     assert not (target / "train.csv").exists()  # nothing half-installed
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"not a zip")
     with pytest.raises(DataError, match="not a valid zip"):
-        D.download(target, url=bad.as_uri(), timeout=5, show_progress=False)
+        download(target, url=bad.as_uri(), timeout=5, show_progress=False)
 
 
 def test_download_offline_message(tmp_path):
     target = tmp_path / "target"
     with pytest.raises(DataError) as e:
-        D.download(target, url="http://127.0.0.1:9/x.zip", timeout=2, show_progress=False)
+        download(target, url="http://127.0.0.1:9/x.zip", timeout=2, show_progress=False)
     msg = str(e.value)
     assert "cannot download" in msg and "offline" in msg
     assert "DSL-Lab/CPEN455HW-2023W2" in msg and str(target.resolve()) in msg and "train.csv" in msg
 
 
 def cli(argv):
-    p = argparse.ArgumentParser(prog="pcnn")
-    D.add_data_parser(p.add_subparsers(dest="command"))
-    args = p.parse_args(argv)
-    return args.func(args)
+    return cli_main(argv)
 
 
 def test_cli_info_and_download(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """Tests for pcnn.fid (CPU; few small images, mostly dims 64/192)."""
 
-import argparse
 import sys
 
 import numpy as np
@@ -9,6 +8,7 @@ import torch
 from PIL import Image
 
 from pcnn import fid
+from pcnn.cli import main as cli_main
 
 pytestmark = pytest.mark.skipif(
     fid.fid_helper_weights_path() is None,
@@ -196,10 +196,7 @@ def test_bad_dims_is_an_error(sets):
 
 
 def _cli(argv):
-    parser = argparse.ArgumentParser(prog="pcnn")
-    fid.add_fid_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return cli_main(argv)
 
 
 def test_cli_ok_and_error(model, sets, cache_dir, monkeypatch, capsys, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pcnn
-import pcnn.train
+import pcnn.train.loop
 from pcnn.train import TrainConfig
 
 from conftest import ROOT
@@ -65,7 +65,7 @@ def test_max_minutes_stops_on_time_and_resumes(tmp_path, monkeypatch):
     def fake_monotonic():
         clock["t"] += 5.0        # every call to the clock costs 5 "seconds"
         return clock["t"]
-    monkeypatch.setattr(pcnn.train.time, "monotonic", fake_monotonic)
+    monkeypatch.setattr(pcnn.train.loop.time, "monotonic", fake_monotonic)
     cfg = tiny_train(epochs=2, max_minutes=0.5)     # 8 batches in all
     hist = run(cfg, tmp_path / "w")
     s = load_state(tmp_path / "w")

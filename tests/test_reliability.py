@@ -26,7 +26,8 @@ import pcnn
 from pcnn import cli
 from pcnn.checkpoint import CheckpointError, DiskFullError
 from pcnn.data import DataError, load_split
-from pcnn.train import TrainConfig, TrainingStopped, _write_metric_files, apply_overrides, train
+from pcnn.train import TrainConfig, TrainingStopped, apply_overrides, train
+from pcnn.train.metrics import write_metric_files as _write_metric_files
 from pcnn.workdir import LOCK_NAME, RunExistsError, WorkdirLock, WorkdirLocked
 
 from conftest import ROOT, rand_images, randomize_, tiny_config
@@ -352,7 +353,7 @@ def test_metrics_jsonl_is_valid_json_even_with_nan(tmp_path):
 
 
 def test_a_run_worse_than_uniform_warns(tmp_path, monkeypatch):
-    import pcnn.train as T
+    import pcnn.train.loop as T
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"bpd": 14414.0, "acc": 0.25, "f1": 0.1})
     images, labels = data()
     with pytest.warns(UserWarning, match="diverged"):

@@ -15,7 +15,8 @@ import torch
 
 import pcnn
 from pcnn.model import PixelCNNpp
-from pcnn.train import (METRIC_COLUMNS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, lr_at, main,
+from pcnn.cli import main as cli_main
+from pcnn.train import (METRIC_COLUMNS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, lr_at,
                         train)
 
 from conftest import ROOT, data_dir
@@ -27,6 +28,11 @@ SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def main(argv):
+    """``python -m pcnn train ...``"""
+    return cli_main(["train", *argv])
 
 
 def tiny_train(**kw):
@@ -197,7 +203,7 @@ def test_sigkill_then_resume(tmp_path):
     cfg = tiny_train(epochs=4, checkpoint_every_steps=2)  # 8 batches per epoch
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     work = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pcnn.train", "--workdir", str(work), "--data-tensors", str(data), "--no-progress"]
+    cmd = [sys.executable, "-m", "pcnn", "train", "--workdir", str(work), "--data-tensors", str(data), "--no-progress"]
     proc = subprocess.Popen(cmd + ["--config", str(tmp_path / "cfg.json")], env=SUB_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     killed_at = None
@@ -279,7 +285,7 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     cfg = tiny_train(epochs=1, max_steps=1, model={"dropout": 0.0})
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "pcnn.train", "--config", str(tmp_path / "cfg.json"), "--workdir", str(tmp_path / "ddp"),
+           "-m", "pcnn", "train", "--config", str(tmp_path / "cfg.json"), "--workdir", str(tmp_path / "ddp"),
            "--data-tensors", str(data), "--no-progress"]
     res = subprocess.run(cmd, env=SUB_ENV, capture_output=True, text=True, timeout=90)
     assert res.returncode == 0, res.stderr[-3000:]

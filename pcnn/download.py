@@ -1,0 +1,141 @@
+"""Download the course's public copy of the CPEN455 data set, verified before it is moved
+into place (``python -m pcnn data download``). Offline, :func:`download` fails with a
+:class:`pcnn.data.DataError` saying where to put the files by hand."""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .data import COURSE_URL, ENV_VAR, SPLITS, DataError, verify
+from .paths import resolve_data_dir
+
+
+def _find_data_prefix(names: list[str]) -> str:
+    """The zip folder (``'<repo>-main/data/'`` or ``'data/'``) that holds train.csv."""
+    cands = [n[: -len("train.csv")] for n in names
+             if n.endswith("data/train.csv") and (n == "data/train.csv" or n.endswith("/data/train.csv"))]
+    if not cands:
+        raise DataError("the archive has no data/train.csv: it is not the CPEN455 course repository")
+    return min(cands, key=lambda p: p.count("/"))
+
+
+def _safe_extract(zf: zipfile.ZipFile, prefix: str, dest: Path) -> int:
+    n = 0
+    dest_res = dest.resolve()
+    for info in zf.infolist():
+        name = info.filename
+        if not name.startswith(prefix) or name == prefix:
+            continue
+        rel = name[len(prefix):]
+        parts = PurePosixPath(rel).parts
+        if rel.startswith("/") or ".." in parts or "\\" in rel:
+            raise DataError(f"unsafe path in archive: {name!r}")
+        target = dest.joinpath(*parts)
+        if not target.resolve().is_relative_to(dest_res):
+            raise DataError(f"unsafe path in archive: {name!r}")
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
+        n += 1
+    return n
+
+
+def _print_report(report: dict, root: Path, file=None) -> None:
+    file = file or sys.stdout
+    print(f"data folder: {root}", file=file)
+    for split, r in report.items():
+        cls = ", ".join(f"{k} {v}" for k, v in r["classes"].items())
+        miss = f", {len(r['missing'])} missing files" if r["missing"] else ""
+        print(f"  {split:<11} {r['n']:>6} images ({cls}){miss}", file=file)
+
+
+def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force: bool = False,
+             show_progress: bool = True) -> Path:
+    """Fetch the course's public data set and unpack its ``data/`` folder into ``data_dir``.
+
+    ``url`` is a zip of the course repository (default: a codeload zip of the main
+    branch of DSL-Lab/CPEN455HW-2023W2; ``file://`` URLs work too). The zip is
+    saved to a temporary file beside the target, ``data/`` is extracted into a
+    temporary folder, verified (train/validation/test CSVs parse, every listed image
+    exists) and only then moved into ``data_dir`` (the CSVs and split folders;
+    other files are added but never overwrite existing ones such as README.md).
+    If ``data_dir`` already holds a complete data set and ``force`` is false,
+    nothing is fetched. Network failures (``URLError``, timeouts) raise
+    :class:`DataError` saying where to put the files by hand. Returns ``data_dir``.
+    """
+    root = resolve_data_dir(data_dir)
+    say = (lambda *a: print(*a, file=sys.stderr)) if show_progress else (lambda *a: None)
+    if not force:
+        try:
+            report = verify(root)
+        except DataError:
+            report = None
+        if report is not None and not any(r["missing"] for r in report.values()):
+            say(f"{root} already holds the data set (pass force=True / --force to fetch again)")
+            if show_progress:
+                _print_report(report, root, file=sys.stderr)
+            return root
+
+    root.mkdir(parents=True, exist_ok=True)
+    manual = (f"download it by hand from https://github.com/DSL-Lab/CPEN455HW-2023W2 (folder data/) "
+              f"and put its contents into {root.resolve()} ({', '.join(s + '.csv' for s in SPLITS)} "
+              f"and the {'/, '.join(SPLITS)}/ folders), or set ${ENV_VAR} to a folder that has them")
+    with tempfile.TemporaryDirectory(prefix=".pcnn-download-", dir=root) as tmp:
+        tmp = Path(tmp)
+        zpath = tmp / "archive.zip"
+        say(f"downloading {url} ...")
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(zpath, "wb") as out:
+                total = 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    total += len(chunk)
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise DataError(f"cannot download the CPEN455 data from {url} ({reason}); you may be "
+                            f"offline: {manual}") from e
+        say(f"downloaded {total / 2**20:.1f} MiB; unpacking data/ ...")
+        try:
+            with zipfile.ZipFile(zpath) as zf:
+                prefix = _find_data_prefix(zf.namelist())
+                staged = tmp / "data"
+                staged.mkdir()
+                n = _safe_extract(zf, prefix, staged)
+        except zipfile.BadZipFile as e:
+            raise DataError(f"{url} is not a valid zip archive ({e}); {manual}") from e
+        zpath.unlink()
+        try:
+            report = verify(staged)
+        except DataError as e:
+            raise DataError(f"the downloaded data set is incomplete: {e}") from e
+        missing = {s: r["missing"] for s, r in report.items() if r["missing"]}
+        if missing:
+            desc = "; ".join(f"{s}: {len(m)} missing, e.g. {m[0]}" for s, m in missing.items())
+            raise DataError(f"the downloaded data set is incomplete (images listed in the CSVs "
+                            f"are absent: {desc}); {manual}")
+        owned = {f"{s}.csv" for s in SPLITS} | set(SPLITS)
+        for entry in sorted(staged.iterdir()):
+            target = root / entry.name
+            if target.exists() or target.is_symlink():
+                if entry.name not in owned:
+                    continue  # never overwrite our own README.md etc.
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+            shutil.move(str(entry), str(target))
+    say(f"unpacked {n} files into {root}")
+    if show_progress:
+        _print_report(verify(root), root, file=sys.stderr)
+    return root

@@ -1,0 +1,71 @@
+"""Where pcnn finds things: the checkout it runs from, the data folder, the shipped
+checkpoint and the training presets. One home each, so the CLI, the notebooks, the
+scripts and the tests agree.
+
+From a git checkout (or an editable install) everything is under the repository root;
+from a wheel, the presets are package data (``pcnn/configs``) and the data folder is
+``$PCNN_DATA_DIR`` or ``./data``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+#: Environment variable naming the CPEN455 data folder.
+DATA_ENV_VAR = "PCNN_DATA_DIR"
+#: The checkpoint that ships (checkpoints/<this>); changed only by a ship decision (checkpoints/README.md).
+SHIPPED_CHECKPOINT = "pcnn_cpu_blocks40_stage4.safetensors"
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def repo_root() -> Optional[Path]:
+    """The checkout this package was imported from (the folder holding ``pyproject.toml`` and
+    ``pcnn/``), or None for an installed wheel."""
+    root = _PACKAGE.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def resolve_data_dir(data_dir=None) -> Path:
+    """The data folder: ``data_dir`` if given, else ``$PCNN_DATA_DIR``, else ``<checkout>/data``
+    when running from a checkout, else ``./data``."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    root = repo_root()
+    return root / "data" if root is not None else Path("data")
+
+
+def default_checkpoint() -> Optional[Path]:
+    """The shipped checkpoint (:data:`SHIPPED_CHECKPOINT` in ``<checkout>/checkpoints``), or None
+    when it is not here (a wheel, or a checkout without it)."""
+    root = repo_root()
+    path = root / "checkpoints" / SHIPPED_CHECKPOINT if root is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def preset_path(name: str) -> Path:
+    """``configs/<name>.json``: package data in a wheel, the checkout's ``configs/`` otherwise.
+    ``FileNotFoundError`` lists the presets there are."""
+    for folder in (_PACKAGE / "configs", (repo_root() or _PACKAGE) / "configs"):
+        path = folder / f"{name.removesuffix('.json')}.json"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no preset {name!r}; the presets are {preset_names()}")
+
+
+def preset_names() -> list:
+    """Names of the shipped training presets (``configs/*.json`` without the suffix)."""
+    names = set()
+    for folder in (_PACKAGE / "configs", (repo_root() or _PACKAGE) / "configs"):
+        names.update(p.stem for p in folder.glob("*.json"))
+    return sorted(names)
+
+
+def load_preset(name: str) -> dict:
+    """The preset ``name`` as a TrainConfig dict (e.g. ``load_preset("smoke")``, the tiny model)."""
+    return json.loads(preset_path(name).read_text())

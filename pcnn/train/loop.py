@@ -1,0 +1,505 @@
+"""The training loop: :func:`train` and the :class:`Trainer` it runs.
+
+``Trainer.run`` reads top to bottom: for each epoch, :meth:`Trainer._run_epoch` takes
+optimizer steps (:meth:`Trainer._train_step`, skipping non-finite ones in
+:meth:`Trainer._on_bad_step`) until the epoch, ``max_steps`` or ``max_minutes`` ends, then
+:meth:`Trainer._end_epoch` evaluates, exports and logs. Saving and resuming live in
+:class:`pcnn.train.state.RunState`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from ..checkpoint import CheckpointError, DiskFullError, atomic_write
+from ..checkpoint import load as load_export
+from ..checkpoint import save as save_model
+from ..classify import log_likelihoods, score
+from ..config import ModelConfig
+from ..data import augment, load_split, to_float
+from ..likelihood import bits_per_dim, class_nll, nll
+from ..model import PixelCNNpp
+from ..precision import resolve_amp
+from ..workdir import WorkdirError, WorkdirLock, claim_for_run
+from .config import TrainConfig, ema_decay_at, exports_ema, lr_at
+from .distributed import DistContext
+from .inputs import as_training_data
+from .metrics import METRIC_COLUMNS, MetricLoggers, write_metric_files
+from .state import RunState, TrainingStopped, where
+
+
+def training_loss(net, x: torch.Tensor, y: torch.Tensor, mc: ModelConfig, disc_weight: float = 0.0) -> tuple:
+    """``(loss, bpd)`` of one batch: x (B,3,H,W) in [-1,1], y (B,) int64 -> two scalars.
+
+    ``bpd``: mean bits/dim of x under its true class (the generative term, what
+    the logs report). ``loss`` = ``bpd`` + ``disc_weight`` * mean ``-log p(y|x)``
+    (nats, :func:`pcnn.likelihood.class_nll`). With ``disc_weight`` > 0 the
+    batch goes through ``net`` once per class (one forward of C*B images,
+    class-major) and the true-class rows give the generative term. The network
+    may run under autocast; the likelihood is computed in float32.
+    """
+    if disc_weight > 0:
+        b, nc = x.shape[0], mc.num_classes
+        x_in = x.repeat(nc, 1, 1, 1)
+        y_in = torch.arange(nc, device=x.device).repeat_interleave(b)
+    else:
+        x_in, y_in = x, (y if mc.conditional else None)
+    out = net(x_in, y_in, check=False)
+    with torch.autocast(x.device.type, enabled=False):
+        nats = nll(x_in, out.float(), mc.nr_logistic_mix, reduction="none")
+        dims = 3 * mc.image_size ** 2
+        if disc_weight <= 0:
+            bpd = bits_per_dim(nats, dims).mean()
+            return bpd, bpd
+        log_px = -nats.view(nc, b).t()                                       # (B, C): log p(x | c)
+        bpd = bits_per_dim(-log_px.gather(1, y[:, None]).squeeze(1), dims).mean()
+        return bpd + disc_weight * class_nll(log_px, y).mean(), bpd
+
+
+def evaluate(model: PixelCNNpp, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> dict:
+    """Validation bits/dim (under the true label) and likelihood-classification accuracy / macro F1.
+
+    ``images`` float in [-1, 1]; one batched pass scores every class.
+    Unconditional models report bits/dim only (accuracy and F1 are None).
+    """
+    m = score(log_likelihoods(model, images, batch_size=batch_size or None), labels, model.config)
+    return {"bpd": m["bpd"], "acc": m["accuracy"], "f1": m["macro_f1"]}
+
+
+def grad_norm(params) -> torch.Tensor:
+    """Global L2 norm of the gradients (what clip_grad_norm_ returns, without clipping)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+def _kept_note(workdir: Path, trainer) -> str:
+    """What a full disk left intact, for the DiskFullError message."""
+    last = workdir / "last.pt"
+    good = getattr(trainer, "last_good", None)
+    if good is not None:
+        kept = f"{last} still holds the last checkpoint ({where(*good)})"
+    elif last.exists():
+        kept = f"{last} is intact"
+    else:
+        kept = "no checkpoint of this run had been written yet"
+    return (f"{kept}, and every file written before is intact (each is replaced atomically); free some "
+            "space, then rerun" + (" with --resume" if last.exists() else ""))
+
+
+def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
+          progress: bool = True, overwrite: bool = False) -> list:
+    """Train a conditional PixelCNN++ and return the per-epoch history (list of metric dicts).
+
+    ``config``: a :class:`TrainConfig` (or its dict). ``train_data`` /
+    ``val_data``: anything with uint8 ``.images`` (N, 3, S, S) and ``.labels``
+    (a :class:`pcnn.data.Split`), or an ``(images_uint8, labels)`` tuple; None
+    loads the ``train`` / ``validation`` split from ``config.data_dir`` at
+    ``model.image_size``. ``resume=True`` continues from ``workdir/last.pt``
+    exactly where it stopped (it starts afresh, with a note, if there is none).
+
+    The run owns ``workdir``: it holds ``workdir/train.lock`` (:mod:`pcnn.workdir`)
+    while it runs, so a second run or a resume there fails with
+    :class:`pcnn.workdir.WorkdirLocked`; a lock left by a dead process of this host
+    is explained and taken over. Results of an earlier run (``last.pt``, exports,
+    metric rows) are never replaced unless ``overwrite=True``, which deletes them
+    first: otherwise :class:`pcnn.workdir.RunExistsError` (also for ``resume=True``
+    when there is no ``last.pt`` to resume from). A full disk raises
+    :class:`pcnn.checkpoint.DiskFullError` saying what was kept.
+
+    Each evaluation scores the validation images with the raw and, when
+    enabled, the EMA weights. ``best.safetensors`` is selected by the lowest
+    validation **bits/dim**, never by validation accuracy: picking the epoch
+    with the best accuracy among many noisy evaluations selects on the
+    validation set itself and overstates the accuracy one should expect on
+    new data (a max over noisy estimates is biased upwards), whereas the
+    likelihood is the training objective, is smooth, and is measured on all
+    3*H*W sub-pixels of every image. Report accuracy on held-out data.
+
+    Non-finite loss or gradient: the optimizer step is skipped (no update, no
+    EMA step, no LR step), counted in ``bad_steps`` and warned about; after
+    ``max_bad_steps`` in a row :class:`TrainingStopped` (a ``RuntimeError``) stops
+    the run. Non-finite weights are never checkpointed or exported: the run stops
+    as soon as it sees them (a bad step with non-finite weights, a checkpoint or an
+    evaluation due); the message names the last good ``last.pt``, or says that no
+    checkpoint was written. With fp16 AMP, gradient overflows are the grad
+    scaler's business (skipped, not counted as bad).
+
+    Distributed (torchrun): ``batch_size`` is the GLOBAL batch; every rank
+    draws the same global permutation and augmentation, then takes its
+    contiguous ``batch_size / world_size`` slice, so N processes follow the
+    single-process run (same batches, same learning rate). Rank 0 alone
+    evaluates and writes files; the others wait at a barrier.
+
+    The last incomplete batch of every epoch is dropped (constant batch size).
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    workdir = Path(workdir)
+    dist_ctx = DistContext()
+    lock = trainer = None
+    try:
+        err = None
+        if dist_ctx.main:  # rank 0 owns the workdir; the others learn whether it may be used
+            try:
+                lock = WorkdirLock(workdir).acquire()
+                claim_for_run(workdir, resume, overwrite)
+            except WorkdirError as e:
+                err = e
+        if dist_ctx.world > 1:
+            first = dist_ctx.gather_objects(None if err is None else str(err))[0]
+            if err is None and first is not None:
+                raise WorkdirError(first)
+        if err is not None:
+            raise err
+        trainer = Trainer(cfg, workdir, dist_ctx, train_data, val_data, resume, progress)
+        return trainer.run()
+    except DiskFullError as e:
+        raise DiskFullError(e.path, kept=_kept_note(workdir, trainer)) from e
+    finally:
+        if lock is not None:
+            lock.release()
+        dist_ctx.close()
+
+
+class Trainer(RunState):
+    """One training run in ``workdir``: built by :func:`train`, which holds the workdir lock."""
+
+    def __init__(self, cfg: TrainConfig, workdir: Path, dist_ctx: DistContext, train_data, val_data, resume, progress):
+        self.cfg, self.workdir, self.dist = cfg, workdir, dist_ctx
+        self.progress = progress and dist_ctx.main
+        if cfg.batch_size % dist_ctx.world:
+            raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by the world size "
+                             f"{dist_ctx.world}")
+        self.local_batch = cfg.batch_size // dist_ctx.world
+        if dist_ctx.main:
+            self._clear_temp_files()
+        self._load_data(train_data, val_data)
+        self._build_model()
+        self._build_optimizer()
+        self._reset_counters()
+        last = workdir / "last.pt"  # train() took the lock and checked for earlier results
+        if resume and last.exists():
+            self._load(last)
+        elif resume and dist_ctx.main:
+            print(f"note: no {last} to resume from; starting a fresh run", file=sys.stderr)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr_at(cfg, self.step)
+        if dist_ctx.main:
+            print(f"precision: {self.amp.precision} (amp={cfg.amp}: {self.amp.reason})", file=sys.stderr)
+            atomic_write(workdir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json() + "\n"))
+            write_metric_files(workdir, self.history)
+        self.loggers = MetricLoggers(cfg, workdir, dist_ctx.main)
+        dist_ctx.barrier()
+
+    # ---------------------------------------------------------------- set-up
+    def _clear_temp_files(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for stale in self.workdir.glob(".*.safetensors.tmp*"):  # left by a kill during atomic_write
+            stale.unlink(missing_ok=True)
+        for stale in self.workdir.glob(".last.pt.tmp*"):
+            stale.unlink(missing_ok=True)
+
+    def _load_data(self, train_data, val_data) -> None:
+        cfg, mc = self.cfg, self.cfg.model
+        if train_data is None:
+            train_data = load_split("train", cfg.data_dir, size=mc.image_size, show_progress=self.progress)
+        if val_data is None:
+            val_data = load_split("validation", cfg.data_dir, size=mc.image_size, show_progress=self.progress)
+        self.train_images, self.train_labels = as_training_data(train_data, "train", mc)
+        val_images, val_labels = as_training_data(val_data, "validation", mc)
+        if cfg.val_subset and cfg.val_subset < len(val_labels):
+            g = torch.Generator().manual_seed(cfg.seed + 7919)
+            idx = torch.randperm(len(val_labels), generator=g)[:cfg.val_subset].sort().values
+            val_images, val_labels = val_images[idx], val_labels[idx]
+        self.val_x, self.val_y = to_float(val_images), val_labels
+        self.steps_per_epoch = len(self.train_labels) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training split has {len(self.train_labels)} images, fewer than one batch "
+                             f"({cfg.batch_size})")
+
+    def _build_model(self) -> None:
+        """Model (identical on every rank: same seed), optional init_from weights, EMA shadow."""
+        cfg, mc, dev = self.cfg, self.cfg.model, self.dist.device
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2 ** 32)
+        random.seed(cfg.seed)
+        self.model = PixelCNNpp(mc).to(dev)
+        if cfg.init_from is not None:  # fine-tuning: the export's weights replace the fresh init
+            # A fine-tune may change dropout (e.g. lower it once train and validation
+            # bits/dim show the model underfits); every other field must match.
+            src = load_export(cfg.init_from)
+            if not src.config.same_parameters(mc):
+                raise CheckpointError(f"init_from {cfg.init_from} is for model config {src.config}, "
+                                      f"which differs from this run's {mc} in more than dropout")
+            self.model.load_state_dict(src.state_dict())
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        torch.manual_seed(cfg.seed * 1_000_003 + self.dist.rank + 1)  # dropout: one stream per rank
+        self.ema_model = None
+        if cfg.ema > 0:
+            self.ema_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.ema_model is not None:  # shadow of every float parameter and buffer (updated in place)
+            pairs = [(e, r) for e, r in zip(self.ema_model.state_dict().values(), self.model.state_dict().values())
+                     if r.is_floating_point()]
+            self._ema_tensors, self._raw_tensors = [e for e, _ in pairs], [r for _, r in pairs]
+
+    def _build_optimizer(self) -> None:
+        """Optimizer, precision (grad scaler for fp16), the data generator, DDP and compile wrappers."""
+        cfg, dev = self.cfg, self.dist.device
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.params, lr=lr_at(cfg, 0), betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self._set_amp(resolve_amp(cfg.amp, dev))
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # data order + augmentation
+        self.net = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.net = DDP(self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+    def _reset_counters(self) -> None:
+        """The run's position and running sums (all of it goes into last.pt)."""
+        self.step = 0          # successful optimizer updates (drives the LR schedule and EMA warm-up)
+        self.iteration = 0     # batches processed, skipped ones included (max_steps counts these)
+        self.epoch = 0         # 0-based epoch in progress
+        self.pos = 0           # batches of the current epoch already done
+        self.perm = None       # the current epoch's permutation (None: not drawn yet)
+        self.bad_in_row = 0    # non-finite steps in a row (max_bad_steps stops the run)
+        self.bad_total = 0
+        self.epoch_sums = self._new_epoch_sums()
+        self.history: list = []
+        self.best_bpd = math.inf
+        self.last_save = time.monotonic()
+        self.last_good = None  # (iteration, epoch, pos) of the last finite last.pt of this run
+
+    @staticmethod
+    def _new_epoch_sums() -> dict:
+        # Per-epoch running sums, kept in last.pt so a mid-epoch resume logs the same row.
+        return {"bpd_sum": 0.0, "good": 0, "bad": 0, "seconds": 0.0, "images": 0}
+
+    # ---------------------------------------------------------------- steps
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor):
+        """One optimizer step on the local batch; returns (global-mean-free local bpd, skipped, bad)."""
+        cfg, mc = self.cfg, self.cfg.model
+        self.net.train()
+        with torch.autocast(self.dist.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            loss, bpd = training_loss(self.net, x, y, mc, cfg.disc_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if cfg.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        else:
+            gnorm = grad_norm(self.params)
+        due = self._checkpoint_due()
+        # One host sync per step: [loss non-finite, gradient non-finite, checkpoint due].
+        flags = torch.stack([~torch.isfinite(loss.detach()), ~torch.isfinite(gnorm.to(bpd.device)),
+                             torch.tensor(due, device=bpd.device)]).float()
+        if self.dist.world > 1:  # every rank must take the same decisions
+            flags = self.dist.all_reduce(flags, dist.ReduceOp.MAX)
+        loss_bad, grad_bad, due = (bool(v) for v in flags.tolist())
+        overflow = grad_bad and self.scaler is not None   # fp16: the scaler skips and lowers its scale
+        bad = loss_bad or (grad_bad and self.scaler is None)
+        if self.scaler is not None:
+            if not bad:
+                self.scaler.step(self.optimizer)  # skips by itself on overflow
+            self.scaler.update()
+        elif not bad:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not bad and not overflow:
+            self._update_ema()
+            self.step += 1
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr_at(cfg, self.step)
+        return float(bpd.detach()), bad, due
+
+    @torch.no_grad()
+    def _update_ema(self):
+        if self.ema_model is None:
+            return
+        w = 1.0 - ema_decay_at(self.cfg, self.step)
+        torch._foreach_lerp_(self._ema_tensors, self._raw_tensors, w)
+
+    def _checkpoint_due(self) -> bool:
+        every = self.cfg.checkpoint_every_steps
+        if every and (self.iteration + 1) % every == 0:
+            return True
+        return time.monotonic() - self.last_save >= self.cfg.checkpoint_minutes * 60
+
+    # ---------------------------------------------------------------- evaluation / export
+    def _evaluate_and_export(self) -> dict:
+        cfg, wd = self.cfg, self.workdir
+        res = {}
+        self._check_finite("they were not evaluated or exported")
+        if self.dist.main:
+            raw = evaluate(self.model, self.val_x, self.val_y, cfg.eval_batch_size)
+            ema = evaluate(self.ema_model, self.val_x, self.val_y, cfg.eval_batch_size) \
+                if self.ema_model is not None else None
+            shown = ema or raw
+            res = {"val_bpd": shown["bpd"], "val_acc": shown["acc"], "val_f1": shown["f1"],
+                   "val_bpd_raw": raw["bpd"], "val_acc_raw": raw["acc"], "val_f1_raw": raw["f1"]}
+            use_ema = exports_ema(ema["bpd"] if ema else None, raw["bpd"])
+            chosen, kind = (ema, "ema") if use_ema else (raw, "raw")
+            model = self.ema_model if use_ema else self.model
+            meta = {"weights": kind, "epoch": self.epoch + 1, "step": self.step,
+                    "val_bpd": chosen["bpd"], "val_acc": chosen["acc"], "val_f1": chosen["f1"],
+                    "val_bpd_raw": raw["bpd"], "val_bpd_ema": ema["bpd"] if ema else None,
+                    "val_n": len(self.val_y), "train_config": cfg.to_dict(), "amp": self.amp.to_dict()}
+            save_model(wd / "model.safetensors", model, metadata=meta)
+            if chosen["bpd"] < self.best_bpd:
+                self.best_bpd = chosen["bpd"]
+                save_model(wd / "best.safetensors", model, metadata={**meta, "selected_by": "val_bpd"})
+        self.dist.barrier()
+        return res
+
+    def _finish_epoch_row(self, partial: bool) -> dict:
+        cfg, a = self.cfg, self.epoch_sums
+        sums = torch.tensor([a["bpd_sum"], float(a["good"])], dtype=torch.float64)
+        if self.dist.world > 1:  # NCCL reduces device tensors only
+            sums = self.dist.all_reduce(sums.to(self.dist.device)).cpu()
+        good = sums[1].item() / self.dist.world
+        train_bpd = sums[0].item() / self.dist.world / good if good else None
+        row = {"epoch": self.epoch + 1, "step": self.step, "train_bpd": train_bpd}
+        row.update({k: None for k in METRIC_COLUMNS if k not in row})
+        last = self.epoch + 1 >= cfg.epochs
+        if partial or last or (self.epoch + 1) % cfg.val_every == 0:
+            row.update(self._evaluate_and_export())
+            # An untrained network scores about 9 bits/dim; twice the uniform model's 8 means divergence.
+            if self.dist.main and row["val_bpd"] is not None and min(row["val_bpd"], row["val_bpd_raw"]) > 16:
+                warnings.warn(f"validation bits/dim {row['val_bpd']:.4g} at epoch {self.epoch + 1} is more than "
+                              f"twice a uniform model's 8 bits/dim: the run has diverged (lr {cfg.lr} too high?)")
+        row.update({"lr": lr_at(cfg, self.step), "seconds": round(a["seconds"], 3),
+                    "images_per_s": round(a["images"] / a["seconds"], 2) if a["seconds"] > 0 else None,
+                    "bad_steps": a["bad"], "partial": partial})
+        return row
+
+    def _out_of_time(self, started: float) -> bool:
+        late = time.monotonic() - started >= self.cfg.max_minutes * 60
+        if self.dist.world > 1:  # every rank must stop at the same batch
+            flag = torch.tensor(float(late), device=self.dist.device)
+            late = bool(self.dist.all_reduce(flag, dist.ReduceOp.MAX).item())
+        return late
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> list:
+        """Train until ``epochs``, ``max_steps`` or ``max_minutes``; returns the history rows."""
+        self.last_save = started = time.monotonic()
+        try:
+            while self.epoch < self.cfg.epochs and not self._step_cap_reached():
+                steps, stopped = self._run_epoch(started)
+                if steps == 0:  # nothing happened since the (resumed) state: no row to log
+                    break
+                self._end_epoch()
+                if stopped:
+                    break
+        finally:
+            self.loggers.close()
+        self.dist.barrier()
+        return self.history
+
+    def _step_cap_reached(self) -> bool:
+        return self.cfg.max_steps is not None and self.iteration >= self.cfg.max_steps
+
+    def _run_epoch(self, started: float) -> tuple:
+        """Steps from the current position to the end of the epoch, or until a cap stops the run
+        (then the epoch stays partial). Returns ``(steps taken, stopped by a cap)``."""
+        cfg = self.cfg
+        if self.perm is None:
+            self.perm = torch.randperm(len(self.train_labels), generator=self.gen)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.pos, disable=not self.progress,
+                   desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        steps, stopped = 0, False
+        t0 = time.perf_counter()
+        while self.pos < self.steps_per_epoch:
+            if self._step_cap_reached() or (cfg.max_minutes is not None and self._out_of_time(started)):
+                stopped = True
+                break
+            bpd, bad, due = self._train_step(*self._next_batch())
+            self.pos += 1
+            self.iteration += 1
+            steps += 1
+            now = time.perf_counter()
+            self.epoch_sums["seconds"] += now - t0
+            t0 = now
+            self.epoch_sums["images"] += cfg.batch_size
+            if bad:
+                self._on_bad_step()
+            else:
+                self.bad_in_row = 0
+                self.epoch_sums["bpd_sum"] += bpd
+                self.epoch_sums["good"] += 1
+                self.loggers.step(self.step, bpd, lr_at(cfg, self.step))
+            if self.progress:
+                bar.update(1)
+                if steps % 5 == 1 or self.pos == self.steps_per_epoch:
+                    rate = self.epoch_sums["images"] / max(self.epoch_sums["seconds"], 1e-9)
+                    bar.set_postfix(bpd=f"{bpd:.3f}", img_s=f"{rate:.0f}", refresh=False)
+            if due and self.pos < self.steps_per_epoch:
+                self._save()
+        bar.close()
+        return steps, stopped
+
+    def _next_batch(self) -> tuple:
+        """This rank's slice of the next global batch: (x float (b,3,S,S) in [-1,1], y (b,))."""
+        cfg, dev = self.cfg, self.dist.device
+        B, b = cfg.batch_size, self.local_batch
+        lo = self.dist.rank * b
+        idx = self.perm[self.pos * B:(self.pos + 1) * B]
+        imgs = augment(self.train_images[idx], cfg.augment, self.gen)[lo:lo + b]
+        x = to_float(imgs.to(dev, non_blocking=True))
+        y = self.train_labels[idx][lo:lo + b].to(dev, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def _on_bad_step(self) -> None:
+        """A skipped (non-finite) step: count it, warn, stop when the run cannot recover."""
+        self.epoch_sums["bad"] += 1
+        self.bad_total += 1
+        self.bad_in_row += 1
+        if self.dist.main:
+            warnings.warn(f"non-finite loss or gradient at batch {self.iteration} (epoch "
+                          f"{self.epoch + 1}): step skipped ({self.bad_in_row} in a row)")
+        self._check_finite("the run cannot recover")  # skipping steps cannot help then
+        if self.bad_in_row >= self.cfg.max_bad_steps:
+            raise TrainingStopped(
+                f"training stopped: {self.bad_in_row} non-finite steps in a row (NaN/inf loss or "
+                f"gradient) at batch {self.iteration}, epoch {self.epoch + 1}; max_bad_steps="
+                f"{self.cfg.max_bad_steps}. Lower lr, set grad_clip, or check the data; "
+                f"{self._last_good_note()}")
+
+    def _end_epoch(self) -> None:
+        """Log the (possibly partial) epoch's row, evaluating and exporting when due; save last.pt."""
+        partial = self.pos < self.steps_per_epoch
+        row = self._finish_epoch_row(partial)
+        self.history.append(row)
+        if not partial:
+            self.epoch += 1
+            self.pos = 0
+            self.perm = None
+            self.epoch_sums = self._new_epoch_sums()
+        self._save()
+        if self.dist.main:
+            write_metric_files(self.workdir, self.history, append_row=row)
+            self.loggers.epoch(row)
+            if self.progress:
+                shown = {k: row[k] for k in ("train_bpd", "val_bpd", "val_acc", "val_bpd_raw", "val_acc_raw")
+                         if row[k] is not None}
+                tqdm.write(f"epoch {row['epoch']}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
