@@ -1,9 +1,15 @@
 """Value ranges and train-time augmentation of uint8 image batches.
 
+:func:`augment` (training only): horizontal flip (on by default), rotation, colour
+jitter, Gaussian noise, cut-out and small translations, drawn per image from the given
+``torch.Generator``; computed in float and rounded back onto the 8-bit grid once, so
+the output is again uint8 and a valid input for the discretised likelihood.
+
 Normalisation (:func:`channel_stats`, :func:`normalize`) is opt-in only: PixelCNN++'s
-discretised logistic likelihood (Salimans et al. 2017) is defined on the 8-bit grid in
-[-1, 1], so normalised inputs no longer give a probability of the image (see
-:mod:`pcnn.data`). :func:`augment` works on uint8 and returns uint8 on that grid.
+discretised logistic likelihood (Salimans et al. 2017) gives each 8-bit value in
+[-1, 1] a bin of width 2/255 and the edge values the open tails; normalised data are
+off that grid, so the likelihood is no longer a probability of the image and bits/dim
+are no longer comparable. The trainer refuses it.
 """
 from __future__ import annotations
 

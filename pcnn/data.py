@@ -1,12 +1,12 @@
-"""The CPEN455 image data: loading, validation, augmentation and download.
+"""The CPEN455 image data: reading the CSVs, decoding and resizing, checking.
 
 Layout (the course's own, see ``data/README.md``)::
 
     <data_dir>/train.csv  validation.csv  test.csv   # no header, rows `train/0000001.jpg,0`
     <data_dir>/train/*.jpg  validation/*.jpg  test/*.jpg
 
-The folder is :func:`resolve_data_dir`: an explicit argument, else ``$PCNN_DATA_DIR``,
-else ``data`` relative to the current directory.
+The folder is :func:`pcnn.paths.resolve_data_dir`: an explicit argument, else
+``$PCNN_DATA_DIR``, else ``data/`` in the checkout (``./data`` for a wheel).
 
 Preprocessing (exactly, for every image; it matches the course's 64 -> 32 resize)
 ----------------------------------------------------------------------------------
@@ -45,28 +45,8 @@ Bad data (every message names the CSV, its 1-based row and the file)
   treated alike: both mean the CSV promises an image that cannot be had.
 Blank lines (e.g. a trailing one) are ignored; a UTF-8 BOM is tolerated.
 
-Augmentation (training only; :func:`augment`, :class:`AugmentConfig`)
----------------------------------------------------------------------
-Horizontal flip (on by default), random rotation, colour jitter, Gaussian noise,
-cut-out and small translations, drawn per image from the given
-``torch.Generator`` (same generator state -> same output). All geometric and
-photometric steps are done in float and the result is rounded back onto the
-8-bit grid once, so the output is again ``uint8`` and a valid input for the
-discretised likelihood.
-
-Per-channel normalisation is opt-in only (``AugmentConfig.normalize=False``)
-----------------------------------------------------------------------------
-:func:`normalize` maps ``x`` in [-1, 1] to ``(x - mean) / std`` per channel
-(:func:`channel_stats`). PixelCNN++'s discretised logistic likelihood assumes
-its input lies on the 8-bit grid in [-1, 1]: each value owns a bin of width
-2/255 and the edge values -1 and 1 own the open-ended tails (the CDF below
--1 + 1/255 and above 1 - 1/255). Normalised data are off that grid and outside
-[-1, 1]: bins no longer centre on data values, their width is wrong by the
-factor ``1/std``, the edge-bin rule fires at the wrong values (or never), so the
-likelihood is no longer a probability of the 8-bit image. Bits/dim are then not
-comparable with published numbers or with un-normalised runs, and the per-class
-likelihoods used for classification are distorted. It is therefore not a
-default; the training loop never applies it unless asked.
+Augmentation and the opt-in normalisation are :mod:`pcnn.augment`; downloading is
+:mod:`pcnn.download`.
 """
 from __future__ import annotations
 

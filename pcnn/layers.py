@@ -42,9 +42,8 @@ class _ConcatELU(torch.autograd.Function):
     and adds the two halves as a separate accumulation; here the ELU is applied
     in place on the fresh concatenation, its derivative is taken from the saved
     output (elu'(z) = 1 if z > 0 else elu(z) + 1) and the halves are combined
-    in one subtraction. At 32x40x32x32 on the 2-core CPU: 2.8 ms vs 3.1 ms per
-    forward + backward (benchmarks/bench_elementwise.py); it runs 46 times per
-    training step at the starter size.
+    in one subtraction, which is faster on CPU (benchmarks/README.md, "Why the code
+    looks the way it does").
     """
 
     @staticmethod
@@ -156,10 +155,10 @@ class NIN(nn.Module):
 class ByteDropout(nn.Module):
     """Element-wise dropout (as the original TF code; not channel-wise ``Dropout2d``).
 
-    Why not ``nn.Dropout``: on CPU its Bernoulli sampling cost 12 % of a training
-    step (38 ms for a 32x80x32x32 mask on this 2-core machine). We draw random
-    int64 words, view them as bytes, and keep an element when its byte is below
-    ``round(256 * (1 - p))``: 3 ms for the same mask. The keep probability is
+    Why not ``nn.Dropout``: on CPU its Bernoulli sampling is a large share of a
+    training step (benchmarks/README.md). We draw random int64 words, view them as
+    bytes, and keep an element when its byte is below ``round(256 * (1 - p))``,
+    about ten times cheaper. The keep probability is
     therefore rounded to a multiple of 1/256 (exact for p = 0.5) and the kept
     values are scaled by the inverse of that rounded probability, so the
     expectation is preserved exactly. Uses the global torch RNG of the tensor's
@@ -177,10 +176,8 @@ class ByteDropout(nn.Module):
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
-        # A multiply by a {0, scale} float mask, not ``torch.where``: on this CPU the
-        # select (forward and backward) took 12.7 ms for a 32x80x32x32 tensor, the
-        # multiply 3.8 ms (benchmarks/bench_elementwise.py), and dropout runs 16
-        # times per step at the starter size.
+        # A multiply by a {0, scale} float mask, not ``torch.where``: the select is
+        # about three times slower forward + backward on CPU (benchmarks/README.md).
         return x * self.keep_mask(x).to(x.dtype).mul_(self.scale)
 
     def keep_mask(self, x: torch.Tensor) -> torch.Tensor:

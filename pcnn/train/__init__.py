@@ -4,10 +4,10 @@ Usage::
 
     python -m pcnn train --config configs/starter.json --workdir runs/starter
     python -m pcnn train --workdir runs/starter --resume          # continue exactly
-    torchrun --nproc_per_node=4 -m pcnn.train --config configs/report_chan.json --workdir runs/chan
+    torchrun --nproc_per_node=4 -m pcnn train --config configs/report_chan.json --workdir runs/chan
 
-Layout: :mod:`.config` (TrainConfig, schedules, overrides), :mod:`.loop` (``train`` and
-the Trainer), :mod:`.state` (``last.pt``: save, resume, RNG), :mod:`.metrics` (metric
+Layout: :mod:`.config` (TrainConfig, schedules, overrides), :mod:`.objective` (the
+loss and validation figures), :mod:`.loop` (``train`` and the Trainer), :mod:`.state` (``last.pt``: save, resume, RNG), :mod:`.metrics` (metric
 files and loggers), :mod:`.distributed` (torchrun context), :mod:`.inputs` (data checks).
 
 What it optimises: the mean over the batch of the negative log-likelihood in
@@ -55,7 +55,8 @@ never replaces an earlier run's results without ``overwrite`` (``--overwrite``).
 """
 from .config import OPTIMIZERS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, load_run_config, lr_at
 from .inputs import read_data_tensors
-from .loop import Trainer, evaluate, train, training_loss
+from .loop import Trainer, train
+from .objective import evaluate, training_loss
 from .metrics import METRIC_COLUMNS, read_metrics
 from .state import TRAIN_STATE_FORMAT, TrainingStopped
 

@@ -4,7 +4,8 @@
 optimizer steps (:meth:`Trainer._train_step`, skipping non-finite ones in
 :meth:`Trainer._on_bad_step`) until the epoch, ``max_steps`` or ``max_minutes`` ends, then
 :meth:`Trainer._end_epoch` evaluates, exports and logs. Saving and resuming live in
-:class:`pcnn.train.state.RunState`.
+:class:`pcnn.train.state.RunState`, the loss in :mod:`pcnn.train.objective`. It is a little
+over 400 lines because it is one class whose methods share the run's state.
 """
 from __future__ import annotations
 
@@ -24,64 +25,16 @@ from tqdm.auto import tqdm
 from ..checkpoint import CheckpointError, DiskFullError, atomic_write
 from ..checkpoint import load as load_export
 from ..checkpoint import save as save_model
-from ..classify import log_likelihoods, score
-from ..config import ModelConfig
 from ..data import augment, load_split, to_float
-from ..likelihood import bits_per_dim, class_nll, nll
 from ..model import PixelCNNpp
 from ..precision import resolve_amp
 from ..workdir import WorkdirError, WorkdirLock, claim_for_run
 from .config import TrainConfig, ema_decay_at, exports_ema, lr_at
+from .objective import evaluate, grad_norm, training_loss
 from .distributed import DistContext
 from .inputs import as_training_data
 from .metrics import METRIC_COLUMNS, MetricLoggers, write_metric_files
 from .state import RunState, TrainingStopped, where
-
-
-def training_loss(net, x: torch.Tensor, y: torch.Tensor, mc: ModelConfig, disc_weight: float = 0.0) -> tuple:
-    """``(loss, bpd)`` of one batch: x (B,3,H,W) in [-1,1], y (B,) int64 -> two scalars.
-
-    ``bpd``: mean bits/dim of x under its true class (the generative term, what
-    the logs report). ``loss`` = ``bpd`` + ``disc_weight`` * mean ``-log p(y|x)``
-    (nats, :func:`pcnn.likelihood.class_nll`). With ``disc_weight`` > 0 the
-    batch goes through ``net`` once per class (one forward of C*B images,
-    class-major) and the true-class rows give the generative term. The network
-    may run under autocast; the likelihood is computed in float32.
-    """
-    if disc_weight > 0:
-        b, nc = x.shape[0], mc.num_classes
-        x_in = x.repeat(nc, 1, 1, 1)
-        y_in = torch.arange(nc, device=x.device).repeat_interleave(b)
-    else:
-        x_in, y_in = x, (y if mc.conditional else None)
-    out = net(x_in, y_in, check=False)
-    with torch.autocast(x.device.type, enabled=False):
-        nats = nll(x_in, out.float(), mc.nr_logistic_mix, reduction="none")
-        dims = 3 * mc.image_size ** 2
-        if disc_weight <= 0:
-            bpd = bits_per_dim(nats, dims).mean()
-            return bpd, bpd
-        log_px = -nats.view(nc, b).t()                                       # (B, C): log p(x | c)
-        bpd = bits_per_dim(-log_px.gather(1, y[:, None]).squeeze(1), dims).mean()
-        return bpd + disc_weight * class_nll(log_px, y).mean(), bpd
-
-
-def evaluate(model: PixelCNNpp, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> dict:
-    """Validation bits/dim (under the true label) and likelihood-classification accuracy / macro F1.
-
-    ``images`` float in [-1, 1]; one batched pass scores every class.
-    Unconditional models report bits/dim only (accuracy and F1 are None).
-    """
-    m = score(log_likelihoods(model, images, batch_size=batch_size or None), labels, model.config)
-    return {"bpd": m["bpd"], "acc": m["accuracy"], "f1": m["macro_f1"]}
-
-
-def grad_norm(params) -> torch.Tensor:
-    """Global L2 norm of the gradients (what clip_grad_norm_ returns, without clipping)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
 def _kept_note(workdir: Path, trainer) -> str:
@@ -102,47 +55,20 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
           progress: bool = True, overwrite: bool = False) -> list:
     """Train a conditional PixelCNN++ and return the per-epoch history (list of metric dicts).
 
-    ``config``: a :class:`TrainConfig` (or its dict). ``train_data`` /
-    ``val_data``: anything with uint8 ``.images`` (N, 3, S, S) and ``.labels``
-    (a :class:`pcnn.data.Split`), or an ``(images_uint8, labels)`` tuple; None
-    loads the ``train`` / ``validation`` split from ``config.data_dir`` at
-    ``model.image_size``. ``resume=True`` continues from ``workdir/last.pt``
-    exactly where it stopped (it starts afresh, with a note, if there is none).
-
-    The run owns ``workdir``: it holds ``workdir/train.lock`` (:mod:`pcnn.workdir`)
-    while it runs, so a second run or a resume there fails with
-    :class:`pcnn.workdir.WorkdirLocked`; a lock left by a dead process of this host
-    is explained and taken over. Results of an earlier run (``last.pt``, exports,
-    metric rows) are never replaced unless ``overwrite=True``, which deletes them
-    first: otherwise :class:`pcnn.workdir.RunExistsError` (also for ``resume=True``
-    when there is no ``last.pt`` to resume from). A full disk raises
+    ``config``: a :class:`TrainConfig` or its dict. ``train_data`` / ``val_data``: a
+    :class:`pcnn.data.Split` or an ``(images_uint8, labels)`` pair; None loads the split
+    from ``config.data_dir``. ``resume=True`` continues from ``workdir/last.pt`` exactly.
+    The run holds ``workdir/train.lock`` and never replaces an earlier run's results
+    unless ``overwrite=True`` (:mod:`pcnn.workdir`); a full disk raises
     :class:`pcnn.checkpoint.DiskFullError` saying what was kept.
 
-    Each evaluation scores the validation images with the raw and, when
-    enabled, the EMA weights. ``best.safetensors`` is selected by the lowest
-    validation **bits/dim**, never by validation accuracy: picking the epoch
-    with the best accuracy among many noisy evaluations selects on the
-    validation set itself and overstates the accuracy one should expect on
-    new data (a max over noisy estimates is biased upwards), whereas the
-    likelihood is the training objective, is smooth, and is measured on all
-    3*H*W sub-pixels of every image. Report accuracy on held-out data.
-
-    Non-finite loss or gradient: the optimizer step is skipped (no update, no
-    EMA step, no LR step), counted in ``bad_steps`` and warned about; after
-    ``max_bad_steps`` in a row :class:`TrainingStopped` (a ``RuntimeError``) stops
-    the run. Non-finite weights are never checkpointed or exported: the run stops
-    as soon as it sees them (a bad step with non-finite weights, a checkpoint or an
-    evaluation due); the message names the last good ``last.pt``, or says that no
-    checkpoint was written. With fp16 AMP, gradient overflows are the grad
-    scaler's business (skipped, not counted as bad).
-
-    Distributed (torchrun): ``batch_size`` is the GLOBAL batch; every rank
-    draws the same global permutation and augmentation, then takes its
-    contiguous ``batch_size / world_size`` slice, so N processes follow the
-    single-process run (same batches, same learning rate). Rank 0 alone
-    evaluates and writes files; the others wait at a barrier.
-
-    The last incomplete batch of every epoch is dropped (constant batch size).
+    ``best.safetensors`` is chosen by validation **bits/dim**, never accuracy: the best
+    of many noisy accuracy estimates is biased upwards, the likelihood is the objective
+    and is smooth. Non-finite steps are skipped and counted (``max_bad_steps`` in a row
+    stop the run, :class:`TrainingStopped`); non-finite weights are never saved. Under
+    torchrun ``batch_size`` is global and every rank takes its slice of the same
+    permutation, so N processes follow the single-process run; rank 0 evaluates and
+    writes. The last incomplete batch of every epoch is dropped.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     workdir = Path(workdir)

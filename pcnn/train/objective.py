@@ -1,0 +1,59 @@
+"""What training optimises and how it is scored: the per-batch loss (bits/dim of the
+image under its true class, maximum likelihood as in PixelCNN++, Salimans et al. 2017,
+plus an optional discriminative term ``disc_weight * -log p(y|x)``, our departure from
+the paper) and the validation figures. The likelihood itself is :mod:`pcnn.likelihood`.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..classify import log_likelihoods, score
+from ..config import ModelConfig
+from ..likelihood import bits_per_dim, class_nll, nll
+from ..model import PixelCNNpp
+
+
+def training_loss(net, x: torch.Tensor, y: torch.Tensor, mc: ModelConfig, disc_weight: float = 0.0) -> tuple:
+    """``(loss, bpd)`` of one batch: x (B,3,H,W) in [-1,1], y (B,) int64 -> two scalars.
+
+    ``bpd``: mean bits/dim of x under its true class (the generative term, what
+    the logs report). ``loss`` = ``bpd`` + ``disc_weight`` * mean ``-log p(y|x)``
+    (nats, :func:`pcnn.likelihood.class_nll`). With ``disc_weight`` > 0 the
+    batch goes through ``net`` once per class (one forward of C*B images,
+    class-major) and the true-class rows give the generative term. The network
+    may run under autocast; the likelihood is computed in float32.
+    """
+    if disc_weight > 0:
+        b, nc = x.shape[0], mc.num_classes
+        x_in = x.repeat(nc, 1, 1, 1)
+        y_in = torch.arange(nc, device=x.device).repeat_interleave(b)
+    else:
+        x_in, y_in = x, (y if mc.conditional else None)
+    out = net(x_in, y_in, check=False)
+    with torch.autocast(x.device.type, enabled=False):
+        nats = nll(x_in, out.float(), mc.nr_logistic_mix, reduction="none")
+        dims = 3 * mc.image_size ** 2
+        if disc_weight <= 0:
+            bpd = bits_per_dim(nats, dims).mean()
+            return bpd, bpd
+        log_px = -nats.view(nc, b).t()                                       # (B, C): log p(x | c)
+        bpd = bits_per_dim(-log_px.gather(1, y[:, None]).squeeze(1), dims).mean()
+        return bpd + disc_weight * class_nll(log_px, y).mean(), bpd
+
+
+def evaluate(model: PixelCNNpp, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> dict:
+    """Validation bits/dim (under the true label) and likelihood-classification accuracy / macro F1.
+
+    ``images`` float in [-1, 1]; one batched pass scores every class.
+    Unconditional models report bits/dim only (accuracy and F1 are None).
+    """
+    m = score(log_likelihoods(model, images, batch_size=batch_size or None), labels, model.config)
+    return {"bpd": m["bpd"], "acc": m["accuracy"], "f1": m["macro_f1"]}
+
+
+def grad_norm(params) -> torch.Tensor:
+    """Global L2 norm of the gradients (what clip_grad_norm_ returns, without clipping)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
