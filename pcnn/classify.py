@@ -64,15 +64,30 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n, c = x.shape[0], cfg.num_classes if cfg.conditional else 1
     views = torch.stack([x, x.flip(-1)] if flip_average else [x])  # (V, B, 3, S, S)
-    # Row order of the virtual (view, class, image) batch: image fastest.
+    out = torch.zeros(len(views), c, n, dtype=torch.float32)
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    for v_idx, labels, img_idx, imgs, out_net in class_pair_outputs(model, views, batch_size, progress, dtype):
+        out[v_idx, labels, img_idx] = (-nll(imgs, out_net, cfg.nr_logistic_mix)).float().cpu()
+    return out.mean(dim=0).T.contiguous()
+
+
+def class_pair_outputs(model, views: torch.Tensor, batch_size: int,
+                       progress: Optional[Callable[[int, int], None]] = None, autocast_dtype=None):
+    """Network outputs for every (view, class, image) pair, ``batch_size`` pairs per forward:
+    views (V, B, 3, S, S) -> yields ``(view_idx, class_idx, image_idx, images, outputs)`` per chunk,
+    image fastest, then class, then view (the order :func:`log_likelihoods` and
+    :func:`pcnn.evidence.evidence` both use, so their numbers agree). Half-precision outputs are
+    cast to float32: the likelihood never runs in half precision. Eval mode for the call,
+    restored afterwards; weight norm is computed once, not per chunk."""
+    cfg = model.config
+    device = _model_device(model)
+    n, c = views.shape[1], cfg.num_classes if cfg.conditional else 1
     v_all = torch.arange(len(views)).repeat_interleave(c * n)
     c_all = torch.arange(c).repeat_interleave(n).repeat(len(views))
     i_all = torch.arange(n).repeat(c * len(views))
-    out = torch.zeros(len(views), c, n, dtype=torch.float32)
     was_training = model.training
     model.eval()
     try:
-        # Weight norm is recomputed once for the whole call, not per chunk.
         with parametrize.cached():
             total = len(v_all)
             for start in range(0, total, batch_size):
@@ -80,17 +95,15 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
                 v_idx, labels, img_idx = v_all[sl], c_all[sl], i_all[sl]
                 imgs = views[v_idx, img_idx].to(device)
                 y = labels.to(device) if cfg.conditional else None
-                with autocast(device, torch.bfloat16 if precision == "bf16" else None):
+                with autocast(device, autocast_dtype):
                     out_net = model(imgs, y, check=False)
-                if out_net.dtype in (torch.float16, torch.bfloat16):  # the likelihood never runs in half precision
+                if out_net.dtype in (torch.float16, torch.bfloat16):
                     out_net = out_net.float()
-                ll = -nll(imgs, out_net, cfg.nr_logistic_mix)
-                out[v_idx, labels, img_idx] = ll.float().cpu()
+                yield v_idx, labels, img_idx, imgs, out_net
                 if progress is not None:
                     progress(min(start + batch_size, total), total)
     finally:
         model.train(was_training)
-    return out.mean(dim=0).T.contiguous()
 
 
 def predict(model=None, x: torch.Tensor = None, log_liks: torch.Tensor = None, **kw) -> torch.Tensor:

@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
-from torch.nn.utils import parametrize
 
 from .config import CPEN455_CLASSES
-from .classify import default_batch_size
+from .classify import class_pair_outputs, default_batch_size
 from .likelihood import pixel_log_likelihood
 from .model import check_images
 
@@ -48,23 +47,8 @@ def evidence(model, x: torch.Tensor, batch_size: Optional[int] = None,
     n, c = x.shape[0], cfg.num_classes if cfg.conditional else 1
     dtype = torch.float64 if p0.dtype == torch.float64 else torch.float32
     out = torch.zeros(c, n, cfg.image_size, cfg.image_size, dtype=dtype)
-    c_all = torch.arange(c).repeat_interleave(n)   # class-major, image fastest (as log_likelihoods)
-    i_all = torch.arange(n).repeat(c)
-    was_training = model.training
-    model.eval()
-    try:
-        with parametrize.cached():
-            total = len(c_all)
-            for start in range(0, total, batch_size):
-                labels, idx = c_all[start:start + batch_size], i_all[start:start + batch_size]
-                imgs = x[idx].to(device)
-                y = labels.to(device) if cfg.conditional else None
-                net_out = model(imgs, y, check=False)
-                out[labels, idx] = pixel_log_likelihood(imgs, net_out, cfg.nr_logistic_mix).to(dtype).cpu()
-                if progress is not None:
-                    progress(min(start + batch_size, total), total)
-    finally:
-        model.train(was_training)
+    for _, labels, idx, imgs, net_out in class_pair_outputs(model, x[None], batch_size, progress):
+        out[labels, idx] = pixel_log_likelihood(imgs, net_out, cfg.nr_logistic_mix).to(dtype).cpu()
     return out.transpose(0, 1).contiguous()
 
 

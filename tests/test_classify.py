@@ -4,7 +4,7 @@ import torch
 
 import pcnn
 from pcnn.likelihood import nll
-from conftest import rand_images
+from conftest import rand_images, randomize_, tiny_config
 
 
 def per_class_loop(model, x):
@@ -65,3 +65,26 @@ def test_unconditional_model_scores_one_column():
     from conftest import tiny_config
     m = pcnn.PixelCNNpp(tiny_config(fusion="none")).eval()
     assert pcnn.log_likelihoods(m, rand_images(3)).shape == (3, 1)
+
+
+def test_class_pair_outputs_order_chunks_and_mode():
+    """Every (view, class, image) pair exactly once, image fastest; chunks never exceed the batch;
+    the model's mode is restored; outputs equal one forward per class."""
+    from pcnn.classify import class_pair_outputs
+    torch.manual_seed(0)
+    model = randomize_(pcnn.PixelCNNpp(tiny_config())).train()
+    x = rand_images(3)
+    views = torch.stack([x, x.flip(-1)])
+    seen, calls = [], []
+    for v, c, i, imgs, out in class_pair_outputs(model, views, 5, progress=lambda d, t: calls.append((d, t))):
+        assert len(v) <= 5 and out.dtype == torch.float32
+        for k in range(len(v)):
+            seen.append((int(v[k]), int(c[k]), int(i[k])))
+            with torch.no_grad():
+                model.eval()
+                ref = model(views[v[k], i[k]][None], torch.tensor([int(c[k])]))
+                model.train()
+            assert torch.allclose(out[k], ref[0], atol=1e-5)
+            assert torch.equal(imgs[k], views[v[k], i[k]])
+    assert seen == [(v, c, i) for v in range(2) for c in range(4) for i in range(3)]
+    assert calls[-1] == (24, 24) and len(calls) == 5 and model.training
