@@ -144,6 +144,33 @@ def score(log_liks: torch.Tensor, labels: torch.Tensor, cfg) -> dict:
     return out
 
 
+def calibration(log_liks: torch.Tensor, labels: torch.Tensor, bins: int = 10, prior=None) -> dict:
+    """How well the posterior's confidence matches accuracy: log p(x|c) (N, C), labels (N,) ->
+    ``{"ece", "bins"}``. The confidence of an image is max_c p(c|x) (:func:`posterior`, uniform
+    prior unless ``prior``); images are binned by confidence into ``bins`` equal-width bins on
+    [1/C, 1]; ``ece`` (expected calibration error) = sum over bins of (count / N) *
+    |accuracy - mean confidence|. Each bin: ``lo``, ``hi``, ``count``, ``confidence``,
+    ``accuracy`` (None for an empty bin)."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    post = posterior(log_liks, prior)
+    conf, pred = post.max(1)
+    correct = (pred == labels.to(pred.device)).double()
+    c = log_liks.shape[1]
+    edges = torch.linspace(1.0 / c, 1.0, bins + 1, dtype=torch.float64)
+    idx = torch.bucketize(conf, edges[1:-1], right=True)  # bin k holds conf in [edges[k], edges[k+1])
+    out, ece = [], 0.0
+    for k in range(bins):
+        m = idx == k
+        n = int(m.sum())
+        if n:
+            acc, mean_conf = float(correct[m].mean()), float(conf[m].mean())
+            ece += n / len(conf) * abs(acc - mean_conf)
+        out.append({"lo": float(edges[k]), "hi": float(edges[k + 1]), "count": n,
+                    "confidence": mean_conf if n else None, "accuracy": acc if n else None})
+    return {"ece": ece, "bins": out, "n": len(conf)}
+
+
 def metrics(y_true, y_pred, num_classes: int) -> dict:
     """Accuracy, macro F1, per-class accuracy (recall) and confusion matrix (rows: true)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score

@@ -3,7 +3,7 @@
 Every argparse definition of the project lives here, one ``cmd_*`` function per command
 that maps the arguments onto library calls and prints the result; the logic is in the
 library. It runs past 400 lines because it holds all of the project's commands (train,
-classify, sample, complete, demo, data, fid, evaluate-generation, course) by design:
+classify, sample, complete, demo, data, fid, evaluate-generation, evaluate, course) by design:
 one home for argument parsing. Nothing imports this module but ``pcnn/__main__.py``.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .card import model_card
 from .checkpoint import DiskFullError, load
 from .classify import log_likelihoods, metrics, write_predictions
 from .config import CPEN455_CLASSES
@@ -281,6 +282,22 @@ def cmd_evaluate_generation(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """The model card of a checkpoint (pcnn.card): classification, calibration, generation, cost."""
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    stages = json.loads(Path(args.stages).read_text()) if args.stages else ()
+    card = model_card(args.checkpoint, args.out, data_dir=args.data_dir, per_class=args.per_class, seed=args.seed,
+                      generation=not args.no_generation, stages=stages, cache_dir=args.cache_dir,
+                      progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    c = card["classification"]
+    print(json.dumps({"out": str(args.out), "accuracy": c["accuracy"], "macro_f1": c["macro_f1"], "bpd": c["bpd"],
+                      "ece": card["calibration"]["ece"],
+                      "fid_2048": {k: v["fid_2048"] for k, v in card.get("generation", {}).get("sets", {}).items()},
+                      "course_fid_192": card.get("course_fid_192")}))
+    return 0
+
+
 def cmd_course_export(args) -> int:
     out = export_for_course(args.checkpoint, args.out)
     model = load_course_model(out)  # read it back: the file the course will load
@@ -435,6 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch intra-op threads (default: torch's); 1 is much faster on a CPU shared with other jobs")
     g.add_argument("--out", default=None, help="results JSON to write")
     g.set_defaults(func=cmd_evaluate_generation)
+
+    e = sub.add_parser("evaluate", help="the model card of a checkpoint: accuracy, F1, calibration, bits/dim, "
+                       "generation metrics beside real-image floors, training cost")
+    e.add_argument("checkpoint")
+    e.add_argument("--out", required=True, help="folder for card.json, card.md, reliability.png and the samples")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--per-class", type=int, default=130, help="samples per class for the generation metrics")
+    e.add_argument("--seed", type=int, default=3, help="sampling seed")
+    e.add_argument("--no-generation", action="store_true", help="classification and calibration only")
+    e.add_argument("--stages", default=None, help="JSON list of the training stages for the cost: "
+                   '[{"name", "metrics": run folder or metrics.jsonl, "cpu", "threads", "amp"}]')
+    e.add_argument("--cache-dir", default=None)
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
 
     cp = sub.add_parser("course", help="CPEN455 compatibility: export weights for the course's scripts",
                         description="CPEN455 course compatibility (see pcnn.course).")

@@ -88,3 +88,21 @@ def test_class_pair_outputs_order_chunks_and_mode():
             assert torch.equal(imgs[k], views[v[k], i[k]])
     assert seen == [(v, c, i) for v in range(2) for c in range(4) for i in range(3)]
     assert calls[-1] == (24, 24) and len(calls) == 5 and model.training
+
+
+def test_calibration_ece_by_hand():
+    from pcnn.classify import calibration, posterior
+    # Four images, two classes: confidences 0.5+, known by construction.
+    ll = torch.log(torch.tensor([[0.93, 0.07], [0.62, 0.38], [0.25, 0.75], [0.55, 0.45]], dtype=torch.float64))
+    labels = torch.tensor([0, 1, 1, 0])
+    cal = calibration(ll, labels, bins=5)  # edges 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
+    assert [b["count"] for b in cal["bins"]] == [1, 1, 1, 0, 1]
+    conf = posterior(ll).max(1).values
+    correct = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    assert cal["bins"][0]["confidence"] == pytest.approx(0.55) and cal["bins"][1]["accuracy"] == 0.0
+    expect = sum(abs(float(correct[i]) - float(conf[i])) for i in range(4)) / 4  # one image per filled bin
+    assert cal["ece"] == pytest.approx(expect) and cal["bins"][3]["accuracy"] is None
+    perfect = calibration(torch.log(torch.tensor([[1.0, 1e-12]] * 3)), torch.tensor([0, 0, 0]), bins=4)
+    assert perfect["ece"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError):
+        calibration(ll, labels, bins=0)

@@ -1,0 +1,185 @@
+"""A model card measured by the library: everything the README and checkpoints/README.md
+state about a checkpoint, in one results file (``card.json`` + ``card.md`` + plots).
+
+* classification on the validation split (plain ``argmax_c log p(x|c)``, the headline; the
+  mirror average beside it): accuracy, macro F1, per class, confusion, bits/dim;
+* calibration of the posterior p(c|x): expected calibration error and a reliability diagram;
+* generation (:func:`pcnn.generation.evaluate_generation`): FID at dims 2048, KID and the
+  Inception-probe accuracy on ``per_class`` samples per class, each beside the same figure
+  for as many real validation images; and the course's own protocol (FID at dims 192 on
+  25 samples per class, 100 images) beside real images under the same protocol;
+* the training cost: training-loop seconds summed over the stages' metric logs, with the
+  CPU, the thread count and the precision they ran in, as given.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .checkpoint import atomic_write, load, read_metadata
+from .classify import calibration, log_likelihoods, score
+from .data import load_split, to_float
+from .fid import fid_from_dirs
+from .paths import resolve_data_dir
+from .generation import evaluate_generation
+from .sample import save_png, write_sample_set
+from .train import read_metrics
+
+COURSE_PER_CLASS = 25  # the course's generation protocol: 25 images per class, FID at dims 192
+
+
+def training_cost(stages: Sequence[dict]) -> dict:
+    """Sum the training-loop seconds of each stage's metric log.
+
+    ``stages``: ``[{"name", "metrics": path of metrics.jsonl or a run folder, "cpu", "threads",
+    "amp"}]``. Returns ``{"stages": [...with "seconds", "epochs"], "seconds", "cpu_hours"}``;
+    CPU-hours count every thread as busy (seconds x threads / 3600)."""
+    out, total, hours = [], 0.0, 0.0
+    for st in stages:
+        path = Path(st["metrics"])
+        rows = read_metrics(path if path.is_dir() else path.parent)
+        if not rows:
+            raise FileNotFoundError(f"no metric rows in {path}")
+        secs = sum(r.get("seconds") or 0.0 for r in rows)
+        full = [r for r in rows if not r.get("partial")]
+        out.append({**st, "metrics": str(st["metrics"]), "seconds": round(secs, 1), "epochs": len(full)})
+        total += secs
+        hours += secs * int(st.get("threads") or 1) / 3600
+    return {"stages": out, "seconds": round(total, 1), "cpu_hours": round(hours, 2)}
+
+
+def reliability_plot(cal: dict, path, title: str = ""):
+    """The reliability diagram of :func:`pcnn.classify.calibration`: accuracy against mean
+    confidence per bin (bar width = bin, shade = share of images), the diagonal for reference."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    n = max(1, cal["n"])
+    for b in cal["bins"]:
+        if b["count"]:
+            ax.bar(b["lo"], b["accuracy"], width=b["hi"] - b["lo"], align="edge", color="C0",
+                   alpha=0.3 + 0.7 * b["count"] / n, edgecolor="k", linewidth=0.5)
+            ax.text((b["lo"] + b["hi"]) / 2, b["accuracy"] + 0.01, str(b["count"]), ha="center", fontsize=8)
+    lo = cal["bins"][0]["lo"]
+    ax.plot([lo, 1], [lo, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_xlim(lo, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("confidence: max_c p(c | x)")
+    ax.set_ylabel("accuracy of the images in the bin")
+    ax.set_title(title or f"Reliability (ECE {cal['ece']:.3f}; numbers: images per bin)", fontsize=10)
+    ax.legend(loc="upper left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _subset_by_class(src: Path, dest: Path, per_class: int) -> Path:
+    """Copy the first ``per_class`` ``<class>_image_NN.png`` files of every class of ``src`` to ``dest``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    by_class: dict = {}
+    for f in sorted(src.glob("*_image_*.png")):
+        by_class.setdefault(f.name.rsplit("_image_", 1)[0], []).append(f)
+    for files in by_class.values():
+        for f in files[:per_class]:
+            shutil.copy(f, dest / f.name)
+    return dest
+
+
+def _real_course_set(val, dest: Path, per_class: int) -> Path:
+    """The first ``per_class`` validation images of every class as PNGs (course size)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for c in sorted(set(val.labels.tolist())):
+        idx = (val.labels == c).nonzero().flatten()[:per_class]
+        for k, i in enumerate(idx.tolist()):
+            save_png(val.images[i], dest / f"class{c}_image_{k:02d}.png")
+    return dest
+
+
+def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 130, seed: int = 3,
+               generation: bool = True, stages: Sequence[dict] = (), cache_dir=None,
+               batch_size: Optional[int] = None, progress: bool = True, log=print) -> dict:
+    """Measure the card of ``checkpoint`` into ``out_dir`` (card.json, card.md, reliability.png,
+    samples/); returns the card dict. ``stages``: see :func:`training_cost` (empty: no cost)."""
+    ckpt, out = Path(checkpoint), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load(ckpt)
+    cfg = model.config
+    val = load_split("validation", data_dir, size=cfg.image_size, show_progress=progress)
+    card = {"checkpoint": ckpt.name, "config": cfg.to_dict(), "metadata": read_metadata(ckpt)}
+    t0 = time.perf_counter()
+    ll = log_likelihoods(model, to_float(val.images), batch_size=batch_size)
+    card["classification"] = score(ll, val.labels, cfg)
+    card["classification"]["seconds"] = round(time.perf_counter() - t0, 1)
+    ll_flip = log_likelihoods(model, to_float(val.images), batch_size=batch_size, flip_average=True)
+    card["classification_flip_average"] = score(ll_flip, val.labels, cfg)
+    card["calibration"] = calibration(ll, val.labels)
+    reliability_plot(card["calibration"], out / "reliability.png")
+    log(f"validation accuracy {card['classification']['accuracy']:.4f}, ECE {card['calibration']['ece']:.4f}")
+    if generation:
+        samples = out / "samples"
+        write_sample_set(model, samples, per_class=per_class, seed=seed, show_progress=progress)
+        gen = evaluate_generation([samples], resolve_data_dir(data_dir) / "test", data_dir=data_dir, real_floor=True,
+                                  floor_dir=out / "real_floor", cache_dir=cache_dir,
+                                  log=(lambda m: log(m)) if progress else None)
+        card["generation"] = gen
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank-deficient by design (100 images, 192 dims)
+            ref = Path(gen["ref"]["dir"])
+            course = fid_from_dirs(_subset_by_class(samples, out / "course_samples", COURSE_PER_CLASS), ref,
+                                   dims=(192,), cache_dir=cache_dir)
+            real = fid_from_dirs(_real_course_set(val, out / "course_real", COURSE_PER_CLASS), ref,
+                                 dims=(192,), cache_dir=cache_dir)
+        card["course_fid_192"] = {"samples": course["fid"][192], "real": real["fid"][192],
+                                  "images": course["n_gen"], "weights": course["weights"]}
+    if stages:
+        card["training_cost"] = training_cost(stages)
+    atomic_write(out / "card.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1) + "\n"))
+    atomic_write(out / "card.md", lambda tmp: Path(tmp).write_text(card_markdown(card) + "\n"))
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    """The card as a short Markdown report (what card.md holds)."""
+    c, f = card["classification"], card["classification_flip_average"]
+    names = ["hamburger", "panda", "koala", "pizza"][:len(c["per_class_accuracy"])]
+    lines = [f"# Model card: `{card['checkpoint']}`", "",
+             f"Model: {card['config']['nr_resnet']}/{card['config']['nr_filters']}/"
+             f"{card['config']['nr_logistic_mix']}, fusion {'+'.join(card['config']['fusion'])}.", "",
+             "| validation (519 images) | plain argmax_c log p(x\\|c) | mirror-averaged |", "|---|---|---|",
+             f"| accuracy | {c['accuracy'] * 100:.2f} % ({c['correct']}/{c['n']}) | {f['accuracy'] * 100:.2f} % |",
+             f"| macro F1 | {c['macro_f1']:.3f} | {f['macro_f1']:.3f} |",
+             f"| bits/dim | {c['bpd']:.4f} | {f['bpd']:.4f} |",
+             *[f"| {n} accuracy | {a * 100:.1f} % | {b * 100:.1f} % |"
+               for n, a, b in zip(names, c["per_class_accuracy"], f["per_class_accuracy"])], "",
+             f"Confusion matrix (rows true, columns predicted): `{c['confusion_matrix']}`", "",
+             f"Calibration of p(c|x): expected calibration error **{card['calibration']['ece']:.3f}** "
+             "(10 bins; `reliability.png`).", ""]
+    if "generation" in card:
+        g = card["generation"]
+        lines += ["| generation | images | FID 2048 | KID | probe accuracy |", "|---|---|---|---|---|"]
+        for name, s in g["sets"].items():
+            probe = s.get("probe") or {}
+            acc = probe.get("accuracy")
+            lines.append(f"| {'real floor' if name == 'real floor' else 'samples'} | {s['n']} | "
+                         f"{s['fid_2048']:.1f} | {s['kid_mean']:.4f} | "
+                         f"{'-' if acc is None else f'{acc * 100:.1f} %'} |")
+        cf = card["course_fid_192"]
+        lines += ["", f"Course protocol (FID at dims 192, {cf['images']} images): samples **{cf['samples']:.2f}**, "
+                      f"real validation images {cf['real']:.2f}.", ""]
+    if "training_cost" in card:
+        tc = card["training_cost"]
+        lines += [f"Training cost: {tc['cpu_hours']:.2f} CPU-hours ({tc['seconds'] / 3600:.2f} h of training loop) "
+                  "over " + ", ".join(f"{s['name']} ({s['epochs']} epochs, {s.get('cpu', '?')}, "
+                                      f"{s.get('threads', '?')} threads, amp {s.get('amp', '?')})"
+                                      for s in tc["stages"]) + "."]
+    return "\n".join(lines)
