@@ -168,3 +168,20 @@ def test_fit_gap_script_writes_its_json(tmp_path):
     card = json.loads(SHIPPED[0].with_suffix(".json").read_text())
     assert res["train"]["n"] == 16 and res["validation"]["correct"] == card["plain"]["correct"]
     assert res["validation"]["bpd"] == pytest.approx(card["plain"]["val_bpd"], rel=1e-9)
+
+
+def test_committed_test_predictions_are_the_shipped_models():
+    """results/shipped/test_predictions.csv: the course layout (test.csv with the labels filled
+    in, no header), every test image once in test.csv's order, and (on the first 48 rows) the
+    shipped checkpoint's own argmax_c log p(x|c)."""
+    rows = [line.split(",") for line in (ROOT / "results" / "shipped" / "test_predictions.csv").read_text().splitlines()]
+    assert all(len(r) == 2 and r[1] in {"0", "1", "2", "3"} for r in rows)
+    if not (data_dir() / "test.csv").is_file():
+        pytest.skip("CPEN455 data not found")
+    from pcnn.data import load_split, to_float
+    from pcnn.paths import default_checkpoint
+    test = load_split("test", data_dir(), show_progress=False)
+    assert [r[0] for r in rows] == list(test.paths)
+    model = pcnn.load(default_checkpoint())
+    pred = pcnn.log_likelihoods(model, to_float(test.images[:48])).argmax(1)
+    assert pred.tolist() == [int(r[1]) for r in rows[:48]]
