@@ -128,8 +128,11 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 130, seed: i
     if generation:
         samples = out / "samples"
         write_sample_set(model, samples, per_class=per_class, seed=seed, show_progress=progress)
+        # The floor: as many real validation images as samples, drawn over the whole split
+        # (a class may have fewer validation images than per_class: koala has 129).
+        n_classes = cfg.num_classes if cfg.conditional else 1
         gen = evaluate_generation([samples], resolve_data_dir(data_dir) / "test", data_dir=data_dir, real_floor=True,
-                                  floor_dir=out / "real_floor", cache_dir=cache_dir,
+                                  floor_dir=out / "real_floor", floor_count=per_class * n_classes, cache_dir=cache_dir,
                                   log=(lambda m: log(m)) if progress else None)
         card["generation"] = gen
         with warnings.catch_warnings():
