@@ -129,10 +129,10 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 130, seed: i
         samples = out / "samples"
         write_sample_set(model, samples, per_class=per_class, seed=seed, show_progress=progress)
         # The floor: as many real validation images as samples, drawn over the whole split
-        # (a class may have fewer validation images than per_class: koala has 129).
+        # (a class may have fewer validation images than per_class: koala has 129; 519 in all).
         n_classes = cfg.num_classes if cfg.conditional else 1
         gen = evaluate_generation([samples], resolve_data_dir(data_dir) / "test", data_dir=data_dir, real_floor=True,
-                                  floor_dir=out / "real_floor", floor_count=per_class * n_classes, cache_dir=cache_dir,
+                                  floor_dir=out / "real_floor", floor_count=min(per_class * n_classes, len(val)), cache_dir=cache_dir,
                                   log=(lambda m: log(m)) if progress else None)
         card["generation"] = gen
         with warnings.catch_warnings():
