@@ -105,7 +105,7 @@ def _real_course_set(val, dest: Path, per_class: int) -> Path:
     return dest
 
 
-def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 130, seed: int = 3,
+def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 125, seed: int = 3,
                generation: bool = True, stages: Sequence[dict] = (), cache_dir=None,
                batch_size: Optional[int] = None, progress: bool = True, log=print) -> dict:
     """Measure the card of ``checkpoint`` into ``out_dir`` (card.json, card.md, reliability.png,
@@ -128,11 +128,10 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 130, seed: i
     if generation:
         samples = out / "samples"
         write_sample_set(model, samples, per_class=per_class, seed=seed, show_progress=progress)
-        # The floor: as many real validation images as samples, drawn over the whole split
-        # (a class may have fewer validation images than per_class: koala has 129; 519 in all).
-        n_classes = cfg.num_classes if cfg.conditional else 1
+        # The floor: per_class real validation images of every class (so the probe can score
+        # them too); hence per_class <= 129, the koala count, and 125 (500 images) by default.
         gen = evaluate_generation([samples], resolve_data_dir(data_dir) / "test", data_dir=data_dir, real_floor=True,
-                                  floor_dir=out / "real_floor", floor_count=min(per_class * n_classes, len(val)), cache_dir=cache_dir,
+                                  floor_dir=out / "real_floor", cache_dir=cache_dir,
                                   log=(lambda m: log(m)) if progress else None)
         card["generation"] = gen
         with warnings.catch_warnings():

@@ -458,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--out", required=True, help="folder for card.json, card.md, reliability.png and the samples")
     e.add_argument("--data-dir", default=None)
-    e.add_argument("--per-class", type=int, default=130, help="samples per class for the generation metrics")
+    e.add_argument("--per-class", type=int, default=125, help="samples per class for the generation metrics "
+                   "(default 125: 500 images, at least FID-2048's 500; at most 129, the validation koalas)")
     e.add_argument("--seed", type=int, default=3, help="sampling seed")
     e.add_argument("--no-generation", action="store_true", help="classification and calibration only")
     e.add_argument("--stages", default=None, help="JSON list of the training stages for the cost: "
