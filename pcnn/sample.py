@@ -249,6 +249,7 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
     row per class labelled with its name, the first ``grid_per_row`` samples upscaled
     ``grid_scale`` times; ``real=(images, labels)`` (uint8) adds a row of real
     images under each class's samples.
+    Sample files of an earlier set in ``out_dir`` (``*_image_*.png``) are deleted first.
     Returns the paths of the images (grid excluded).
     """
     from tqdm.auto import tqdm
@@ -262,6 +263,10 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
     labels = torch.tensor([c for c in classes for _ in range(per_class)])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A set written earlier into the same folder (more images, other classes) would mix with
+    # this one and change what FID measures: its sample files go first.
+    for old in out_dir.glob("*_image_*.png"):
+        old.unlink()
     kw = {} if method is None else {"method": method}
     images = []
     bar = tqdm(total=len(labels) * cfg.image_size, desc="sampling rows", disable=not show_progress)

@@ -54,3 +54,16 @@ def test_preview_shows_rows_forming(tiny, method):
     for rows, imgs in frames:
         assert torch.equal(imgs[:, :, :rows], final[:, :, :rows])
         assert (imgs[:, :, rows:] == 128).all()  # not yet sampled: mid-grey
+
+
+def test_write_sample_set_replaces_an_earlier_set(tmp_path):
+    """A smaller set written into a folder that held a bigger one leaves only its own files."""
+    from pcnn.sample import write_sample_set
+    from conftest import randomize_, tiny_config
+    torch.manual_seed(0)
+    model = randomize_(pcnn.PixelCNNpp(tiny_config(image_size=4))).eval()
+    write_sample_set(model, tmp_path / "s", per_class=3, show_progress=False)
+    (tmp_path / "s" / "notes.txt").write_text("kept")
+    paths = write_sample_set(model, tmp_path / "s", per_class=1, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "s").glob("*.png")) == sorted(p.name for p in paths)
+    assert len(paths) == 4 and (tmp_path / "s" / "notes.txt").exists()
