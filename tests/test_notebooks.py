@@ -167,3 +167,24 @@ def test_widgets_are_saved_with_state_and_a_png_fallback():
         assert not data["text/plain"].startswith("VBox(")
     scripted = [d for d, src in views if "ws.display()" in src]
     assert scripted and "image/png" in scripted[0], "the scripted sampler should carry its grid as a PNG fallback"
+
+
+def test_set_repo_points_notebooks_and_links_at_a_fork(tmp_path):
+    import importlib.util
+    import shutil
+    spec = importlib.util.spec_from_file_location("set_repo", ROOT / "scripts" / "set_repo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    (tmp_path / "notebooks" / "src").mkdir(parents=True)
+    shutil.copy2(NOTEBOOKS[-1], tmp_path / "notebooks" / NOTEBOOKS[-1].name)
+    shutil.copy2(SOURCES / f"{NOTEBOOKS[-1].stem}.py", tmp_path / "notebooks" / "src")
+    shutil.copy2(ROOT / "README.md", tmp_path / "README.md")
+    changed = mod.set_repo("https://github.com/alice/pcnn-fork.git", tmp_path)
+    assert len(changed) == 3
+    nb = json.loads((tmp_path / "notebooks" / NOTEBOOKS[-1].name).read_text())
+    assert 'os.environ.get("PCNN_REPO", "https://github.com/alice/pcnn-fork")' in _setup_cell(nb)
+    readme = (tmp_path / "README.md").read_text()
+    assert "colab.research.google.com/github/alice/pcnn-fork/blob/" in readme and "github/OWNER/" not in readme
+    assert mod.set_repo("https://github.com/alice/pcnn-fork", tmp_path) == []     # idempotent
+    with pytest.raises(ValueError):
+        mod.set_repo("git@github.com:alice/pcnn", tmp_path)
