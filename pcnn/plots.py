@@ -139,11 +139,13 @@ def plot_training_curves(runs: Mapping[str, object], offsets: Optional[Mapping[s
         handles.append(Line2D([], [], color=color, lw=2, label=label))
     handles += [Line2D([], [], color="gray", ls="-", label="train"),
                 Line2D([], [], color="gray", ls="--", marker="o", markersize=3.5, label="validation")]
-    ax_bpd.set(xlabel="epoch (cumulative over stages)", ylabel="bits / dim", title="negative log-likelihood")
-    ax_acc.set(xlabel="epoch (cumulative over stages)", ylabel="validation accuracy",
-               title="likelihood classification")
+    from matplotlib.ticker import MaxNLocator
+    xlabel = "epoch (cumulative over stages)" if any(offsets.values()) else "epoch"
+    ax_bpd.set(xlabel=xlabel, ylabel="bits / dim", title="negative log-likelihood")
+    ax_acc.set(xlabel=xlabel, ylabel="validation accuracy", title="likelihood classification")
     for ax in (ax_bpd, ax_acc):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     ncol = min(4, len(handles))
@@ -188,6 +190,8 @@ def plot_results(results: Sequence[dict], metrics=RESULT_METRICS, zoom: Sequence
                     edgecolor=["black" if i == best else "none" for i in ys], linewidth=1.5)
             for i, v in zip(ys, got):
                 ax.text(v, i, f" {v:.3f}" if abs(v) < 10 else f" {v:.1f}", va="center", fontsize=9)
+            for i in sorted(set(range(len(names))) - set(ys)):
+                ax.text(lo, i, " not measured", va="center", fontsize=8, color="gray")
             ax.set_xlim(lo, hi + (hi - lo) * 0.25)
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)

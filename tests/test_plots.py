@@ -68,6 +68,7 @@ def test_training_curves_use_cumulative_epochs():
     xs = sorted({x for line in ax_bpd.get_lines() for x in line.get_xdata() if line.get_linestyle() != ":"})
     assert xs == [1, 2, 3, 4, 5]                                  # stage 2 continues at epoch 4
     assert ax_bpd.get_xlabel().startswith("epoch (cumulative")
+    assert plots.plot_training_curves(runs).axes[0].get_xlabel() == "epoch"   # no offsets: plain epochs
     legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend_texts == ["s1", "s2", "train", "validation"]   # one entry per run, not per line
     assert ax_bpd.get_legend() is None and ax_acc.get_legend() is None   # nothing over the curves
@@ -92,6 +93,10 @@ def test_plot_results_zooms_bpd_and_marks_best():
     assert [round(b.get_x() + b.get_width(), 3) for b in bars] == [4.02, 4.0]
     assert bars[1].get_linewidth() == 1.5 and tuple(bars[1].get_edgecolor()[:3]) == (0, 0, 0)   # b is best
     assert any(t.get_text() == "not measured" for t in ax_fid.texts)
+    assert [t.get_text() for t in ax_bpd.texts] == [" 4.020", " 4.000"]
+    results[0]["final"]["accuracy"] = None                          # one run without a value: said so
+    ax_acc = plots.plot_results(results).axes[0]
+    assert [t.get_text() for t in ax_acc.texts] == [" 0.700", " not measured"]
 
 
 def test_likelihood_margins_and_mistakes():

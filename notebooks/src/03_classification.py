@@ -78,7 +78,7 @@ from pcnn import plots
 def subset(split, n):
     return split if n is None else split.subset(torch.linspace(0, len(split) - 1, n).long())
 val = subset(load_split("validation", DATA, show_progress=False), N_VAL)
-progress = nb.ProgressLine("log p(x|c), validation", unit="images")
+progress = nb.ProgressLine("log p(x|c), validation", unit="(image, class) pairs")
 ll = pcnn.log_likelihoods(model, to_float(val.images), batch_size=BATCH, progress=progress)   # (N, 4) nats
 pred = ll.argmax(1)
 m = pcnn.metrics(val.labels.numpy(), pred.numpy(), model.config.num_classes)
@@ -135,7 +135,7 @@ plt.show()
 # %%
 test = subset(load_split("test", DATA, show_progress=False), N_TEST)
 ll_test = pcnn.log_likelihoods(model, to_float(test.images), batch_size=BATCH,
-                               progress=nb.ProgressLine("log p(x|c), test", unit="images"))
+                               progress=nb.ProgressLine("log p(x|c), test", unit="(image, class) pairs"))
 out = nb.write_predictions(ROOT / "runs" / "notebook_03" / "test_predictions.csv", test.paths, ll_test, CLASS_NAMES)
 lines = out.read_text().splitlines()
 print(f"wrote {len(lines) - 1} rows to {nb.show_path(out)}")
