@@ -164,7 +164,7 @@ def test_widgets_are_saved_with_state_and_a_png_fallback():
     assert len(views) >= 3, "07 should show the sampler, the completion widget and the scripted sampler"
     for data, _ in views:
         assert data["application/vnd.jupyter.widget-view+json"]["model_id"] in state, "widget view without saved state"
-        assert not data["text/plain"].startswith("VBox(")
+        assert not "".join(data["text/plain"]).startswith("VBox(")
     scripted = [d for d, src in views if "ws.display()" in src]
     assert scripted and "image/png" in scripted[0], "the scripted sampler should carry its grid as a PNG fallback"
 
