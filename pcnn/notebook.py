@@ -26,11 +26,17 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
+from . import __version__
+from . import data as pdata
+from .checkpoint import load
 from .config import CPEN455_CLASSES
+from .data import ENV_VAR
+from .sample import grid_path_for, write_sample_set
+from .train import TrainConfig, train
 
 #: Environment variable that turns on smoke mode (tiny sizes, used by CI); notebooks read it.
 SMOKE_VAR = "PCNN_SMOKE"
@@ -82,7 +88,6 @@ def find_kaggle_data(input_root=None) -> Optional[Path]:
 def data_dir() -> Path:
     """The data folder: ``$PCNN_DATA_DIR`` if set, else a Kaggle input data set
     (:func:`find_kaggle_data`), else ``<repo>/data``."""
-    from .data import ENV_VAR
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
@@ -95,7 +100,6 @@ def ensure_data(root=None, download: Optional[bool] = None) -> Path:
     ``download=None`` downloads only when the data is absent; the folder is also
     exported as ``$PCNN_DATA_DIR`` so later :mod:`pcnn` calls find it.
     """
-    from . import data as pdata
     root = Path(root) if root is not None else data_dir()
     try:
         complete = not any(r["missing"] for r in pdata.verify(root).values())
@@ -112,7 +116,6 @@ def show_path(path, root=None) -> str:
     :func:`repo_root`) when inside it, ``$PCNN_DATA_DIR`` when it is that folder, else
     ``<tmp>/...`` inside the temporary folder, else only its last two parts."""
     import tempfile
-    from .data import ENV_VAR
     p = Path(path).expanduser().resolve()
     root = Path(root or repo_root()).resolve()
     env = os.environ.get(ENV_VAR)
@@ -138,7 +141,6 @@ def describe_setup(data, dev, smoke_mode: bool) -> str:
     """One line for a notebook's set-up cell: where it runs, the device, the data, smoke mode,
     the pcnn version and the checkout's commit (``git rev-parse``; ``?`` without git)."""
     import subprocess
-    from . import __version__
     try:
         commit = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "--short", "HEAD"], text=True,
                                 capture_output=True, timeout=10).stdout.strip() or "?"
@@ -237,7 +239,6 @@ def tiny_train_config(image_size: Optional[int] = None, steps: Optional[int] = 4
     ``image_size`` and ``fusion`` replace the model's (None: the file's), ``steps`` its
     ``max_steps`` (None: whole epochs); further keyword arguments replace top-level keys.
     """
-    from .train import TrainConfig
     d = json.loads(config_path("smoke.json").read_text())
     d["model"] = dict(d["model"])
     if image_size is not None:
@@ -256,7 +257,6 @@ def get_model(workdir=None, dev=None, steps: int = 4, quiet: bool = True, allow_
     trained for ``steps`` batches into ``workdir`` (default ``<repo>/runs/notebook_tiny``),
     reused when it exists, and ``source`` says so.
     """
-    from .checkpoint import load
     dev = dev or device()
     ck = find_checkpoint()
     if ck is not None:
@@ -267,7 +267,6 @@ def get_model(workdir=None, dev=None, steps: int = 4, quiet: bool = True, allow_
     workdir = Path(workdir) if workdir is not None else repo_root() / "runs" / "notebook_tiny"
     path = workdir / "model.safetensors"
     if not path.is_file():
-        from .train import train
         with _quiet(quiet):
             train(tiny_train_config(steps=steps), workdir, resume=True, progress=False)
     return load(path, device=dev), f"tiny model trained for {steps} steps in {workdir} (no checkpoint shipped)"
@@ -459,7 +458,6 @@ def train_live(config, workdir, epochs: int, train_data=None, val_data=None, plo
     Each call continues exactly from ``workdir/last.pt``; only ``epochs`` (the target)
     changes between calls, so the run equals one uninterrupted run.
     """
-    from .train import TrainConfig, train
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     done = len([r for r in read_metrics(workdir) if not r.get("partial")])
     history = []
@@ -522,7 +520,6 @@ def strip_file(path) -> None:
 def write_fid_samples(model, out_dir, per_class: int = 25, seed: int = 0, show_progress: bool = True,
                       **kw) -> tuple:
     """:func:`pcnn.sample.write_sample_set` into ``out_dir``; returns ``(paths, grid_path)``."""
-    from .sample import grid_path_for, write_sample_set
     paths = write_sample_set(model, out_dir, per_class=per_class, seed=seed, show_progress=show_progress, **kw)
     return paths, grid_path_for(out_dir)
 

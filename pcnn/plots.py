@@ -20,7 +20,9 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from .config import CPEN455_CLASSES
+from .data import augment
 from .likelihood import bits_per_dim
+from .notebook import read_metrics
 
 CHANNELS = (("R", "red"), ("G", "green"), ("B", "blue"))
 
@@ -76,7 +78,6 @@ def augmentation_rows(images: torch.Tensor, variants: Mapping[str, object], seed
     """One row per ``{name: AugmentConfig}`` of ``variants``: ``images`` (uint8 (N, 3, H, W))
     through :func:`pcnn.data.augment` with one seeded generator per row, the name at the
     left. Returns ``(figure, rows)`` with ``rows`` the augmented uint8 batches."""
-    from .data import augment
     plt = _plt()
     rows = [augment(images, cfg, torch.Generator().manual_seed(seed)) for cfg in variants.values()]
     n = len(images)
@@ -94,7 +95,6 @@ def augmentation_rows(images: torch.Tensor, variants: Mapping[str, object], seed
 # --------------------------------------------------------------------------- 04 curves
 
 def _rows(run) -> list:
-    from .notebook import read_metrics
     return read_metrics(run) if isinstance(run, (str, Path)) else list(run)
 
 

@@ -1,7 +1,6 @@
 """pcnn.notebook helpers the numbered notebooks call: set-up, paths, progress, CSV, configs."""
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
