@@ -20,6 +20,7 @@ that image, viewers with saved widget state (nbviewer, Voila, Jupyter) the widge
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -120,6 +121,7 @@ class SamplerWidget:
         self.status = W.Label(value="choose a class, the number of images and a seed, then press Sample")
         self.image = W.Image(format="png", layout=W.Layout(width="0px", height="0px"))
         self.download = W.HTML(value="")
+        self.browser_out = W.Output()   # Colab's files.download() runs its JavaScript in here
         self.sample_button.on_click(self.on_sample)
         self.save_button.on_click(self.on_save)
         self.status.add_class("pcnn-status")
@@ -127,7 +129,7 @@ class SamplerWidget:
         self.widget = W.VBox([
             W.HBox([self.class_dropdown, self.count, self.seed]),
             W.HBox([self.sample_button, self.save_button, self.progress, self.status]),
-            self.download,
+            self.download, self.browser_out,
             W.Box([self.image], layout=W.Layout(overflow="auto", max_width="100%")),
         ])
         self.widget.add_class("pcnn-sampler")
@@ -207,7 +209,15 @@ class SamplerWidget:
         paths = [save_png(img, self.out_dir / name) for img, name in zip(self.images, self.file_names())]
         self.last_saved = paths
         zip_name = self.file_names()[0].rsplit("_", 1)[0] + ".zip"
-        self.download.value = download_link(_zip_bytes(paths), zip_name, f"download the {len(paths)} PNG(s) ({zip_name})")
+        data = _zip_bytes(paths)
+        self.download.value = download_link(data, zip_name, f"download the {len(paths)} PNG(s) ({zip_name})")
+        colab = sys.modules.get("google.colab")
+        if colab is not None:   # Colab: also hand the zip to the browser's download directly
+            from google.colab import files
+            zip_path = self.out_dir / zip_name
+            zip_path.write_bytes(data)
+            with self.browser_out:
+                files.download(str(zip_path))
         self.status.value = f"saved {len(paths)} PNG(s) to {self.out_dir.name}/"
         return paths
 

@@ -147,3 +147,20 @@ def test_download_link_escapes():
     from pcnn.widgets import download_link
     html = download_link(b"abc", 'a"b.zip', "get <it>")
     assert html == '<a download="a&quot;b.zip" href="data:application/zip;base64,YWJj">get &lt;it&gt;</a>'
+
+
+def test_save_on_colab_also_downloads_the_zip(widget, monkeypatch):
+    import sys
+    import types
+    got = []
+    colab = types.ModuleType("google.colab")
+    colab.files = types.SimpleNamespace(download=lambda path: got.append(path))
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.files", colab.files)
+    widget.count.value = 2
+    widget.on_sample()
+    widget.on_save()
+    assert got == [str(widget.out_dir / "hamburger_seed0.zip")]
+    import zipfile
+    assert sorted(zipfile.ZipFile(got[0]).namelist()) == ["hamburger_seed0_00.png", "hamburger_seed0_01.png"]
