@@ -150,6 +150,13 @@ def describe_setup(data, dev, smoke_mode: bool) -> str:
             f"pcnn {__version__} at {commit}")
 
 
+def show_progress() -> bool:
+    """Whether library progress bars (tqdm) should draw: not when ``TQDM_DISABLE=1``, which
+    ``scripts/execute_notebooks.py`` sets so committed outputs hold no frozen ``0%`` bars
+    (library calls that pass an explicit ``disable=`` would otherwise override it)."""
+    return os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
 def setup_plots(dpi: int = 100, font_size: float = 11.0) -> None:
     """Matplotlib defaults readable in a notebook and on GitHub: ``dpi`` and ``font_size`` points
     for text, slightly smaller tick labels, and tight bounding boxes for inline figures."""
@@ -451,7 +458,7 @@ class LiveLossPlot:
 
 
 def train_live(config, workdir, epochs: int, train_data=None, val_data=None, plot: Optional[LiveLossPlot] = None,
-               progress: bool = True) -> list:
+               progress: Optional[bool] = None) -> list:
     """Train ``epochs`` more epochs one :func:`pcnn.train.train` call at a time (``resume=True``),
     redrawing ``plot`` from ``metrics.jsonl`` after each one. Returns the full history.
 
@@ -459,6 +466,7 @@ def train_live(config, workdir, epochs: int, train_data=None, val_data=None, plo
     changes between calls, so the run equals one uninterrupted run.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    progress = show_progress() if progress is None else progress
     done = len([r for r in read_metrics(workdir) if not r.get("partial")])
     history = []
     for e in range(done + 1, done + epochs + 1):
@@ -517,10 +525,12 @@ def strip_file(path) -> None:
 
 # --------------------------------------------------------------------------- sampling for FID
 
-def write_fid_samples(model, out_dir, per_class: int = 25, seed: int = 0, show_progress: bool = True,
+def write_fid_samples(model, out_dir, per_class: int = 25, seed: int = 0, progress: Optional[bool] = None,
                       **kw) -> tuple:
-    """:func:`pcnn.sample.write_sample_set` into ``out_dir``; returns ``(paths, grid_path)``."""
-    paths = write_sample_set(model, out_dir, per_class=per_class, seed=seed, show_progress=show_progress, **kw)
+    """:func:`pcnn.sample.write_sample_set` into ``out_dir``; returns ``(paths, grid_path)``.
+    ``progress=None``: a bar unless :func:`show_progress` says no."""
+    progress = show_progress() if progress is None else progress
+    paths = write_sample_set(model, out_dir, per_class=per_class, seed=seed, show_progress=progress, **kw)
     return paths, grid_path_for(out_dir)
 
 

@@ -129,3 +129,16 @@ def test_show_grid_native_size():
     w, h = fig.get_size_inches() * fig.dpi
     assert (round(w), round(h)) == (200, 50)
     plt.close(fig)
+
+
+def test_show_progress_follows_tqdm_disable(monkeypatch, tmp_path):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert nb.show_progress()
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not nb.show_progress()
+    seen = {}
+    monkeypatch.setattr(nb, "write_sample_set", lambda *a, **kw: seen.update(kw) or [])
+    nb.write_fid_samples(None, tmp_path / "g", per_class=1)
+    assert seen["show_progress"] is False                       # recorded runs draw no bar
+    nb.write_fid_samples(None, tmp_path / "g", per_class=1, progress=True)
+    assert seen["show_progress"] is True
