@@ -11,7 +11,7 @@
 #
 # Pick a preset from `configs/`, train with a progress bar and a loss plot that redraws after every epoch, interrupt and resume the run exactly, and export the checkpoint.
 #
-# **Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on 1200 of the 3899 training images for 1 + 2 epochs on the project's 2-core CPU machine, shared with two other training jobs (about 5 min per epoch there): a short budget, so the curves show the start of training only (the shipped checkpoint trained for 16 + 6 + 10 + 10 epochs). On a GPU, set `N_TRAIN = None` and raise `EPOCHS_MORE`.
+# **Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on 1200 of the 3899 training images for 1 + 2 epochs on the project's 2-core CPU machine, shared with two other training jobs (about 100 s of training plus validation per epoch, 13 min for the notebook): a short budget, so the curves show the start of training only (the shipped checkpoint trained for 16 + 6 + 10 + 10 epochs). On a GPU, set `N_TRAIN = None` and raise `EPOCHS_MORE`.
 #
 # With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
 
@@ -132,7 +132,8 @@ print(course_file.name, course_file.stat().st_size, "bytes; reloads:", load_cour
 # %% [markdown]
 # ## Samples from the model just trained
 # One row per class, each column one noise draw shared by the four classes. After this short a run
-# expect colour blobs rather than pandas: compare with the shipped checkpoint in notebook 07.
+# (about 7 bits/dim) the samples are still close to per-pixel noise: compare with the shipped
+# checkpoint (3.8 bits/dim) in notebook 07.
 
 # %%
 nb.show_grid(pcnn.same_noise_grid(model, per_class=N_SAMPLES, seed=0), width=None)
