@@ -4,10 +4,13 @@ Nothing here trains or scores a model by itself: it finds things (the repository
 the data, the shipped checkpoint), detects where a notebook runs (Colab, Kaggle,
 local), and draws figures. The notebooks stay thin: they import :mod:`pcnn` and plot.
 
-* :func:`smoke` -- ``PCNN_SMOKE=1`` (CI) shrinks every size; no step is skipped.
-* :func:`environment`, :func:`device`, :func:`repo_root`, :func:`ensure_data`.
-* :func:`find_checkpoint`, :func:`get_model` -- the shipped checkpoint, else a tiny
-  model trained for a few steps with :func:`pcnn.train.train` so every cell runs.
+* :func:`environment`, :func:`device`, :func:`repo_root`, :func:`ensure_data`
+  (``$PCNN_DATA_DIR``, a Kaggle input data set, ``<repo>/data``), :func:`describe_setup`,
+  :func:`setup_plots`, :func:`show_path` / :func:`scrub_paths` (no machine-local paths in outputs).
+* :func:`find_checkpoint`, :func:`get_model` -- the shipped checkpoint (an error saying what
+  to do when it is missing); :func:`tiny_train_config` -- ``configs/smoke.json``'s tiny model.
+* :class:`ProgressLine` -- a one-line progress display whose final state is what a saved
+  notebook shows (no frozen ``0%`` bars); :func:`write_predictions` -- the test CSV.
 * plotting: :func:`show_images`, :func:`plot_confusion`, :func:`plot_curves`,
   :class:`LiveLossPlot` / :func:`train_live` (a loss plot that redraws after each epoch).
 * :func:`strip_notebook` / :func:`strip_file` -- remove execution counts and volatile metadata.
@@ -23,22 +26,27 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
+from . import __version__
+from . import data as pdata
+from .checkpoint import load
 from .config import CPEN455_CLASSES
+from .data import ENV_VAR
+from .sample import grid_path_for, write_sample_set
+from .train import TrainConfig, train
 
-#: Environment variable that turns on smoke mode (tiny sizes, used by CI).
+#: Environment variable that turns on smoke mode (tiny sizes, used by CI); notebooks read it.
 SMOKE_VAR = "PCNN_SMOKE"
+#: Where Kaggle mounts the data sets added to a notebook.
+KAGGLE_INPUT = Path("/kaggle/input")
+#: The checkout's folder of training presets (configs/*.json).
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 # --------------------------------------------------------------------------- environment
-
-def smoke() -> bool:
-    """True when ``PCNN_SMOKE=1``: notebooks shrink sizes (never skip steps)."""
-    return os.environ.get(SMOKE_VAR) == "1"
-
 
 def environment() -> str:
     """``"colab"`` (``google.colab`` imported), ``"kaggle"`` (``KAGGLE_KERNEL_RUN_TYPE`` set) or ``"local"``."""
@@ -64,11 +72,26 @@ def repo_root(start=None) -> Path:
     return here
 
 
+def find_kaggle_data(input_root=None) -> Optional[Path]:
+    """A folder under Kaggle's input mount (``/kaggle/input``, up to 3 levels down) holding
+    ``train.csv``, ``validation.csv`` and ``test.csv``, or None (also off Kaggle)."""
+    root = Path(input_root) if input_root is not None else KAGGLE_INPUT
+    if not root.is_dir():
+        return None
+    for depth in range(1, 4):
+        for csv in sorted(root.glob("/".join(["*"] * (depth - 1) + ["train.csv"]))):
+            if all((csv.parent / f"{s}.csv").is_file() for s in ("validation", "test")):
+                return csv.parent
+    return None
+
+
 def data_dir() -> Path:
-    """The data folder: ``$PCNN_DATA_DIR`` if set, else ``<repo>/data``."""
-    from .data import ENV_VAR
+    """The data folder: ``$PCNN_DATA_DIR`` if set, else a Kaggle input data set
+    (:func:`find_kaggle_data`), else ``<repo>/data``."""
     env = os.environ.get(ENV_VAR)
-    return Path(env).expanduser() if env else repo_root() / "data"
+    if env:
+        return Path(env).expanduser()
+    return find_kaggle_data() or repo_root() / "data"
 
 
 def ensure_data(root=None, download: Optional[bool] = None) -> Path:
@@ -77,7 +100,6 @@ def ensure_data(root=None, download: Optional[bool] = None) -> Path:
     ``download=None`` downloads only when the data is absent; the folder is also
     exported as ``$PCNN_DATA_DIR`` so later :mod:`pcnn` calls find it.
     """
-    from . import data as pdata
     root = Path(root) if root is not None else data_dir()
     try:
         complete = not any(r["missing"] for r in pdata.verify(root).values())
@@ -89,9 +111,113 @@ def ensure_data(root=None, download: Optional[bool] = None) -> Path:
     return root
 
 
-def seconds(t0: float) -> str:
-    import time
-    return f"{time.perf_counter() - t0:.1f} s"
+def show_path(path, root=None) -> str:
+    """``path`` as a notebook may print it: relative to the checkout (``root``, default
+    :func:`repo_root`) when inside it, ``$PCNN_DATA_DIR`` when it is that folder, else
+    ``<tmp>/...`` inside the temporary folder, else only its last two parts."""
+    import tempfile
+    p = Path(path).expanduser().resolve()
+    root = Path(root or repo_root()).resolve()
+    env = os.environ.get(ENV_VAR)
+    if env and p == Path(env).expanduser().resolve():
+        return f"${ENV_VAR}"
+    if p == root or root in p.parents:
+        return str(p.relative_to(root)) or "."
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if tmp in p.parents:
+        return "<tmp>/" + str(p.relative_to(tmp))
+    return ".../" + "/".join(p.parts[-2:])
+
+
+def scrub_paths(text: str, *paths) -> str:
+    """``text`` with every absolute path in ``paths`` replaced by :func:`show_path` of it
+    (longest first), so printed messages hold no machine-local paths."""
+    for p in sorted({str(Path(q).expanduser().resolve()) for q in paths}, key=len, reverse=True):
+        text = text.replace(p, show_path(p))
+    return text
+
+
+def describe_setup(data, dev, smoke_mode: bool) -> str:
+    """One line for a notebook's set-up cell: where it runs, the device, the data, smoke mode,
+    the pcnn version and the checkout's commit (``git rev-parse``; ``?`` without git)."""
+    import subprocess
+    try:
+        commit = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "--short", "HEAD"], text=True,
+                                capture_output=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    return (f"environment: {environment()}, device: {dev}, data: {show_path(data)}, smoke: {smoke_mode}, "
+            f"pcnn {__version__} at {commit}")
+
+
+def show_progress() -> bool:
+    """Whether library progress bars (tqdm) should draw: not when ``TQDM_DISABLE=1``, which
+    ``scripts/execute_notebooks.py`` sets so committed outputs hold no frozen ``0%`` bars
+    (library calls that pass an explicit ``disable=`` would otherwise override it)."""
+    return os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
+def setup_plots(dpi: int = 100, font_size: float = 11.0) -> None:
+    """Matplotlib defaults readable in a notebook and on GitHub: ``dpi`` and ``font_size`` points
+    for text, slightly smaller tick labels, and tight bounding boxes for inline figures."""
+    plt = _plt()
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": font_size,
+                         "axes.titlesize": font_size + 1, "axes.labelsize": font_size,
+                         "xtick.labelsize": font_size - 1, "ytick.labelsize": font_size - 1,
+                         "legend.fontsize": font_size - 1, "figure.titlesize": font_size + 2})
+
+
+class ProgressLine:
+    """``progress(done, total)`` callback drawn as one text line in a notebook output.
+
+    The line is a display handle updated in place (``update_display_data``), so a
+    saved notebook keeps its last state (``"log p(x|c): 519 / 519 in 41.2 s"``) and not a
+    frozen ``0%`` bar; outside IPython it only keeps ``text``. ``every`` throttles redraws.
+    """
+
+    def __init__(self, desc: str, unit: str = "", every: float = 0.5):
+        import time
+        self.desc, self.unit, self.every = desc, unit, every
+        self.t0 = time.perf_counter()
+        self._last = -1e9
+        self.text = f"{desc}: starting"
+        self.handle = None
+        try:
+            from IPython import get_ipython
+            if get_ipython() is not None:
+                from IPython.display import display
+                self.handle = display({"text/plain": self.text}, raw=True, display_id=True)
+        except ImportError:  # pragma: no cover - IPython ships with jupyter
+            pass
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+        now = time.perf_counter()
+        unit = f" {self.unit}" if self.unit else ""
+        self.text = f"{self.desc}: {done} / {total}{unit} in {now - self.t0:.1f} s"
+        if self.handle is not None and (done >= total or now - self._last >= self.every):
+            self._last = now
+            self.handle.update({"text/plain": self.text}, raw=True)
+
+
+def write_predictions(path, ids: Sequence[str], log_likelihoods: torch.Tensor,
+                      class_names: Sequence[str] = CPEN455_CLASSES) -> Path:
+    """The test-split prediction CSV: a header ``id,label,loglik_<class>...``, then one row per
+    image: its id (the CSV path), ``argmax_c log p(x | c)`` and the log-likelihoods (nats, 4
+    decimals). Returns ``path`` (parent folders are created)."""
+    import csv
+    ll = torch.as_tensor(log_likelihoods)
+    if ll.dim() != 2 or len(ll) != len(ids):
+        raise ValueError(f"need one row of log-likelihoods per id, got {tuple(ll.shape)} for {len(ids)} ids")
+    names = list(class_names)[:ll.shape[1]] + [f"Class{c}" for c in range(len(class_names), ll.shape[1])]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label", *[f"loglik_{n}" for n in names]])
+        for i, lab, row in zip(ids, ll.argmax(1).tolist(), ll.tolist()):
+            w.writerow([i, lab, *[f"{v:.4f}" for v in row]])
+    return path
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -103,37 +229,51 @@ def find_checkpoint(root=None) -> Optional[Path]:
     return found[0] if found else None
 
 
-def tiny_train_config(image_size: int = 32, steps: int = 4, fusion="blocks", seed: int = 0, **over):
-    """``configs/smoke.json`` sizes (a network of seconds), ``steps`` batches, optional overrides.
+def config_path(name: str) -> Path:
+    """``configs/<name>`` of the checkout pcnn runs from (next to the package, else under
+    :func:`repo_root`); a ``FileNotFoundError`` saying what to do when neither has it."""
+    for folder in (CONFIGS, repo_root() / "configs"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"configs/{name} not found: run the notebook's set-up cell (it clones the "
+                            "repository and works inside the checkout) or start it from a checkout")
 
-    Built in code (not read from the file) so it also works when pcnn is pip-installed.
+
+def tiny_train_config(image_size: Optional[int] = None, steps: Optional[int] = 4, fusion: Optional[str] = None,
+                      seed: int = 0, **over):
+    """The tiny network of ``configs/smoke.json`` (seconds to train) as a ``TrainConfig``.
+
+    ``image_size`` and ``fusion`` replace the model's (None: the file's), ``steps`` its
+    ``max_steps`` (None: whole epochs); further keyword arguments replace top-level keys.
     """
-    from .train import TrainConfig
-    d = dict(model=dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, num_classes=4, dropout=0.5,
-                        fusion=fusion, image_size=image_size),
-             epochs=1, max_steps=steps, batch_size=8, lr=1e-3, lr_decay=0.99995, ema=0.9995,
-             val_subset=16, eval_batch_size=64, checkpoint_minutes=1.0, seed=seed,
-             description="tiny model for notebook smoke runs (not a model worth keeping)")
-    d.update(over)
+    d = json.loads(config_path("smoke.json").read_text())
+    d["model"] = dict(d["model"])
+    if image_size is not None:
+        d["model"]["image_size"] = int(image_size)
+    if fusion is not None:
+        d["model"]["fusion"] = fusion
+    d.update(max_steps=steps, seed=seed, **over)
     return TrainConfig.from_dict(d)
 
 
-def get_model(workdir=None, dev=None, steps: int = 4, quiet: bool = True):
-    """``(model, source)``: the shipped checkpoint if there is one, else a tiny trained model.
+def get_model(workdir=None, dev=None, steps: int = 4, quiet: bool = True, allow_tiny: bool = False):
+    """``(model, source)``: the shipped checkpoint (``source`` names it).
 
-    The tiny model (:func:`tiny_train_config`) is trained for ``steps`` batches with
-    :func:`pcnn.train.train` into ``workdir`` (default ``<repo>/runs/notebook_tiny``)
-    and reused from there when it already exists. ``source`` says which it was.
+    Without one (pcnn used outside a checkout) this raises ``FileNotFoundError`` saying
+    what to do, unless ``allow_tiny``: then a tiny model (:func:`tiny_train_config`) is
+    trained for ``steps`` batches into ``workdir`` (default ``<repo>/runs/notebook_tiny``),
+    reused when it exists, and ``source`` says so.
     """
-    from .checkpoint import load
     dev = dev or device()
     ck = find_checkpoint()
     if ck is not None:
         return load(ck, device=dev), f"shipped checkpoint {ck.name}"
+    if not allow_tiny:
+        raise FileNotFoundError("no checkpoint in checkpoints/: run the notebook's set-up cell (it clones the "
+                                "repository with its shipped checkpoint) or start the notebook from a checkout")
     workdir = Path(workdir) if workdir is not None else repo_root() / "runs" / "notebook_tiny"
     path = workdir / "model.safetensors"
     if not path.is_file():
-        from .train import train
         with _quiet(quiet):
             train(tiny_train_config(steps=steps), workdir, resume=True, progress=False)
     return load(path, device=dev), f"tiny model trained for {steps} steps in {workdir} (no checkpoint shipped)"
@@ -183,7 +323,7 @@ def to_hwc(img: torch.Tensor):
 
 
 def show_images(images: torch.Tensor, nrow: int = 8, titles: Optional[Sequence[str]] = None,
-                scale: float = 1.3, suptitle: Optional[str] = None, fontsize: int = 7):
+                scale: float = 1.5, suptitle: Optional[str] = None, fontsize: int = 10):
     """A grid of uint8 images (N, 3, H, W), one axis per image with optional titles; returns the figure."""
     plt = _plt()
     n = len(images)
@@ -203,10 +343,13 @@ def show_images(images: torch.Tensor, nrow: int = 8, titles: Optional[Sequence[s
     return fig
 
 
-def show_grid(image: torch.Tensor, title: Optional[str] = None, width: float = 8.0):
-    """One uint8 (3, H, W) image (e.g. :func:`pcnn.sample.make_grid`) as a figure."""
+def show_grid(image: torch.Tensor, title: Optional[str] = None, width: Optional[float] = 8.0):
+    """One uint8 (3, H, W) image (e.g. :func:`pcnn.sample.make_grid`) as a figure ``width``
+    inches wide; ``width=None``: at its own pixel size (one image pixel per figure pixel)."""
     plt = _plt()
     h, w = image.shape[1:]
+    if width is None:
+        width = w / plt.rcParams["figure.dpi"]
     fig, ax = plt.subplots(figsize=(width, width * h / w + (0.3 if title else 0)))
     ax.imshow(to_hwc(image), interpolation="nearest")
     ax.axis("off")
@@ -315,15 +458,15 @@ class LiveLossPlot:
 
 
 def train_live(config, workdir, epochs: int, train_data=None, val_data=None, plot: Optional[LiveLossPlot] = None,
-               progress: bool = True) -> list:
+               progress: Optional[bool] = None) -> list:
     """Train ``epochs`` more epochs one :func:`pcnn.train.train` call at a time (``resume=True``),
     redrawing ``plot`` from ``metrics.jsonl`` after each one. Returns the full history.
 
     Each call continues exactly from ``workdir/last.pt``; only ``epochs`` (the target)
     changes between calls, so the run equals one uninterrupted run.
     """
-    from .train import TrainConfig, train
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    progress = show_progress() if progress is None else progress
     done = len([r for r in read_metrics(workdir) if not r.get("partial")])
     history = []
     for e in range(done + 1, done + epochs + 1):
@@ -338,9 +481,11 @@ def train_live(config, workdir, epochs: int, train_data=None, val_data=None, plo
 
 # --------------------------------------------------------------------------- notebook files
 
-#: Metadata keys removed from cells and notebooks (volatile: timings, widget state).
+#: Metadata keys removed from cells and notebooks (volatile: timings, jupytext's pairing
+#: stamp, which jupytext.toml already states). Widget state (``metadata.widgets``) is kept:
+#: it is what lets nbviewer, Voila and JupyterLab draw a saved notebook's widgets.
 VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "jupyter", "papermill")
-VOLATILE_NB_METADATA = ("widgets", "papermill", "toc", "varInspector")
+VOLATILE_NB_METADATA = ("papermill", "toc", "varInspector", "jupytext")
 
 
 def strip_notebook(nb: dict) -> dict:
@@ -349,9 +494,8 @@ def strip_notebook(nb: dict) -> dict:
     Execution counts become deterministic: the k-th code cell gets ``k`` (and so do its
     ``execute_result`` outputs); a cell without outputs gets None. They cannot all be None:
     nbval treats a cell with outputs and no count as an unrun reference cell and fails it.
-    Cell metadata ``execution``, ``ExecuteTime``... and the notebook's ``widgets`` state go;
-    ``application/vnd.jupyter.widget-view+json`` outputs (widget views that only make sense
-    with a live kernel) lose that key and keep their text fallback.
+    Cell metadata ``execution``, ``ExecuteTime``... and the notebook's ``jupytext`` stamp go;
+    widget views and the saved widget state stay (with their PNG/text fallbacks).
     """
     for key in VOLATILE_NB_METADATA:
         nb.get("metadata", {}).pop(key, None)
@@ -367,9 +511,6 @@ def strip_notebook(nb: dict) -> dict:
         for out in cell.get("outputs", []):
             if "execution_count" in out:
                 out["execution_count"] = k
-            data = out.get("data")
-            if isinstance(data, dict):
-                data.pop("application/vnd.jupyter.widget-view+json", None)
             out.get("metadata", {}).pop("ExecuteTime", None)
     return nb
 
@@ -384,12 +525,31 @@ def strip_file(path) -> None:
 
 # --------------------------------------------------------------------------- sampling for FID
 
-def write_fid_samples(model, out_dir, per_class: int = 25, seed: int = 0, show_progress: bool = True,
+def write_fid_samples(model, out_dir, per_class: int = 25, seed: int = 0, progress: Optional[bool] = None,
                       **kw) -> tuple:
-    """:func:`pcnn.sample.write_sample_set` into ``out_dir``; returns ``(paths, grid_path)``."""
-    from .sample import grid_path_for, write_sample_set
-    paths = write_sample_set(model, out_dir, per_class=per_class, seed=seed, show_progress=show_progress, **kw)
+    """:func:`pcnn.sample.write_sample_set` into ``out_dir``; returns ``(paths, grid_path)``.
+    ``progress=None``: a bar unless :func:`show_progress` says no."""
+    progress = show_progress() if progress is None else progress
+    paths = write_sample_set(model, out_dir, per_class=per_class, seed=seed, show_progress=progress, **kw)
     return paths, grid_path_for(out_dir)
+
+
+def read_sample_set(folder) -> tuple:
+    """The images of a sample set (:func:`pcnn.sample.write_sample_set`, files
+    ``Class<c>_image_<nn>.png``) as ``(uint8 (N, 3, S, S), labels (N,))``, by class then name."""
+    import re
+    import numpy as np
+    from PIL import Image
+    found = []
+    for f in Path(folder).glob("Class*_image_*.png"):
+        m = re.fullmatch(r"Class(\d+)_image_(\d+)\.png", f.name)
+        if m:
+            found.append((int(m.group(1)), int(m.group(2)), f))
+    if not found:
+        raise FileNotFoundError(f"no Class<c>_image_<nn>.png files in {folder}")
+    found.sort()
+    imgs = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for _, _, f in found]
+    return torch.stack(imgs), torch.tensor([c for c, _, _ in found])
 
 
 def copy_subset(files: Sequence, dest, n: Optional[int] = None, seed: int = 0) -> Path:

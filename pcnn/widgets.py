@@ -10,9 +10,17 @@ and ``preview(rows_done, images_so_far)`` after each image row; the widget
 advances its bar and redraws the grid, so the images form row by row (the rows
 not yet sampled are mid-grey). Redrawing is throttled to every ``preview_every``
 rows, since encoding a PNG per row would cost more than sampling a small model.
+
+Tiles keep one size whatever the count (the image element is sized to the PNG's
+pixels, never stretched to the output width). **Save PNGs** writes the files and
+offers them as one zip through a download link (a ``data:`` URI, so it works on
+Colab, Kaggle and Jupyter alike). Displayed, a widget also carries a static PNG of
+its last grid in its output bundle: viewers without a widget manager (GitHub) show
+that image, viewers with saved widget state (nbviewer, Voila, Jupyter) the widget.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,6 +30,36 @@ import torch
 from .config import CPEN455_CLASSES
 from .grids import completion_grid
 from .sample import complete, make_grid, sample, save_png
+
+
+def _zip_bytes(paths) -> bytes:
+    """The files ``paths`` in one zip archive (by file name), as bytes."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in paths:
+            z.write(p, Path(p).name)
+    return buf.getvalue()
+
+
+def download_link(data: bytes, filename: str, text: str, mime: str = "application/zip") -> str:
+    """An HTML ``<a download>`` link holding ``data`` as a base64 ``data:`` URI (no server path needed)."""
+    import base64
+    import html
+    href = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return f'<a download="{html.escape(filename)}" href="{href}">{html.escape(text)}</a>'
+
+
+def _bundle(widget, png: Optional[bytes], text: str, **kw) -> dict:
+    """``widget``'s mime bundle plus a static ``image/png`` fallback and a plain-text line."""
+    import base64
+    data = widget._repr_mimebundle_(**kw) or {}
+    data = dict(data[0] if isinstance(data, tuple) else data)
+    if png:
+        data["image/png"] = base64.b64encode(png).decode("ascii")
+    data["text/plain"] = text
+    return data
 
 
 def _png_bytes(image: torch.Tensor, upscale: int = 1) -> bytes:
@@ -42,14 +80,17 @@ class SamplerWidget:
     Attributes tests may set/read: ``class_dropdown`` (value: class index, labels:
     names), ``count`` (IntSlider), ``seed`` (IntText), ``sample_button``,
     ``save_button``, ``progress`` (IntProgress, 0..100 %), ``status`` (Label),
-    ``image`` (ipywidgets.Image with the PNG grid), ``images`` (last uint8 batch
-    (N, 3, S, S) or None), ``last_saved`` (paths written by the last save).
-    ``display()`` / ``widget`` show it.
+    ``image`` (ipywidgets.Image with the PNG grid, ``upscale`` x nearest-neighbour: tiles
+    of ``S * upscale`` pixels whatever the count, ``ncol`` per row), ``download`` (HTML
+    with the zip link after a save), ``images`` (last uint8 batch (N, 3, S, S) or None),
+    ``last_saved`` (paths written by the last save), ``grid_png`` (the last PNG grid).
+    ``display()`` / ``widget`` show it. CSS classes ``pcnn-sampler``, ``pcnn-grid`` and
+    ``pcnn-status`` name the parts for browser tests.
     """
 
     def __init__(self, model, class_names: Sequence[str] = CPEN455_CLASSES, out_dir="samples/widget",
                  max_count: int = 16, upscale: int = 4, method: Optional[str] = None,
-                 preview_every: int = 4):
+                 preview_every: int = 4, ncol: int = 8):
         import ipywidgets as W
         self.preview_every = max(1, int(preview_every))  # redraw the forming images every N rows
         self.preview_frames = 0
@@ -62,6 +103,8 @@ class SamplerWidget:
         self.class_names = names
         self.out_dir = Path(out_dir)
         self.upscale = upscale
+        self.ncol = max(1, int(ncol))
+        self.grid_png: Optional[bytes] = None
         self.method = method
         self.images: Optional[torch.Tensor] = None
         self.labels: Optional[torch.Tensor] = None
@@ -75,25 +118,49 @@ class SamplerWidget:
         self.sample_button = W.Button(description="Sample", button_style="primary", icon="random")
         self.save_button = W.Button(description="Save PNGs", icon="save", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=100, description="rows")
-        self.status = W.Label(value="")
-        self.image = W.Image(format="png")
+        self.status = W.Label(value="choose a class, the number of images and a seed, then press Sample")
+        self.image = W.Image(format="png", layout=W.Layout(width="0px", height="0px"))
+        self.download = W.HTML(value="")
+        self.browser_out = W.Output()   # Colab's files.download() runs its JavaScript in here
         self.sample_button.on_click(self.on_sample)
         self.save_button.on_click(self.on_save)
+        self.status.add_class("pcnn-status")
+        self.image.add_class("pcnn-grid")
         self.widget = W.VBox([
             W.HBox([self.class_dropdown, self.count, self.seed]),
             W.HBox([self.sample_button, self.save_button, self.progress, self.status]),
-            self.image,
+            self.download, self.browser_out,
+            W.Box([self.image], layout=W.Layout(overflow="auto", max_width="100%")),
         ])
+        self.widget.add_class("pcnn-sampler")
 
     # ------------------------------------------------------------------ callbacks
     def _on_progress(self, rows: int, total: int) -> None:
         self.progress.value = int(round(100 * rows / total))
         self.status.value = f"row {rows} / {total}"
 
+    def grid_size(self, n: int) -> tuple:
+        """(width, height) in pixels of the grid of ``n`` images: ``min(n, ncol)`` tiles of
+        ``S * upscale`` pixels per row with 2-pixel gaps (also upscaled)."""
+        s, pad = self.model.config.image_size, 2
+        ncol = min(n, self.ncol)
+        nrow = -(-n // ncol)
+        return ((ncol * (s + pad) + pad) * self.upscale, (nrow * (s + pad) + pad) * self.upscale)
+
+    def _show(self, images: torch.Tensor) -> None:
+        """Draw ``images`` as the grid, the image element sized to the PNG's own pixels."""
+        grid = make_grid(images.cpu(), nrow=min(len(images), self.ncol))
+        if len(images) == 1:   # torchvision returns a lone image unpadded; pad it like the others
+            grid = torch.nn.functional.pad(grid, (2, 2, 2, 2), value=255)
+        self.grid_png = _png_bytes(grid, self.upscale)
+        w, h = self.grid_size(len(images))
+        self.image.layout.width, self.image.layout.height = f"{w}px", f"{h}px"
+        self.image.value = self.grid_png
+
     def _on_preview(self, rows: int, images: torch.Tensor) -> None:
         self.preview_frames += 1
         if rows % self.preview_every == 0 or rows == images.shape[-2]:
-            self.image.value = _png_bytes(make_grid(images.cpu(), nrow=min(images.shape[0], 8)), self.upscale)
+            self._show(images)
 
     def on_sample(self, button=None) -> torch.Tensor:
         """Sample ``count`` images of the chosen class with ``seed``; show them; return uint8 (N,3,S,S)."""
@@ -102,6 +169,7 @@ class SamplerWidget:
         self.busy = True
         self.sample_button.disabled = True
         self.save_button.disabled = True
+        self.download.value = ""
         self.progress.value = 0
         try:
             c, n = int(self.class_dropdown.value), int(self.count.value)
@@ -113,9 +181,9 @@ class SamplerWidget:
             imgs = sample(self.model, labels, generator=gen, progress=self._on_progress,
                           preview=self._on_preview, **kw)
             self.images, self.labels = imgs.cpu(), labels
-            self.image.value = _png_bytes(make_grid(self.images, nrow=min(n, 8)), self.upscale)
+            self._show(self.images)
             self.progress.value = 100
-            self.status.value = (f"{n} x {self.class_names[c]} (seed {int(self.seed.value)}) "
+            self.status.value = (f"done: {n} x {self.class_names[c]} (seed {int(self.seed.value)}) "
                                  f"in {time.perf_counter() - t0:.1f} s")
             self.save_button.disabled = False
         except Exception as e:  # shown in the UI, then re-raised for the caller
@@ -140,18 +208,28 @@ class SamplerWidget:
             return []
         paths = [save_png(img, self.out_dir / name) for img, name in zip(self.images, self.file_names())]
         self.last_saved = paths
-        self.status.value = f"saved {len(paths)} PNG(s) to {self.out_dir}"
+        zip_name = self.file_names()[0].rsplit("_", 1)[0] + ".zip"
+        data = _zip_bytes(paths)
+        self.download.value = download_link(data, zip_name, f"download the {len(paths)} PNG(s) ({zip_name})")
+        colab = sys.modules.get("google.colab")
+        if colab is not None:   # Colab: also hand the zip to the browser's download directly
+            from google.colab import files
+            zip_path = self.out_dir / zip_name
+            zip_path.write_bytes(data)
+            with self.browser_out:
+                files.download(str(zip_path))
+        self.status.value = f"saved {len(paths)} PNG(s) to {self.out_dir.name}/"
         return paths
 
     # ------------------------------------------------------------------ display
     def display(self):
         from IPython.display import display
-        display(self.widget)
+        display(self)
         return self
 
-    def _ipython_display_(self):  # shown when it is the last expression of a cell
-        from IPython.display import display
-        display(self.widget)
+    def _repr_mimebundle_(self, **kw):  # the widget, plus its last grid as a static PNG for viewers without widgets
+        what = "no images sampled yet" if self.images is None else self.status.value
+        return _bundle(self.widget, self.grid_png, f"SamplerWidget ({what}); run the notebook to use it", **kw)
 
 
 class CompletionWidget:
@@ -188,11 +266,13 @@ class CompletionWidget:
                                layout=W.Layout(width="220px"))
         self.progress = W.IntProgress(value=0, min=0, max=100, description="rows")
         self.status = W.Label(value="choose an image and the rows to keep, then press Complete")
-        # width auto: the PNG keeps its own pixel size instead of stretching to the output width.
-        self.image = W.Image(format="png", layout=W.Layout(width="auto", max_width="100%"))
+        self.grid_png: Optional[bytes] = None
+        # sized to the PNG's own pixels (set on each draw) instead of stretching to the output width
+        self.image = W.Image(format="png", layout=W.Layout(width="0px", height="0px"))
         self.button.on_click(self.on_complete)
         self.widget = W.VBox([W.HBox([self.index, self.keep_rows, self.seed]),
-                              W.HBox([self.button, self.progress, self.status]), self.image])
+                              W.HBox([self.button, self.progress, self.status]),
+                              W.Box([self.image], layout=W.Layout(overflow="auto", max_width="100%"))])
 
     def on_complete(self, button=None) -> torch.Tensor:
         """Complete the chosen image as every class; show and return uint8 (C, 3, S, S)."""
@@ -212,7 +292,9 @@ class CompletionWidget:
                                      generator=torch.Generator().manual_seed(seed), progress=tick)[0])
             self.completions = torch.stack(outs).cpu()
             grid = completion_grid(self.images[i:i + 1], self.completions[None], keep, class_names=self.class_names)
-            self.image.value = _png_bytes(grid)
+            self.grid_png = _png_bytes(grid)
+            self.image.layout.width, self.image.layout.height = f"{grid.shape[2]}px", f"{grid.shape[1]}px"
+            self.image.value = self.grid_png
             true = "" if self.labels is None else f" (a {self.class_names[int(self.labels[i])]})"
             self.progress.value = 100
             self.status.value = (f"image {i}{true}, top {keep} rows kept, seed {seed}: done in "
@@ -226,9 +308,9 @@ class CompletionWidget:
 
     def display(self):
         from IPython.display import display
-        display(self.widget)
+        display(self)
         return self
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+    def _repr_mimebundle_(self, **kw):
+        what = "nothing completed yet" if self.completions is None else self.status.value
+        return _bundle(self.widget, self.grid_png, f"CompletionWidget ({what}); run the notebook to use it", **kw)

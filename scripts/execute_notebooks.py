@@ -1,6 +1,12 @@
 #!/usr/bin/env python
 """Execute notebooks in place (in notebooks/ as working folder) and strip volatile metadata.
 
+Widget state is saved into the notebook (nbviewer, Voila and JupyterLab draw the widgets
+from it) and ``TQDM_DISABLE=1`` keeps tqdm bars out of the committed outputs (they would
+show their first frame, ``0%``); the notebooks' own :class:`pcnn.notebook.ProgressLine`
+lines keep their final state. Edit ``notebooks/src/*.py``, run ``jupytext --sync
+notebooks/src/*.py``, then this script.
+
     PCNN_DATA_DIR=... python scripts/execute_notebooks.py            # full mode (real checkpoint)
     python scripts/execute_notebooks.py --smoke 02_training           # smoke mode, one notebook
 
@@ -32,13 +38,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ["PCNN_SMOKE"] = "1" if args.smoke else "0"
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    os.environ["TQDM_DISABLE"] = "1"
     paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
     if args.names:
         paths = [q for q in paths if any(q.stem.startswith(n.removesuffix(".ipynb")) for n in args.names)]
     failed = 0
     for path in paths:
         nb = nbformat.read(str(path), as_version=4)
-        ep = ExecutePreprocessor(timeout=args.timeout, kernel_name=args.kernel)
+        ep = ExecutePreprocessor(timeout=args.timeout, kernel_name=args.kernel, store_widget_state=True)
         t0 = time.perf_counter()
         try:
             ep.preprocess(nb, {"metadata": {"path": str(path.parent)}})

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The test command: unit tests, then every notebook in smoke mode under nbval.
+# The test command: unit tests, then every notebook in smoke mode under nbval; with CI=true
+# (or PCNN_E2E=1) also the fresh Colab/Kaggle runtime simulation (notebooks 03 and 07 opened
+# alone, set-up cell cloning this checkout) and the real-browser test of notebook 07's widget,
+# side by side (each is mostly one thread).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] && . .venv/bin/activate
@@ -7,4 +10,17 @@ export PCNN_SMOKE=1 MPLBACKEND=Agg PCNN_FID_DOWNLOAD=${PCNN_FID_DOWNLOAD:-0}
 python -m pytest -q tests
 if compgen -G "notebooks/*.ipynb" >/dev/null; then
   python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+fi
+if [ "${CI:-}" = "true" ] || [ "${PCNN_E2E:-0}" = "1" ]; then
+  mkdir -p artifacts
+  start=$(date +%s)
+  python scripts/fresh_runtime_test.py 03 07 > artifacts/fresh_runtime.log 2>&1 & fresh=$!
+  python scripts/browser_test.py --out artifacts/browser > artifacts/browser_test.log 2>&1 & browser=$!
+  rc=0
+  wait $fresh || rc=1
+  wait $browser || rc=1
+  grep -v "WARNING | Kernel is running over TCP" artifacts/fresh_runtime.log || true
+  cat artifacts/browser_test.log
+  echo "fresh runtime + browser tests: $(( $(date +%s) - start )) s"
+  exit $rc
 fi

@@ -75,7 +75,7 @@ def test_first_cells(notebook):
     assert "Committed outputs" in "".join(first["source"])
     code = _code(nb)
     assert 'SMOKE = os.environ.get("PCNN_SMOKE") == "1"' in code[0], f"{path.name}: first code cell must read PCNN_SMOKE"
-    assert 'PCNN_REF = "' in "\n".join(code)
+    assert 'PCNN_REF = os.environ.get("PCNN_REF", "v' in "\n".join(code)
 
 
 def test_class_counts_cell_is_checked():
@@ -85,14 +85,106 @@ def test_class_counts_cell_is_checked():
 
 
 def test_strip_notebook():
-    nb = {"metadata": {"widgets": {"x": 1}, "kernelspec": {}}, "cells": [
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "m"}, "text/plain": "1"}
+    nb = {"metadata": {"widgets": {"x": 1}, "jupytext": {"formats": "x"}, "kernelspec": {}}, "cells": [
         {"cell_type": "code", "execution_count": 3, "metadata": {"execution": {"t": 1}, "tags": ["a"]},
-         "outputs": [{"output_type": "execute_result", "execution_count": 3, "metadata": {},
-                      "data": {"text/plain": "1", "application/vnd.jupyter.widget-view+json": {}}}],
+         "outputs": [{"output_type": "execute_result", "execution_count": 3, "metadata": {}, "data": dict(view)}],
          "source": "1"}]}
     out = strip_notebook(nb)
-    assert out["metadata"] == {"kernelspec": {}}
+    assert out["metadata"] == {"widgets": {"x": 1}, "kernelspec": {}}   # widget state kept, jupytext stamp gone
     cell = out["cells"][0]
     assert cell["execution_count"] == 1 and cell["metadata"] == {"tags": ["a"]}
     assert cell["outputs"][0]["execution_count"] == 1
-    assert cell["outputs"][0]["data"] == {"text/plain": "1"}
+    assert cell["outputs"][0]["data"] == view
+
+
+# --------------------------------------------------------------------------- notebooks as code
+
+SOURCES = ROOT / "notebooks" / "src"
+
+
+def test_every_notebook_has_its_script_and_they_agree(notebook):
+    """notebooks/src/NN_name.py (jupytext percent) and notebooks/NN_name.ipynb hold the same cells.
+    Fix: edit the script, then ``jupytext --sync notebooks/src/*.py``."""
+    jupytext = pytest.importorskip("jupytext")
+    path, nb = notebook
+    script = SOURCES / f"{path.stem}.py"
+    assert script.is_file(), f"{script.relative_to(ROOT)} missing"
+    want = jupytext.read(script)
+    got = [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]) for c in nb["cells"]]
+    assert got == [(c.cell_type, c.source) for c in want.cells], f"{path.name} and {script.name} differ: run jupytext --sync"
+    assert sorted(p.stem for p in SOURCES.glob("*.py")) == EXPECTED
+
+
+def _setup_cell(nb):
+    return next(c for c in _code(nb) if c.startswith("# Set-up."))
+
+
+def test_setup_cell_is_the_same_everywhere_and_pinned():
+    import pcnn
+    cells = {p.stem: _setup_cell(_load(p)) for p in NOTEBOOKS}
+    assert len(set(cells.values())) == 1, "the set-up cells differ between notebooks"
+    cell = next(iter(cells.values()))
+    assert f'PCNN_REF = os.environ.get("PCNN_REF", "v{pcnn.__version__}")' in cell
+    assert '"--depth", "1", PCNN_REPO, PCNN_REF' in cell and "os.chdir(checkout)" in cell
+    assert '"-c", str(keep)' in cell and "torch==" in cell            # the runtime's torch is kept
+    assert "Set PCNN_REPO" in cell and "/OWNER/" in cell              # the placeholder stops with a sentence
+    for p in NOTEBOOKS:
+        code = _code(_load(p))
+        assert code.index(cells[p.stem]) == 1                          # right after the smoke flag
+
+
+LOCAL_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/content/|/kaggle/|[A-Z]:\\\\Users)")
+
+
+def _output_texts(nb):
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            text = out.get("text", "")
+            yield out, "".join(text) if isinstance(text, list) else text
+            for mime, val in (out.get("data") or {}).items():
+                if mime.startswith("text/"):
+                    yield out, "".join(val) if isinstance(val, list) else val
+
+
+def test_committed_outputs_hold_no_local_paths_or_frozen_bars(notebook):
+    path, nb = notebook
+    for out, text in _output_texts(nb):
+        assert not LOCAL_PATH.search(text), f"{path.name}: machine-local path in an output: {text[:200]!r}"
+        assert not re.search(r"\b0%\|", text), f"{path.name}: a frozen progress bar: {text[:120]!r}"
+        assert not (out.get("output_type") == "stream" and out.get("name") == "stderr" and "%|" in text), \
+            f"{path.name}: progress bar on stderr"
+
+
+def test_widgets_are_saved_with_state_and_a_png_fallback():
+    nb = _load(ROOT / "notebooks" / "07_interactive_sampling.ipynb")
+    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    views = [(out["data"], "".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"
+             for out in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]
+    assert len(views) >= 3, "07 should show the sampler, the completion widget and the scripted sampler"
+    for data, _ in views:
+        assert data["application/vnd.jupyter.widget-view+json"]["model_id"] in state, "widget view without saved state"
+        assert not "".join(data["text/plain"]).startswith("VBox(")
+    scripted = [d for d, src in views if "ws.display()" in src]
+    assert scripted and "image/png" in scripted[0], "the scripted sampler should carry its grid as a PNG fallback"
+
+
+def test_set_repo_points_notebooks_and_links_at_a_fork(tmp_path):
+    import importlib.util
+    import shutil
+    spec = importlib.util.spec_from_file_location("set_repo", ROOT / "scripts" / "set_repo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    (tmp_path / "notebooks" / "src").mkdir(parents=True)
+    shutil.copy2(NOTEBOOKS[-1], tmp_path / "notebooks" / NOTEBOOKS[-1].name)
+    shutil.copy2(SOURCES / f"{NOTEBOOKS[-1].stem}.py", tmp_path / "notebooks" / "src")
+    shutil.copy2(ROOT / "README.md", tmp_path / "README.md")
+    changed = mod.set_repo("https://github.com/alice/pcnn-fork.git", tmp_path)
+    assert len(changed) == 3
+    nb = json.loads((tmp_path / "notebooks" / NOTEBOOKS[-1].name).read_text())
+    assert 'os.environ.get("PCNN_REPO", "https://github.com/alice/pcnn-fork")' in _setup_cell(nb)
+    readme = (tmp_path / "README.md").read_text()
+    assert "colab.research.google.com/github/alice/pcnn-fork/blob/" in readme and "github/OWNER/" not in readme
+    assert mod.set_repo("https://github.com/alice/pcnn-fork", tmp_path) == []     # idempotent
+    with pytest.raises(ValueError):
+        mod.set_repo("git@github.com:alice/pcnn", tmp_path)

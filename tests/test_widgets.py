@@ -96,3 +96,71 @@ def test_completion_widget_rejects_bad_input():
         CompletionWidget(model, torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(ValueError, match="class-conditional"):
         CompletionWidget(pcnn.PixelCNNpp(tiny_config(fusion="none")), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_tiles_keep_their_size_whatever_the_count(widget):
+    from PIL import Image
+    import io
+    assert widget.image.layout.width == "0px"                      # nothing drawn before a click
+    assert "press Sample" in widget.status.value
+    for n, want in ((1, ((8 + 2) * 1 + 2, 12)), (3, ((8 + 2) * 3 + 2, 12)), (10, ((8 + 2) * 8 + 2, 2 * 10 + 2))):
+        widget.count.value = n
+        widget.on_sample()
+        w, h = (4 * want[0], 4 * want[1])                          # upscale 4
+        assert widget.grid_size(n) == (w, h)
+        assert Image.open(io.BytesIO(widget.image.value)).size == (w, h)
+        assert (widget.image.layout.width, widget.image.layout.height) == (f"{w}px", f"{h}px")
+        assert widget.status.value.startswith(f"done: {n} x hamburger")
+
+
+def test_save_offers_a_zip_download(widget):
+    import base64
+    import io
+    import re
+    import zipfile
+    widget.count.value = 2
+    widget.on_sample()
+    assert widget.download.value == ""
+    paths = widget.on_save()
+    m = re.search(r'download="([^"]+)" href="data:application/zip;base64,([^"]+)"', widget.download.value)
+    assert m and m.group(1) == "hamburger_seed0.zip"
+    z = zipfile.ZipFile(io.BytesIO(base64.b64decode(m.group(2))))
+    assert sorted(z.namelist()) == sorted(p.name for p in paths)
+    assert z.read(paths[0].name) == paths[0].read_bytes()
+    widget.on_sample()
+    assert widget.download.value == ""                             # a new sample drops the old link
+
+
+def test_mime_bundle_has_widget_view_and_png_fallback(widget):
+    import base64
+    before = widget._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in before and "image/png" not in before
+    assert "no images sampled yet" in before["text/plain"]
+    widget.on_sample()
+    after = widget._repr_mimebundle_()
+    assert base64.b64decode(after["image/png"]) == widget.grid_png == widget.image.value
+    assert after["application/vnd.jupyter.widget-view+json"]["model_id"] == widget.widget.model_id
+    assert "done:" in after["text/plain"]
+
+
+def test_download_link_escapes():
+    from pcnn.widgets import download_link
+    html = download_link(b"abc", 'a"b.zip', "get <it>")
+    assert html == '<a download="a&quot;b.zip" href="data:application/zip;base64,YWJj">get &lt;it&gt;</a>'
+
+
+def test_save_on_colab_also_downloads_the_zip(widget, monkeypatch):
+    import sys
+    import types
+    got = []
+    colab = types.ModuleType("google.colab")
+    colab.files = types.SimpleNamespace(download=lambda path: got.append(path))
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.files", colab.files)
+    widget.count.value = 2
+    widget.on_sample()
+    widget.on_save()
+    assert got == [str(widget.out_dir / "hamburger_seed0.zip")]
+    import zipfile
+    assert sorted(zipfile.ZipFile(got[0]).namelist()) == ["hamburger_seed0_00.png", "hamburger_seed0_01.png"]

@@ -1,0 +1,124 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 Loss curves
+#
+# Train / validation bits per dimension and validation accuracy against epochs for one or several runs, read from their `metrics.jsonl` (in `results/` and `runs/`).
+#
+# **Committed outputs:** the metric logs of `checkpoints/pcnn_cpu_blocks40_stage4.safetensors` (see `checkpoints/README.md`)'s four training stages (`results/shipped/1_pretrain`, `results/shipped/2_disc_finetune`, `results/shipped/3_disc_finetune_lowlr`, `results/shipped/4_disc_finetune_dropout01`), of a stopped try (`results/levers/disc_weight_002`) and of a 4-epoch dropout-0 probe (`results/levers/dropout_0`).
+#
+# With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
+
+# %%
+import os, sys
+SMOKE = os.environ.get("PCNN_SMOKE") == "1"   # CI: shrink every size, skip nothing
+TINY_EPOCHS = 2 if SMOKE else 3       # the tiny run made when there is nothing to plot
+MAX_RUNS = 8                          # most runs drawn in one figure
+
+# %%
+# Set-up. On Colab or Kaggle (or with PCNN_SETUP=remote) clone the project at a pinned ref, install it
+# (keeping the runtime's torch) and work inside the checkout, where configs/, checkpoints/ and results/
+# are. In a local checkout this cell does nothing. A fork: put its URL in PCNN_REPO (README "Forks").
+import subprocess, tempfile
+from pathlib import Path
+PCNN_REPO = os.environ.get("PCNN_REPO", "https://github.com/OWNER/pcnn")
+PCNN_REF = os.environ.get("PCNN_REF", "v0.1.0")   # pinned: the tag v<pcnn.__version__>, or a commit
+REMOTE = ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+          or os.environ.get("PCNN_SETUP") == "remote")
+if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.py").is_file()):
+    if "/OWNER/" in PCNN_REPO:
+        raise SystemExit("Set PCNN_REPO (in this cell or the environment) to your pcnn repository's URL, "
+                         "e.g. https://github.com/<you>/pcnn, then run this cell again.")
+    checkout = Path("pcnn_repo").resolve()
+    if not (checkout / "pyproject.toml").is_file():
+        git = lambda *a: subprocess.run(["git", "-C", str(checkout), *a], check=True)  # noqa: E731
+        checkout.mkdir(exist_ok=True)
+        git("init", "-q")
+        git("fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF)
+        git("checkout", "-q", "FETCH_HEAD")
+    from importlib.metadata import PackageNotFoundError, version
+    keep = Path(tempfile.mkdtemp(), "keep-torch.txt")   # pip may add packages but must not replace torch
+    try:
+        keep.write_text(f"torch=={version('torch')}\n")
+    except PackageNotFoundError:
+        keep.write_text("")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)], check=True)
+    os.chdir(checkout)
+
+# %%
+# %matplotlib inline
+# %config InlineBackend.figure_format = "png"
+import matplotlib.pyplot as plt
+import torch
+import pcnn
+from pcnn import notebook as nb
+nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
+if SMOKE and not torch.cuda.is_available():
+    torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
+DEVICE = nb.device()
+ROOT = nb.repo_root()
+DATA = nb.ensure_data()      # $PCNN_DATA_DIR, a Kaggle input data set, or <repo>/data (downloaded when missing)
+print(nb.describe_setup(DATA, DEVICE, SMOKE))
+
+# %%
+runs = nb.find_runs(ROOT / "results", ROOT / "runs")
+runs = [r for r in runs if r.name != "notebook_tiny_curves"]
+for r in runs:
+    rows = nb.read_metrics(r)
+    print(f"{nb.show_path(r):<45} {len(rows):>4} epochs, last val bpd {next((x['val_bpd'] for x in reversed(rows) if x.get('val_bpd') is not None), None)}")
+
+# %% [markdown]
+# ## A tiny run
+# In smoke mode (or when no run is found) a tiny model is trained for a few epochs on a few images so the plots below have data.
+
+# %%
+if SMOKE or not runs:
+    import shutil
+    from pcnn.data import load_split
+    tiny_dir = ROOT / "runs" / "notebook_tiny_curves"
+    shutil.rmtree(tiny_dir, ignore_errors=True)
+    tr = load_split("train", DATA, show_progress=False)
+    tr = tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:16])
+    va = load_split("validation", DATA, show_progress=False)
+    cfg = nb.tiny_train_config(steps=None, batch_size=4, val_subset=8)   # configs/smoke.json's network
+    nb.train_live(cfg, tiny_dir, epochs=TINY_EPOCHS, train_data=tr, val_data=va, progress=False)
+    runs = [tiny_dir] + runs
+print(len(runs), "run(s)")
+
+# %% [markdown]
+# ## The shipped checkpoint's four stages, one after another
+# Each stage starts from the previous stage's weights (`init_from` in its `config.json`), so the x axis
+# counts epochs across stages (dotted lines: where a stage starts). The two lever runs branch off where
+# their `init_from` points: `disc_weight_002` after stage 2, `dropout_0` after stage 4.
+
+# %%
+from pcnn import plots
+STAGES = {name: ROOT / "results" / "shipped" / name for name in
+          ("1_pretrain", "2_disc_finetune", "3_disc_finetune_lowlr", "4_disc_finetune_dropout01")}
+STAGES = {k: v for k, v in STAGES.items() if v.is_dir()}
+offsets = plots.chain_offsets(STAGES)
+shown = dict(STAGES)
+for lever, after in (("disc_weight_002", "2_disc_finetune"), ("dropout_0", "4_disc_finetune_dropout01")):
+    if (ROOT / "results" / "levers" / lever).is_dir() and after in STAGES:
+        shown[f"lever {lever}"] = ROOT / "results" / "levers" / lever
+        offsets[f"lever {lever}"] = offsets[after] + len(nb.read_metrics(STAGES[after]))
+if shown:
+    plots.plot_training_curves(shown, offsets, title="shipped checkpoint: 4 training stages and 2 lever runs")
+    plt.show()
+print({k: v for k, v in offsets.items()})
+
+# %% [markdown]
+# ## Every other run found (each from epoch 1)
+
+# %%
+others = [r for r in runs if "shipped" not in r.parts and "levers" not in r.parts][:MAX_RUNS]
+if others:
+    plots.plot_training_curves({nb.show_path(r): r for r in others}, title="other runs")
+    plt.show()
+print(len(others), "other run(s)")

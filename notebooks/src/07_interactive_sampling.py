@@ -1,0 +1,129 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 Interactive sampling
+#
+# Pick a class by name, the number of images and a seed, press **Sample**: the progress bar advances row by row and the images form row by row as they are sampled (rows not sampled yet are grey; the grid is redrawn every 4 rows). **Save PNGs** writes them to `runs/notebook_07/` and offers them as one zip to download. Below the interactive part, a scripted section runs the same code path so CI can check it; it uses its own widget and leaves yours alone.
+#
+# **Committed outputs:** `checkpoints/pcnn_cpu_blocks40_stage4.safetensors` (see `checkpoints/README.md`), on the 2-core CPU machine.
+#
+# With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
+
+# %%
+import os, sys
+SMOKE = os.environ.get("PCNN_SMOKE") == "1"   # CI: shrink every size, skip nothing
+COUNT = 2 if SMOKE else 8        # images per click in the scripted run below
+
+# %%
+# Set-up. On Colab or Kaggle (or with PCNN_SETUP=remote) clone the project at a pinned ref, install it
+# (keeping the runtime's torch) and work inside the checkout, where configs/, checkpoints/ and results/
+# are. In a local checkout this cell does nothing. A fork: put its URL in PCNN_REPO (README "Forks").
+import subprocess, tempfile
+from pathlib import Path
+PCNN_REPO = os.environ.get("PCNN_REPO", "https://github.com/OWNER/pcnn")
+PCNN_REF = os.environ.get("PCNN_REF", "v0.1.0")   # pinned: the tag v<pcnn.__version__>, or a commit
+REMOTE = ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+          or os.environ.get("PCNN_SETUP") == "remote")
+if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.py").is_file()):
+    if "/OWNER/" in PCNN_REPO:
+        raise SystemExit("Set PCNN_REPO (in this cell or the environment) to your pcnn repository's URL, "
+                         "e.g. https://github.com/<you>/pcnn, then run this cell again.")
+    checkout = Path("pcnn_repo").resolve()
+    if not (checkout / "pyproject.toml").is_file():
+        git = lambda *a: subprocess.run(["git", "-C", str(checkout), *a], check=True)  # noqa: E731
+        checkout.mkdir(exist_ok=True)
+        git("init", "-q")
+        git("fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF)
+        git("checkout", "-q", "FETCH_HEAD")
+    from importlib.metadata import PackageNotFoundError, version
+    keep = Path(tempfile.mkdtemp(), "keep-torch.txt")   # pip may add packages but must not replace torch
+    try:
+        keep.write_text(f"torch=={version('torch')}\n")
+    except PackageNotFoundError:
+        keep.write_text("")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)], check=True)
+    os.chdir(checkout)
+
+# %%
+# %matplotlib inline
+# %config InlineBackend.figure_format = "png"
+import matplotlib.pyplot as plt
+import torch
+import pcnn
+from pcnn import notebook as nb
+nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
+if SMOKE and not torch.cuda.is_available():
+    torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
+DEVICE = nb.device()
+ROOT = nb.repo_root()
+DATA = nb.ensure_data()      # $PCNN_DATA_DIR, a Kaggle input data set, or <repo>/data (downloaded when missing)
+print(nb.describe_setup(DATA, DEVICE, SMOKE))
+
+# %% [markdown]
+# ## Sample a class
+# Choose the class, the number of images (1-16; tiles stay 128 px whatever the count) and a seed, then
+# press **Sample**. The same seed and class give the same images.
+
+# %%
+from pcnn.widgets import SamplerWidget
+model, source = nb.get_model(dev=DEVICE)
+print("model:", source)
+w = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07")
+w.display();
+
+# %% [markdown]
+# ## Finish this panda as a pizza: class-conditional completion
+# Interactive: pick an image index, the rows to keep and a seed, press **Complete**.
+# `pcnn.complete` keeps the top `KEEP_ROWS` rows of a validation image and samples the rest under each class, with the same noise (the cached sampler, its layer caches filled from the kept rows).
+
+# %%
+from pcnn.data import load_split
+from pcnn.widgets import CompletionWidget
+val = load_split("validation", DATA, show_progress=False)
+cw = CompletionWidget(model, val.images, val.labels)   # pick an image index, the rows to keep, press Complete
+cw.display();
+
+# %% [markdown]
+# ---
+# ## Scripted: the same code paths, run without clicks (CI executes these)
+# A second sampler widget, driven by code: setting its controls and calling `on_sample` / `on_save`
+# runs exactly what a click on **Sample** / **Save PNGs** runs. The interactive widgets above are not
+# touched.
+
+# %%
+ws = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07")
+ws.class_dropdown.value = 1      # panda
+ws.count.value = COUNT
+ws.seed.value = 0
+images = ws.on_sample(ws.sample_button)
+saved = ws.on_save(ws.save_button)
+print(ws.status.value, "|", [p.name for p in saved])
+ws.display();
+
+# %% [markdown]
+# ## Same noise, every class
+# Each column uses one noise draw for all four classes, so what changes down a column is only the class: how much the class steers a sample.
+
+# %%
+PER_CLASS = 2 if SMOKE else 6
+grid = pcnn.same_noise_grid(model, per_class=PER_CLASS, seed=0)
+nb.show_grid(grid, width=None)
+plt.show()
+
+# %% [markdown]
+# Completion, scripted: the first panda and the first pizza of the validation split, top half kept.
+
+# %%
+KEEP_ROWS = 16                    # of 32
+picks = [int((val.labels == c).nonzero()[0]) for c in (1, 3)]   # the first panda and the first pizza
+originals = val.images[picks]
+completions = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=0)   # (2, 4, 3, 32, 32)
+assert torch.equal(completions[:, :, :, :KEEP_ROWS], originals[:, None, :, :KEEP_ROWS].expand_as(completions[:, :, :, :KEEP_ROWS]))
+nb.show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS), width=None)
+plt.show()

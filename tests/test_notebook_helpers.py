@@ -1,0 +1,144 @@
+"""pcnn.notebook helpers the numbered notebooks call: set-up, paths, progress, CSV, configs."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import pcnn
+from pcnn import notebook as nb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fake_dataset(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for s in ("train", "validation", "test"):
+        (folder / f"{s}.csv").write_text("")
+    return folder
+
+
+def test_find_kaggle_data(tmp_path):
+    assert nb.find_kaggle_data(tmp_path / "missing") is None
+    assert nb.find_kaggle_data(tmp_path) is None
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "train.csv").write_text("")        # incomplete: no validation/test CSVs
+    want = _fake_dataset(tmp_path / "cpen455" / "data")
+    assert nb.find_kaggle_data(tmp_path) == want
+
+
+def test_data_dir_prefers_env_then_kaggle(tmp_path, monkeypatch):
+    monkeypatch.setenv("PCNN_DATA_DIR", str(tmp_path / "mine"))
+    assert nb.data_dir() == tmp_path / "mine"
+    monkeypatch.delenv("PCNN_DATA_DIR")
+    monkeypatch.setattr(nb, "KAGGLE_INPUT", tmp_path / "input")
+    assert nb.data_dir() == nb.repo_root() / "data"
+    want = _fake_dataset(tmp_path / "input" / "cpen")
+    assert nb.data_dir() == want
+
+
+def test_show_path_and_scrub(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setenv("PCNN_DATA_DIR", str(tmp_path / "data"))
+    assert nb.show_path(ROOT / "runs" / "x", root=ROOT) == "runs/x"
+    assert nb.show_path(tmp_path / "data", root=ROOT) == "$PCNN_DATA_DIR"
+    tmp = Path(tempfile.gettempdir()).resolve()
+    assert nb.show_path(tmp / "pcnn-fid-1" / "generated", root=ROOT) == "<tmp>/pcnn-fid-1/generated"
+    assert nb.show_path("/nonexistent/a/b/c", root=ROOT) == ".../b/c"
+    gen = tmp / "pcnn-fid-1" / "generated"
+    assert nb.scrub_paths(f"images ({gen}) vs {tmp_path / 'data'}", gen, tmp_path / "data") == \
+        "images (<tmp>/pcnn-fid-1/generated) vs $PCNN_DATA_DIR"
+
+
+def test_describe_setup_has_no_absolute_paths(monkeypatch):
+    monkeypatch.setenv("PCNN_DATA_DIR", "/somewhere/cpen455")
+    line = nb.describe_setup(Path("/somewhere/cpen455"), torch.device("cpu"), True)
+    assert line.startswith("environment: local, device: cpu, data: $PCNN_DATA_DIR, smoke: True, pcnn 0.1.0 at ")
+    assert "/somewhere" not in line
+
+
+def test_setup_plots_sizes():
+    import matplotlib.pyplot as plt
+    with plt.rc_context():
+        nb.setup_plots(dpi=90, font_size=12)
+        assert plt.rcParams["figure.dpi"] == 90 and plt.rcParams["font.size"] == 12
+        assert plt.rcParams["axes.titlesize"] == 13 and plt.rcParams["xtick.labelsize"] == 11
+
+
+def test_progress_line_keeps_final_state():
+    p = nb.ProgressLine("log p(x|c)", unit="images")
+    assert p.text == "log p(x|c): starting" and p.handle is None     # no IPython here: text only
+    p(3, 10)
+    assert p.text.startswith("log p(x|c): 3 / 10 images in ")
+    p(10, 10)
+    assert p.text.startswith("log p(x|c): 10 / 10 images in ") and p.text.endswith(" s")
+
+
+def test_write_predictions(tmp_path):
+    ll = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-9.0, -2.5, -3.0, -1.25]])
+    out = nb.write_predictions(tmp_path / "a" / "pred.csv", ["test/1.jpg", "test/2.jpg"], ll)
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["id", "label", "loglik_hamburger", "loglik_panda", "loglik_koala", "loglik_pizza"]
+    assert rows[1] == ["test/1.jpg", "0", "-1.0000", "-2.0000", "-3.0000", "-4.0000"]
+    assert rows[2] == ["test/2.jpg", "3", "-9.0000", "-2.5000", "-3.0000", "-1.2500"]
+    with pytest.raises(ValueError, match="one row"):
+        nb.write_predictions(tmp_path / "b.csv", ["x"], ll)
+
+
+def test_tiny_train_config_reads_smoke_json():
+    d = json.loads((ROOT / "configs" / "smoke.json").read_text())
+    cfg = nb.tiny_train_config()
+    assert cfg.model.nr_filters == d["model"]["nr_filters"] and cfg.model.nr_resnet == d["model"]["nr_resnet"]
+    assert cfg.batch_size == d["batch_size"] and cfg.max_steps == 4 and cfg.model.image_size == 32
+    cfg = nb.tiny_train_config(image_size=8, steps=None, fusion="late", batch_size=4, ema=0.0)
+    assert cfg.model.image_size == 8 and cfg.max_steps is None and cfg.batch_size == 4 and cfg.ema == 0.0
+    assert "late" in str(cfg.model.fusion)
+    assert nb.config_path("smoke.json") == ROOT / "configs" / "smoke.json"
+    with pytest.raises(FileNotFoundError, match="set-up cell"):
+        nb.config_path("no_such_preset.json")
+
+
+def test_get_model_uses_the_shipped_checkpoint_or_says_what_to_do(tmp_path, monkeypatch):
+    model, source = nb.get_model(dev=torch.device("cpu"))
+    assert source == "shipped checkpoint pcnn_cpu_blocks40_stage4.safetensors"
+    assert isinstance(model, pcnn.PixelCNNpp) and model.config.nr_filters == 40
+    monkeypatch.chdir(tmp_path)                                   # outside any checkout: no checkpoint
+    monkeypatch.setattr(nb, "find_checkpoint", lambda root=None: None)
+    with pytest.raises(FileNotFoundError, match="set-up cell"):
+        nb.get_model()
+
+
+def test_read_sample_set(tmp_path):
+    from pcnn.sample import save_png
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (3, 3, 4, 4), generator=g, dtype=torch.uint8)
+    for img, name in zip(imgs, ["Class1_image_00.png", "Class0_image_01.png", "Class0_image_00.png"]):
+        save_png(img, tmp_path / name)
+    (tmp_path / "samples_grid.png").write_bytes(b"")             # other files are ignored
+    got, labels = nb.read_sample_set(tmp_path)
+    assert labels.tolist() == [0, 0, 1]
+    assert torch.equal(got, imgs[[2, 1, 0]])
+    with pytest.raises(FileNotFoundError):
+        nb.read_sample_set(tmp_path / "empty")
+
+
+def test_show_grid_native_size():
+    import matplotlib.pyplot as plt
+    fig = nb.show_grid(torch.zeros(3, 50, 200, dtype=torch.uint8), width=None)
+    w, h = fig.get_size_inches() * fig.dpi
+    assert (round(w), round(h)) == (200, 50)
+    plt.close(fig)
+
+
+def test_show_progress_follows_tqdm_disable(monkeypatch, tmp_path):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert nb.show_progress()
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not nb.show_progress()
+    seen = {}
+    monkeypatch.setattr(nb, "write_sample_set", lambda *a, **kw: seen.update(kw) or [])
+    nb.write_fid_samples(None, tmp_path / "g", per_class=1)
+    assert seen["show_progress"] is False                       # recorded runs draw no bar
+    nb.write_fid_samples(None, tmp_path / "g", per_class=1, progress=True)
+    assert seen["show_progress"] is True
