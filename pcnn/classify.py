@@ -191,11 +191,12 @@ def metrics(y_true, y_pred, num_classes: int) -> dict:
 
 
 def write_predictions(path, ids: Sequence[str], labels, log_liks: Optional[torch.Tensor] = None,
-                      course_format: bool = False) -> Path:
+                      course_format: bool = False, class_names: Optional[Sequence[str]] = None) -> Path:
     """Write predictions as CSV and return the path.
 
     Default: a header ``id,label[,loglik_0,...]`` then one row per image (``log_liks``
-    (N, C) adds the per-class log p(x|c) in nats). ``course_format=True``: the layout of the
+    (N, C) adds the per-class log p(x|c) in nats; ``class_names`` names those columns
+    ``loglik_<name>``). ``course_format=True``: the layout of the
     course's own CSVs, no header, rows ``test/0000001.jpg,2`` (the split's CSV with the
     labels filled in), for submissions.
     """
@@ -210,7 +211,9 @@ def write_predictions(path, ids: Sequence[str], labels, log_liks: Optional[torch
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         if not course_format:
-            w.writerow(["id", "label", *([] if log_liks is None else [f"loglik_{c}" for c in range(log_liks.shape[1])])])
+            cols = [] if log_liks is None else [f"loglik_{class_names[c] if class_names else c}"
+                                                for c in range(log_liks.shape[1])]
+            w.writerow(["id", "label", *cols])
         rows = log_liks.tolist() if log_liks is not None else [[] for _ in labels]
         for i, lab, ll in zip(ids, labels, rows):
             w.writerow([i, lab, *[f"{v:.6f}" for v in ll]])

@@ -31,19 +31,22 @@ from typing import Optional, Sequence
 import torch
 
 from . import __version__
-from . import data as pdata
+from . import paths
 from .checkpoint import load
+from .classify import write_predictions  # noqa: F401  (nb.write_predictions in the notebooks)
 from .config import CPEN455_CLASSES
-from .data import ENV_VAR
+from .data import DataError, verify
+from .download import download as download_data
+from .paths import DATA_ENV_VAR as ENV_VAR
+from .paths import preset_path
+from .precision import resolve_device
 from .sample import grid_path_for, write_sample_set
-from .train import TrainConfig, train
+from .train import TrainConfig, read_metrics, train  # noqa: F401  (read_metrics: nb.read_metrics)
 
 #: Environment variable that turns on smoke mode (tiny sizes, used by CI); notebooks read it.
 SMOKE_VAR = "PCNN_SMOKE"
 #: Where Kaggle mounts the data sets added to a notebook.
 KAGGLE_INPUT = Path("/kaggle/input")
-#: The checkout's folder of training presets (configs/*.json).
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 # --------------------------------------------------------------------------- environment
@@ -58,18 +61,13 @@ def environment() -> str:
 
 
 def device() -> torch.device:
-    """CUDA when there is a GPU, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when there is a GPU, else CPU (:func:`pcnn.precision.resolve_device`)."""
+    return resolve_device("auto")
 
 
 def repo_root(start=None) -> Path:
-    """The project checkout (the folder with ``pyproject.toml`` and ``pcnn/``) above ``start``
-    (default: the current folder), else the current folder (e.g. pip-installed on Colab)."""
-    here = Path(start or Path.cwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / "pyproject.toml").is_file() and (p / "pcnn").is_dir():
-            return p
-    return here
+    """The project checkout (:func:`pcnn.paths.repo_root`), else the current folder."""
+    return paths.repo_root(start) or Path(start or Path.cwd()).resolve()
 
 
 def find_kaggle_data(input_root=None) -> Optional[Path]:
@@ -88,26 +86,25 @@ def find_kaggle_data(input_root=None) -> Optional[Path]:
 def data_dir() -> Path:
     """The data folder: ``$PCNN_DATA_DIR`` if set, else a Kaggle input data set
     (:func:`find_kaggle_data`), else ``<repo>/data``."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
+    if os.environ.get(ENV_VAR):
+        return paths.resolve_data_dir()
     return find_kaggle_data() or repo_root() / "data"
 
 
 def ensure_data(root=None, download: Optional[bool] = None) -> Path:
-    """The data folder (see :func:`data_dir`), fetched with :func:`pcnn.data.download` when missing.
+    """The data folder (see :func:`data_dir`), fetched with :func:`pcnn.download.download` when missing.
 
     ``download=None`` downloads only when the data is absent; the folder is also
     exported as ``$PCNN_DATA_DIR`` so later :mod:`pcnn` calls find it.
     """
     root = Path(root) if root is not None else data_dir()
     try:
-        complete = not any(r["missing"] for r in pdata.verify(root).values())
-    except pdata.DataError:
+        complete = not any(r["missing"] for r in verify(root).values())
+    except DataError:
         complete = False
     if not complete and download is not False:
-        pdata.download(root)
-    os.environ[pdata.ENV_VAR] = str(root)
+        download_data(root)
+    os.environ[ENV_VAR] = str(root)
     return root
 
 
@@ -200,43 +197,21 @@ class ProgressLine:
             self.handle.update({"text/plain": self.text}, raw=True)
 
 
-def write_predictions(path, ids: Sequence[str], log_likelihoods: torch.Tensor,
-                      class_names: Sequence[str] = CPEN455_CLASSES) -> Path:
-    """The test-split prediction CSV: a header ``id,label,loglik_<class>...``, then one row per
-    image: its id (the CSV path), ``argmax_c log p(x | c)`` and the log-likelihoods (nats, 4
-    decimals). Returns ``path`` (parent folders are created)."""
-    import csv
-    ll = torch.as_tensor(log_likelihoods)
-    if ll.dim() != 2 or len(ll) != len(ids):
-        raise ValueError(f"need one row of log-likelihoods per id, got {tuple(ll.shape)} for {len(ids)} ids")
-    names = list(class_names)[:ll.shape[1]] + [f"Class{c}" for c in range(len(class_names), ll.shape[1])]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label", *[f"loglik_{n}" for n in names]])
-        for i, lab, row in zip(ids, ll.argmax(1).tolist(), ll.tolist()):
-            w.writerow([i, lab, *[f"{v:.4f}" for v in row]])
-    return path
-
-
 # --------------------------------------------------------------------------- checkpoints
 
-def find_checkpoint(root=None) -> Optional[Path]:
-    """The shipped checkpoint ``<repo>/checkpoints/*.safetensors`` (first by name), or None."""
-    folder = repo_root(root) / "checkpoints"
-    found = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    return found[0] if found else None
+def find_checkpoint() -> Optional[Path]:
+    """The shipped checkpoint (:func:`pcnn.paths.default_checkpoint`), or None."""
+    return paths.default_checkpoint()
 
 
 def config_path(name: str) -> Path:
-    """``configs/<name>`` of the checkout pcnn runs from (next to the package, else under
-    :func:`repo_root`); a ``FileNotFoundError`` saying what to do when neither has it."""
-    for folder in (CONFIGS, repo_root() / "configs"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"configs/{name} not found: run the notebook's set-up cell (it clones the "
-                            "repository and works inside the checkout) or start it from a checkout")
+    """``configs/<name>`` (:func:`pcnn.paths.preset_path`: package data or the checkout's); a
+    ``FileNotFoundError`` saying what to do when there is none."""
+    try:
+        return preset_path(name)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"configs/{name} not found: run the notebook's set-up cell (it clones the "
+                                "repository and works inside the checkout) or start it from a checkout") from None
 
 
 def tiny_train_config(image_size: Optional[int] = None, steps: Optional[int] = 4, fusion: Optional[str] = None,
@@ -291,14 +266,6 @@ def _quiet(on: bool = True):
 
 
 # --------------------------------------------------------------------------- metrics files
-
-def read_metrics(workdir) -> list:
-    """Rows of ``workdir/metrics.jsonl`` (one dict per epoch; empty if absent)."""
-    path = Path(workdir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
 
 def find_runs(*roots) -> list:
     """Folders under ``roots`` (recursively) that hold a non-empty ``metrics.jsonl``, sorted."""

@@ -21,11 +21,19 @@ SHIPPED_CHECKPOINT = "pcnn_cpu_blocks40_stage4.safetensors"
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def repo_root() -> Optional[Path]:
-    """The checkout this package was imported from (the folder holding ``pyproject.toml`` and
-    ``pcnn/``), or None for an installed wheel."""
-    root = _PACKAGE.parent
-    return root if (root / "pyproject.toml").is_file() else None
+def _is_checkout(p: Path) -> bool:
+    return (p / "pyproject.toml").is_file() and (p / "pcnn").is_dir()
+
+
+def repo_root(start=None) -> Optional[Path]:
+    """The pcnn checkout: the one this package was imported from (an editable install or
+    ``sys.path``), else the first folder holding ``pyproject.toml`` and ``pcnn/`` at or above
+    ``start`` (default: the current folder; e.g. a notebook that cloned the repository, pip
+    installed it and changed into it), else None."""
+    if _is_checkout(_PACKAGE.parent):
+        return _PACKAGE.parent
+    here = Path(start or Path.cwd()).resolve()
+    return next((q for q in (here, *here.parents) if _is_checkout(q)), None)
 
 
 def resolve_data_dir(data_dir=None) -> Path:

@@ -22,7 +22,7 @@ import torch
 from .config import CPEN455_CLASSES
 from .data import augment
 from .likelihood import bits_per_dim
-from .notebook import read_metrics
+from .train import read_metrics
 
 CHANNELS = (("R", "red"), ("G", "green"), ("B", "blue"))
 

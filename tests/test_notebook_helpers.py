@@ -75,15 +75,17 @@ def test_progress_line_keeps_final_state():
     assert p.text.startswith("log p(x|c): 10 / 10 images in ") and p.text.endswith(" s")
 
 
-def test_write_predictions(tmp_path):
+def test_write_predictions_with_class_names(tmp_path):
+    """The notebooks write the test CSV with pcnn.classify.write_predictions (one writer)."""
+    from pcnn.classify import write_predictions
     ll = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-9.0, -2.5, -3.0, -1.25]])
-    out = nb.write_predictions(tmp_path / "a" / "pred.csv", ["test/1.jpg", "test/2.jpg"], ll)
+    out = write_predictions(tmp_path / "a" / "pred.csv", ["test/1.jpg", "test/2.jpg"], ll.argmax(1), ll,
+                            class_names=pcnn.config.CPEN455_CLASSES)
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["id", "label", "loglik_hamburger", "loglik_panda", "loglik_koala", "loglik_pizza"]
-    assert rows[1] == ["test/1.jpg", "0", "-1.0000", "-2.0000", "-3.0000", "-4.0000"]
-    assert rows[2] == ["test/2.jpg", "3", "-9.0000", "-2.5000", "-3.0000", "-1.2500"]
-    with pytest.raises(ValueError, match="one row"):
-        nb.write_predictions(tmp_path / "b.csv", ["x"], ll)
+    assert rows[1] == ["test/1.jpg", "0", "-1.000000", "-2.000000", "-3.000000", "-4.000000"]
+    assert rows[2] == ["test/2.jpg", "3", "-9.000000", "-2.500000", "-3.000000", "-1.250000"]
+    assert nb.write_predictions is write_predictions
 
 
 def test_tiny_train_config_reads_smoke_json():

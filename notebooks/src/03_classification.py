@@ -136,7 +136,8 @@ plt.show()
 test = subset(load_split("test", DATA, show_progress=False), N_TEST)
 ll_test = pcnn.log_likelihoods(model, to_float(test.images), batch_size=BATCH,
                                progress=nb.ProgressLine("log p(x|c), test", unit="(image, class) pairs"))
-out = nb.write_predictions(ROOT / "runs" / "notebook_03" / "test_predictions.csv", test.paths, ll_test, CLASS_NAMES)
+out = pcnn.classify.write_predictions(ROOT / "runs" / "notebook_03" / "test_predictions.csv", test.paths,
+                                      ll_test.argmax(1), ll_test, class_names=CLASS_NAMES)
 lines = out.read_text().splitlines()
 print(f"wrote {len(lines) - 1} rows to {nb.show_path(out)}")
 print(lines[0])
