@@ -387,10 +387,12 @@ def plot_curves(runs, ax_bpd=None, ax_acc=None):
     ax_acc.set_ylabel("validation accuracy")
     ax_acc.set_title("likelihood classification")
     ax_acc.set_ylim(0, 1)
+    from matplotlib.ticker import MaxNLocator
     for ax in (ax_bpd, ax_acc):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend()
     fig.tight_layout()
     return fig
 

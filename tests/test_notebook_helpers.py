@@ -144,3 +144,16 @@ def test_show_progress_follows_tqdm_disable(monkeypatch, tmp_path):
     assert seen["show_progress"] is False                       # recorded runs draw no bar
     nb.write_fid_samples(None, tmp_path / "g", per_class=1, progress=True)
     assert seen["show_progress"] is True
+
+
+def test_plot_curves_whole_epochs_and_readable_legend():
+    import matplotlib.pyplot as plt
+    rows = [{"epoch": e, "train_bpd": 5.0 - 0.1 * e, "val_bpd": 5.1 - 0.1 * e, "val_acc": 0.3 + 0.1 * e} for e in (1, 2, 3)]
+    fig = nb.plot_curves({"run": rows})
+    ax_bpd, ax_acc = fig.axes[:2]
+    ticks = [t for t in ax_bpd.get_xticks() if 1 <= t <= 3]
+    assert ticks == [1.0, 2.0, 3.0]
+    assert [t.get_text() for t in ax_bpd.get_legend().get_texts()] == ["run train", "run val"]
+    assert ax_bpd.get_legend().get_texts()[0].get_fontsize() >= 9
+    assert list(ax_acc.get_lines()[0].get_ydata()) == pytest.approx([0.4, 0.5, 0.6])
+    plt.close(fig)
