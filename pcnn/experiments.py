@@ -14,7 +14,7 @@ lower validation bits/dim, the same rule as :mod:`pcnn.train`'s export.
 :func:`results_from_run` builds it from a training workdir (``config.json``,
 ``metrics.jsonl``, ``model.safetensors``), :func:`load_results` reads a folder of
 them, :func:`results_table` / :func:`markdown_table` make the table and
-:func:`plot_results` the bar plots.
+:func:`pcnn.plots.plot_results` the bar plots.
 """
 from __future__ import annotations
 
@@ -165,26 +165,6 @@ def markdown_table(results: Iterable[dict], columns=COLUMNS) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def plot_results(results: Sequence[dict], keys: Sequence[str] = ("accuracy", "accuracy_ema", "macro_f1", "val_bpd", "fid_192",
-                                                                "fid_2048")):
-    """One bar plot per metric (missing values left out); returns the figure."""
-    import matplotlib.pyplot as plt
-    titles = {k: h for k, h, _ in COLUMNS}
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), squeeze=False)
-    names = [r["name"] for r in results]
-    for ax, key in zip(axes[0], keys):
-        vals = [_cell(r, key) for r in results]
-        xs = [i for i, v in enumerate(vals) if v is not None]
-        ax.bar(xs, [vals[i] for i in xs], color=[f"C{i % 10}" for i in xs])
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_title(titles.get(key, key), fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-        if not xs:
-            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    return fig
 
 
 def run_and_record(config, workdir, out_json, name: Optional[str] = None, train_data=None, val_data=None,

@@ -38,7 +38,8 @@ def report(out: Path) -> int:
     """Table and plots of the results files in ``out``."""
     import matplotlib
     matplotlib.use("Agg")
-    from pcnn.experiments import load_results, markdown_table, plot_results
+    from pcnn.experiments import load_results, markdown_table
+    from pcnn.plots import plot_results
     order = {n: i for i, n in enumerate(STRATEGIES)}
     results = sorted(load_results(out), key=lambda r: order.get(r["name"], len(order)))
     if not results:
