@@ -49,6 +49,10 @@ Every pixel is drawn with ``sample_from_params(mixture_params(...))`` and the
 same pre-drawn noise as the naive sampler, so both methods give the same
 images up to floating-point reassociation (the same numbers in a different
 summation order). The result is in the model's dtype.
+
+It is one module of about 450 lines because it mirrors the model layer by layer
+(``tests/test_fast_sample.py`` checks every config field against one full forward);
+split up, the mirror would sit apart from what it mirrors.
 """
 from __future__ import annotations
 

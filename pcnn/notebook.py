@@ -14,6 +14,9 @@ local), and draws figures. The notebooks stay thin: they import :mod:`pcnn` and 
 * plotting: :func:`show_images`, :func:`plot_confusion`, :func:`plot_curves`,
   :class:`LiveLossPlot` / :func:`train_live` (a loss plot that redraws after each epoch).
 * :func:`strip_notebook` / :func:`strip_file` -- remove execution counts and volatile metadata.
+
+It runs past 400 lines because it gathers the small helpers of all seven notebooks in one
+face; figures with logic of their own live in :mod:`pcnn.plots`.
 """
 from __future__ import annotations
 
