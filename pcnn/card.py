@@ -23,9 +23,10 @@ from typing import Optional, Sequence
 from .checkpoint import atomic_write, load, read_metadata
 from .classify import calibration, log_likelihoods, score
 from .data import load_split, to_float
+from .config import CPEN455_CLASSES
 from .fid import fid_from_dirs
-from .paths import resolve_data_dir
 from .generation import evaluate_generation
+from .paths import resolve_data_dir
 from .sample import save_png, write_sample_set
 from .train import read_metrics
 
@@ -116,11 +117,12 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 125, seed: i
     cfg = model.config
     val = load_split("validation", data_dir, size=cfg.image_size, show_progress=progress)
     card = {"checkpoint": ckpt.name, "config": cfg.to_dict(), "metadata": read_metadata(ckpt)}
+    x = to_float(val.images)
     t0 = time.perf_counter()
-    ll = log_likelihoods(model, to_float(val.images), batch_size=batch_size)
+    ll = log_likelihoods(model, x, batch_size=batch_size)
     card["classification"] = score(ll, val.labels, cfg)
     card["classification"]["seconds"] = round(time.perf_counter() - t0, 1)
-    ll_flip = log_likelihoods(model, to_float(val.images), batch_size=batch_size, flip_average=True)
+    ll_flip = log_likelihoods(model, x, batch_size=batch_size, flip_average=True)
     card["classification_flip_average"] = score(ll_flip, val.labels, cfg)
     card["calibration"] = calibration(ll, val.labels)
     reliability_plot(card["calibration"], out / "reliability.png")
@@ -132,7 +134,7 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 125, seed: i
         # them too); hence per_class <= 129, the koala count, and 125 (500 images) by default.
         gen = evaluate_generation([samples], resolve_data_dir(data_dir) / "test", data_dir=data_dir, real_floor=True,
                                   floor_dir=out / "real_floor", cache_dir=cache_dir,
-                                  log=(lambda m: log(m)) if progress else None)
+                                  log=log if progress else None)
         card["generation"] = gen
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rank-deficient by design (100 images, 192 dims)
@@ -153,7 +155,7 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 125, seed: i
 def card_markdown(card: dict) -> str:
     """The card as a short Markdown report (what card.md holds)."""
     c, f = card["classification"], card["classification_flip_average"]
-    names = ["hamburger", "panda", "koala", "pizza"][:len(c["per_class_accuracy"])]
+    names = CPEN455_CLASSES[:len(c["per_class_accuracy"])]
     lines = [f"# Model card: `{card['checkpoint']}`", "",
              f"Model: {card['config']['nr_resnet']}/{card['config']['nr_filters']}/"
              f"{card['config']['nr_logistic_mix']}, fusion {'+'.join(card['config']['fusion'])}.", "",

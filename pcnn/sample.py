@@ -222,7 +222,10 @@ def same_noise_grid(model, per_class: int = 8, seed: int = 0, classes: Optional[
 def make_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tensor:
     """uint8 images (N, 3, H, W) -> one uint8 grid image (3, H', W'), white padding."""
     from torchvision.utils import make_grid as tv_grid
-    return tv_grid(images, nrow=nrow, padding=pad, pad_value=255)
+    grid = tv_grid(images, nrow=nrow, padding=pad, pad_value=255)
+    if len(images) == 1:  # torchvision returns a lone image unpadded; pad it like a grid of many
+        grid = torch.nn.functional.pad(grid, (pad, pad, pad, pad), value=255)
+    return grid
 
 
 def save_png(image: torch.Tensor, path) -> Path:

@@ -9,9 +9,8 @@ the segment it was in and a rerun skips what is logged.
 The x axis is compute: the cumulative process CPU time of each size's run
 (training, its epoch-end evaluations and start-up) in CPU-hours. CPU time rather
 than wall time, so that other work on the machine slows a probe without
-moving its points. Each segment's wall time is logged beside it.
-The choice rule,
-:func:`extrapolate`, was fixed before the probe ran: fit
+moving its points. Each segment's wall time is logged beside it. The choice
+rule, :func:`extrapolate`, was fixed before the probe ran: fit
 ``bpd(t) = a + b / sqrt(t)`` to each size's best-of(EMA, raw) validation bits/dim
 and pick the size with the lowest prediction at the target budget. It is a crude
 law (the exponent is fixed, not fitted, because a few points per size cannot pin
@@ -30,6 +29,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .data import read_csv
 from .model import PixelCNNpp
 from .precision import cpu_name
 from .train import TrainConfig, train
@@ -116,7 +116,7 @@ def run_probe(base: dict, sizes: Sequence[str], workroot, log_path, segments: in
                                    "use val_every=1 in the probe recipe")
             batch = seg_cfg["batch_size"]
             n_train = len(train_data[1]) if isinstance(train_data, tuple) else (
-                len(train_data.labels) if train_data is not None else 3899)
+                len(train_data.labels) if train_data is not None else len(read_csv("train", seg_cfg.get("data_dir"))))
             best = min(v for v in (row.get("val_bpd"), row.get("val_bpd_raw")) if v is not None)
             rec = {"size": size, "parameters": params, "segment": seg,
                    "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 1), "step": row["step"],

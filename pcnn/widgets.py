@@ -150,8 +150,6 @@ class SamplerWidget:
     def _show(self, images: torch.Tensor) -> None:
         """Draw ``images`` as the grid, the image element sized to the PNG's own pixels."""
         grid = make_grid(images.cpu(), nrow=min(len(images), self.ncol))
-        if len(images) == 1:   # torchvision returns a lone image unpadded; pad it like the others
-            grid = torch.nn.functional.pad(grid, (2, 2, 2, 2), value=255)
         self.grid_png = _png_bytes(grid, self.upscale)
         w, h = self.grid_size(len(images))
         self.image.layout.width, self.image.layout.height = f"{w}px", f"{h}px"

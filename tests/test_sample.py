@@ -67,3 +67,11 @@ def test_write_sample_set_replaces_an_earlier_set(tmp_path):
     paths = write_sample_set(model, tmp_path / "s", per_class=1, show_progress=False)
     assert sorted(p.name for p in (tmp_path / "s").glob("*.png")) == sorted(p.name for p in paths)
     assert len(paths) == 4 and (tmp_path / "s" / "notes.txt").exists()
+
+
+def test_make_grid_pads_a_lone_image_like_a_grid():
+    from pcnn.sample import make_grid
+    imgs = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    one, two = make_grid(imgs[:1], nrow=1), make_grid(imgs, nrow=2)
+    assert one.shape == (3, 8, 8) and two.shape == (3, 8, 14)
+    assert int(one[:, 0].min()) == 255 and int(one[:, 2:6, 2:6].max()) == 0
