@@ -318,14 +318,21 @@ def show_grid(image: torch.Tensor, title: Optional[str] = None, width: Optional[
     inches wide; ``width=None``: at its own pixel size (one image pixel per figure pixel)."""
     plt = _plt()
     h, w = image.shape[1:]
+    title_in = 0.3 if title else 0.0
     if width is None:
-        width = w / plt.rcParams["figure.dpi"]
-    fig, ax = plt.subplots(figsize=(width, width * h / w + (0.3 if title else 0)))
+        # Axes fill the figure exactly: tight_layout's margins would shrink (resample) the image
+        # and cut into the row labels drawn at its left edge.
+        dpi = plt.rcParams["figure.dpi"]
+        fig = plt.figure(figsize=(w / dpi, h / dpi + title_in))
+        ax = fig.add_axes((0.0, 0.0, 1.0, (h / dpi) / (h / dpi + title_in)))
+    else:
+        fig, ax = plt.subplots(figsize=(width, width * h / w + title_in))
     ax.imshow(to_hwc(image), interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
+    if width is not None:
+        fig.tight_layout()
     return fig
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 import pcnn
@@ -127,9 +128,18 @@ def test_read_sample_set(tmp_path):
 
 def test_show_grid_native_size():
     import matplotlib.pyplot as plt
-    fig = nb.show_grid(torch.zeros(3, 50, 200, dtype=torch.uint8), width=None)
+    img = torch.randint(0, 256, (3, 50, 200), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    fig = nb.show_grid(img, width=None)
     w, h = fig.get_size_inches() * fig.dpi
     assert (round(w), round(h)) == (200, 50)
+    fig.canvas.draw()  # one figure pixel per image pixel: no margin, no resampling of the labels
+    shown = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()).permute(2, 0, 1)
+    assert torch.equal(shown, img)
+    plt.close(fig)
+    fig = nb.show_grid(img, title="t", width=None)  # a title adds a strip above, the image stays 1:1
+    fig.canvas.draw()
+    shown = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()).permute(2, 0, 1)
+    assert torch.equal(shown[:, -50:], img)
     plt.close(fig)
 
 
