@@ -80,12 +80,19 @@ def cmd_train(args) -> int:
         return 2
     try:
         train_data, val_data = read_data_tensors(args.data_tensors) if args.data_tensors else (None, None)
-        train(cfg, args.workdir, train_data, val_data, resume=args.resume, progress=not args.no_progress,
-              overwrite=args.overwrite)
+        hist = train(cfg, args.workdir, train_data, val_data, resume=args.resume, progress=not args.no_progress,
+                     overwrite=args.overwrite)
     # ValueError: the project's own errors (WorkdirError, CheckpointError, DataError) and bad inputs.
     except (ValueError, TrainingStopped, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # a second Ctrl-C / SIGTERM: no partial export, last.pt is as last saved
+        print(f"interrupted ({e or 'KeyboardInterrupt'}); continue from the last saved state with "
+              f"--resume --workdir {args.workdir}", file=sys.stderr)
+        return 130
+    if hist and hist[-1].get("partial"):
+        print(f"stopped inside epoch {hist[-1]['epoch']} (exported, last.pt saved); continue with "
+              f"--resume --workdir {args.workdir}", file=sys.stderr)
     return 0
 
 

@@ -236,6 +236,67 @@ def test_sigkill_then_resume(tmp_path):
     assert_same_tensors(load_state(tmp_path / "straight")["model"], done["model"], "model after kill+resume")
 
 
+def _signal_after_steps(monkeypatch, at_steps, sig):
+    """Make the process send itself ``sig`` right after training steps ``at_steps`` (1-based)."""
+    import pcnn.train.loop as loop
+    orig, count = loop.Trainer._train_step, {"n": 0}
+
+    def step(self, x, y):
+        out = orig(self, x, y)
+        count["n"] += 1
+        if count["n"] in at_steps:
+            os.kill(os.getpid(), sig)
+        return out
+    monkeypatch.setattr(loop.Trainer, "_train_step", step)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_at_the_next_batch_exports_and_resumes_exactly(tmp_path, monkeypatch, capsys, sig):
+    """Ctrl-C / Jupyter's interrupt / a runtime's SIGTERM: nothing since the last save is lost."""
+    cfg = tiny_train(epochs=2)  # 4 batches per epoch; last.pt only at epoch ends (checkpoint_minutes 60)
+    run(cfg, tmp_path / "straight")
+    before = signal.getsignal(sig)
+    _signal_after_steps(monkeypatch, {3}, sig)
+    hist = run(cfg, tmp_path / "stopped")               # returns normally, no traceback
+    assert signal.getsignal(sig) is before              # the caller's handler is back
+    assert signal.Signals(sig).name in capsys.readouterr().err
+    s = load_state(tmp_path / "stopped")
+    assert (s["epoch"], s["pos"], s["iteration"]) == (0, 3, 3)   # stopped after batch 3, saved there
+    assert hist[-1]["partial"] and hist[-1]["val_bpd"] is not None
+    assert pcnn.read_metadata(tmp_path / "stopped" / "model.safetensors")["step"] == 3
+    monkeypatch.undo()
+    run(cfg, tmp_path / "stopped", resume=True)
+    assert_same_tensors(load_state(tmp_path / "straight")["model"], load_state(tmp_path / "stopped")["model"],
+                        "model after signal + resume")
+
+
+def test_a_second_signal_interrupts_at_once(tmp_path, monkeypatch):
+    cfg = tiny_train(epochs=2)
+    _signal_after_steps(monkeypatch, {2, 3}, signal.SIGINT)  # the second arrives before the loop checks
+    import pcnn.train.loop as loop
+    orig_check = loop.Trainer._should_stop
+    monkeypatch.setattr(loop.Trainer, "_should_stop",
+                        lambda self, started: False if self.iteration < 4 else orig_check(self, started))
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+        run(cfg, tmp_path / "w")
+    assert signal.getsignal(signal.SIGINT) is before
+    assert not (tmp_path / "w" / "last.pt").exists()  # nothing saved before the first epoch end
+
+
+def test_cli_says_how_to_continue_after_a_stop(tmp_path, capsys):
+    images, labels = fake_data(32)
+    data = tmp_path / "data.pt"
+    torch.save({"train": {"images": images, "labels": labels},
+                "validation": {"images": images[:8], "labels": labels[:8]}}, data)
+    (tmp_path / "cfg.json").write_text(tiny_train(epochs=2).to_json())
+    work = tmp_path / "run"
+    assert main(["--config", str(tmp_path / "cfg.json"), "--workdir", str(work), "--data-tensors", str(data),
+                 "--no-progress", "--max-steps", "3"]) == 0
+    assert f"stopped inside epoch 1 (exported, last.pt saved); continue with --resume --workdir {work}" \
+        in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ non-finite steps
 
 def _poisoned_forward(monkeypatch, nan_output_calls, nan_grad_calls=()):

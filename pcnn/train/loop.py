@@ -2,8 +2,9 @@
 
 ``Trainer.run`` reads top to bottom: for each epoch, :meth:`Trainer._run_epoch` takes
 optimizer steps (:meth:`Trainer._train_step`, skipping non-finite ones in
-:meth:`Trainer._on_bad_step`) until the epoch, ``max_steps`` or ``max_minutes`` ends, then
-:meth:`Trainer._end_epoch` evaluates, exports and logs. Saving and resuming live in
+:meth:`Trainer._on_bad_step`) until the epoch, ``max_steps``, ``max_minutes`` or a
+SIGINT/SIGTERM (:mod:`pcnn.train.stop`) ends it, then :meth:`Trainer._end_epoch` evaluates,
+exports and logs. Saving and resuming live in
 :class:`pcnn.train.state.RunState`, the loss in :mod:`pcnn.train.objective`. It is a little
 over 400 lines because it is one class whose methods share the run's state.
 """
@@ -35,6 +36,7 @@ from .distributed import DistContext
 from .inputs import as_training_data
 from .metrics import METRIC_COLUMNS, MetricLoggers, write_metric_files
 from .state import RunState, TrainingStopped, where
+from .stop import StopOnSignal
 
 
 def _kept_note(workdir: Path, trainer) -> str:
@@ -126,6 +128,7 @@ class Trainer(RunState):
             atomic_write(workdir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json() + "\n"))
             write_metric_files(workdir, self.history)
         self.loggers = MetricLoggers(cfg, workdir, dist_ctx.main)
+        self.stop = StopOnSignal(announce=dist_ctx.main)  # armed only while run() runs
         dist_ctx.barrier()
 
     # ---------------------------------------------------------------- set-up
@@ -316,8 +319,11 @@ class Trainer(RunState):
                     "bad_steps": a["bad"], "partial": partial})
         return row
 
-    def _out_of_time(self, started: float) -> bool:
-        late = time.monotonic() - started >= self.cfg.max_minutes * 60
+    def _should_stop(self, started: float) -> bool:
+        """Out of ``max_minutes``, or a SIGINT/SIGTERM arrived (on any rank)."""
+        late = self.stop.received is not None
+        if self.cfg.max_minutes is not None and not late:
+            late = time.monotonic() - started >= self.cfg.max_minutes * 60
         if self.dist.world > 1:  # every rank must stop at the same batch
             flag = torch.tensor(float(late), device=self.dist.device)
             late = bool(self.dist.all_reduce(flag, dist.ReduceOp.MAX).item())
@@ -325,16 +331,18 @@ class Trainer(RunState):
 
     # ---------------------------------------------------------------- loop
     def run(self) -> list:
-        """Train until ``epochs``, ``max_steps`` or ``max_minutes``; returns the history rows."""
+        """Train until ``epochs``, ``max_steps``, ``max_minutes`` or a SIGINT/SIGTERM; returns the
+        history rows (the last one ``partial`` when the run stopped inside an epoch)."""
         self.last_save = started = time.monotonic()
         try:
-            while self.epoch < self.cfg.epochs and not self._step_cap_reached():
-                steps, stopped = self._run_epoch(started)
-                if steps == 0:  # nothing happened since the (resumed) state: no row to log
-                    break
-                self._end_epoch()
-                if stopped:
-                    break
+            with self.stop:
+                while self.epoch < self.cfg.epochs and not self._step_cap_reached():
+                    steps, stopped = self._run_epoch(started)
+                    if steps == 0:  # nothing happened since the (resumed) state: no row to log
+                        break
+                    self._end_epoch()
+                    if stopped:
+                        break
         finally:
             self.loggers.close()
         self.dist.barrier()
@@ -354,7 +362,7 @@ class Trainer(RunState):
         steps, stopped = 0, False
         t0 = time.perf_counter()
         while self.pos < self.steps_per_epoch:
-            if self._step_cap_reached() or (cfg.max_minutes is not None and self._out_of_time(started)):
+            if self._step_cap_reached() or self._should_stop(started):
                 stopped = True
                 break
             bpd, bad, due = self._train_step(*self._next_batch())
