@@ -27,6 +27,7 @@ from .course import export_for_course, load_course_model
 from .data import CLASS_NAMES, COURSE_URL, SPLITS, DataError, load_split, read_image, to_float, verify, where_to_put
 from .download import download
 from .fid import SUPPORTED_DIMS, FIDError, FIDRankWarning, fid_from_dirs
+from .grading import grade, write_result
 from .generation import KID_SUBSETS, MIN_FID2048_IMAGES, evaluate_generation, format_table
 from .grids import class_names_for, completion_grid
 from .paths import DATA_ENV_VAR, default_checkpoint, load_preset, resolve_data_dir
@@ -312,6 +313,35 @@ def cmd_course_export(args) -> int:
     return 0
 
 
+def cmd_course_grade(args) -> int:
+    root = resolve_data_dir(args.data_dir)
+    checkpoint = args.checkpoint or default_checkpoint()
+    if checkpoint is None:
+        raise FileNotFoundError("no shipped checkpoint in checkpoints/: pass --checkpoint")
+    try:
+        res = _grade(args, checkpoint, root)
+    except (RuntimeError, ModuleNotFoundError) as e:  # a script failed (its output is the message), or its imports are absent
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.out:
+        res["out"] = str(write_result(res, args.out))
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+def _grade(args, checkpoint, root):
+    import tempfile
+
+    if args.workdir is None:
+        with tempfile.TemporaryDirectory(prefix="pcnn-grade-") as tmp:
+            res = grade(args.starter, checkpoint, root, Path(tmp) / "course", mode=args.mode,
+                        generation=not args.no_generation, threads=args.threads)
+    else:
+        res = grade(args.starter, checkpoint, root, args.workdir, mode=args.mode,
+                    generation=not args.no_generation, threads=args.threads)
+    return res
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pcnn", description="Class-conditional PixelCNN++: "
                                 "train, classify by likelihood, sample, evaluate FID.")
@@ -476,14 +506,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
-    cp = sub.add_parser("course", help="CPEN455 compatibility: export weights for the course's scripts",
+    cp = sub.add_parser("course", help="CPEN455 compatibility: export weights for the course's scripts, run them",
                         description="CPEN455 course compatibility (see pcnn.course).")
-    csub = cp.add_subparsers(dest="course_command", metavar="{export}")
+    csub = cp.add_subparsers(dest="course_command", metavar="{export,grade}")
     csub.required = True
     ce = csub.add_parser("export", help="write models/conditional_pixelcnn.pth from a pcnn checkpoint")
     ce.add_argument("--checkpoint", required=True, help="a .safetensors file written by pcnn.save / training")
     ce.add_argument("--out", default=COURSE_MODEL_PATH, help="output file (default: %(default)s)")
     ce.set_defaults(func=cmd_course_export)
+    cg = csub.add_parser("grade", help="run the course's two grading scripts with pcnn filled in (pcnn.grading)")
+    cg.add_argument("--starter", required=True,
+                    help="the course starter's folder (classification_evaluation.py, generation_evaluation.py, ...)")
+    cg.add_argument("--checkpoint", default=None, help="a .safetensors file (default: the shipped checkpoint)")
+    cg.add_argument("--data-dir", default=None, help=f"CPEN455 data folder (default: ${DATA_ENV_VAR} or data/)")
+    cg.add_argument("--workdir", default=None, help="empty folder to grade in, kept afterwards (default: a temporary one)")
+    cg.add_argument("--mode", default="validation", help="split the classification script scores (default: %(default)s)")
+    cg.add_argument("--no-generation", action="store_true", help="skip the generation script (it samples 100 images)")
+    cg.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the scripts")
+    cg.add_argument("--out", default=None, help="write the result here as JSON")
+    cg.set_defaults(func=cmd_course_grade)
     return p
 
 

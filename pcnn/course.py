@@ -12,7 +12,9 @@ This module provides both with exactly those signatures for our
   ``{"format", "config" (ModelConfig as a JSON string), "state_dict", "class_names"}``
   that loads with ``torch.load(path, weights_only=True)`` (tensors and strings
   only, no pickled code);
-* :func:`load_course_model` rebuilds the model from that file;
+* :func:`load_course_model` rebuilds the model from that file; the model it returns also
+  accepts that file's dict in ``load_state_dict``, as the course's classification script,
+  after the student's block, loads ``torch.load('models/conditional_pixelcnn.pth')`` into it;
 * CLI: ``python -m pcnn course export --checkpoint C --out models/conditional_pixelcnn.pth``.
 
 Pasting into the course's scripts
@@ -86,7 +88,34 @@ def load_course_model(path=DEFAULT_PATH, device="cpu") -> PixelCNNpp:
                          "PixelCNN weights cannot be loaded into pcnn's model")
     model = PixelCNNpp(ModelConfig.from_dict(json.loads(payload["config"])))
     model.load_state_dict(payload["state_dict"])
+    # The course's classification script, after the student's block, runs
+    # ``model.load_state_dict(torch.load('models/conditional_pixelcnn.pth'))``, a line the
+    # student may not change. That file is our payload (config beside the weights), not
+    # a bare state dict, so this model unwraps it first.
+    _register_pre_hook(model, _unwrap_course_payload)
     return model.to(device).eval()
+
+
+def _register_pre_hook(model: torch.nn.Module, hook) -> None:
+    # Public from torch 2.5; requirements allow torch>=2.3, which has only the private name.
+    register = getattr(model, "register_load_state_dict_pre_hook", None)
+    if register is not None:
+        register(hook)
+    else:  # pragma: no cover - torch < 2.5
+        model._register_load_state_dict_pre_hook(lambda sd, prefix, *a: hook(model, sd, prefix, *a))
+
+
+def _unwrap_course_payload(module, state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook: replace a course payload by the state dict inside it (in place)."""
+    if prefix or state_dict.get("format") != FORMAT:
+        return  # a plain state dict (or a submodule's share of one): load as usual
+    inner = state_dict["state_dict"]
+    config = ModelConfig.from_dict(json.loads(state_dict["config"]))
+    if config != module.config:
+        raise ValueError(f"the course export holds a different model ({config}) from this one "
+                         f"({module.config}); rebuild it with load_course_model(path)")
+    state_dict.clear()
+    state_dict.update(inner)
 
 
 def _ours(model, device=None) -> PixelCNNpp:

@@ -2,7 +2,7 @@
 """Measure everything a model card states about a checkpoint and write it as JSON.
 
     PCNN_DATA_DIR=../shared/cpen455 python scripts/evaluate_checkpoint.py \
-        checkpoints/pcnn_cpu_blocks40_stage4.safetensors --out checkpoints/pcnn_cpu_blocks40_stage4.json
+        checkpoints/pcnn_cpu_film40.safetensors --out checkpoints/pcnn_cpu_film40.json
 
 Validation accuracy / macro F1 / bits/dim (plain and mirror-averaged), 25
 samples per class (seed 0, cached sampler) and FID at dims 192 and 2048 against

