@@ -152,6 +152,10 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 125, seed: i
     return card
 
 
+def _threads(n) -> str:
+    return "? threads" if n is None else f"{n} thread" + ("" if n == 1 else "s")
+
+
 def card_markdown(card: dict) -> str:
     """The card as a short Markdown report (what card.md holds)."""
     c, f = card["classification"], card["classification_flip_average"]
@@ -184,6 +188,6 @@ def card_markdown(card: dict) -> str:
         tc = card["training_cost"]
         lines += [f"Training cost: {tc['cpu_hours']:.2f} CPU-hours ({tc['seconds'] / 3600:.2f} h of training loop) "
                   "over " + ", ".join(f"{s['name']} ({s['epochs']} epochs, {s.get('cpu', '?')}, "
-                                      f"{s.get('threads', '?')} threads, amp {s.get('amp', '?')})"
+                                      f"{_threads(s.get('threads'))}, amp {s.get('amp', '?')})"
                                       for s in tc["stages"]) + "."]
     return "\n".join(lines)

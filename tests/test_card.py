@@ -67,3 +67,9 @@ def test_cli_evaluate(fake_data, tmp_path, capsys):
                  "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["accuracy"] == json.loads((tmp_path / "c" / "card.json").read_text())["classification"]["accuracy"]
+
+
+def test_card_markdown_counts_threads_in_words():
+    from pcnn.card import _threads
+
+    assert (_threads(1), _threads(2), _threads(None)) == ("1 thread", "2 threads", "? threads")
