@@ -9,9 +9,11 @@ one home for argument parsing. Nothing imports this module but ``pcnn/__main__.p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,8 +28,9 @@ from .course import DEFAULT_PATH as COURSE_MODEL_PATH
 from .course import export_for_course, load_course_model
 from .data import CLASS_NAMES, COURSE_URL, SPLITS, DataError, load_split, read_image, to_float, verify, where_to_put
 from .download import download
+from .experiments import write_results
 from .fid import SUPPORTED_DIMS, FIDError, FIDRankWarning, fid_from_dirs
-from .grading import grade, write_result
+from .grading import grade
 from .generation import KID_SUBSETS, MIN_FID2048_IMAGES, evaluate_generation, format_table
 from .grids import class_names_for, completion_grid
 from .paths import DATA_ENV_VAR, default_checkpoint, load_preset, resolve_data_dir
@@ -319,27 +322,17 @@ def cmd_course_grade(args) -> int:
     if checkpoint is None:
         raise FileNotFoundError("no shipped checkpoint in checkpoints/: pass --checkpoint")
     try:
-        res = _grade(args, checkpoint, root)
+        with contextlib.ExitStack() as stack:  # a temporary folder unless --workdir keeps one
+            workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcnn-grade-"))) / "course"
+            res = grade(args.starter, checkpoint, root, workdir, mode=args.mode,
+                        generation=not args.no_generation, threads=args.threads)
     except (RuntimeError, ModuleNotFoundError) as e:  # a script failed (its output is the message), or its imports are absent
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.out:
-        res["out"] = str(write_result(res, args.out))
+        res["out"] = str(write_results(res, args.out))
     print(json.dumps(res, indent=1))
     return 0
-
-
-def _grade(args, checkpoint, root):
-    import tempfile
-
-    if args.workdir is None:
-        with tempfile.TemporaryDirectory(prefix="pcnn-grade-") as tmp:
-            res = grade(args.starter, checkpoint, root, Path(tmp) / "course", mode=args.mode,
-                        generation=not args.no_generation, threads=args.threads)
-    else:
-        res = grade(args.starter, checkpoint, root, args.workdir, mode=args.mode,
-                    generation=not args.no_generation, threads=args.threads)
-    return res
 
 
 def build_parser() -> argparse.ArgumentParser:

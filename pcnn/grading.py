@@ -20,7 +20,6 @@ grading script then runs unchanged and offline.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -158,10 +157,3 @@ def grade(starter_dir, checkpoint, data_dir, workdir, mode: str = "validation", 
         result["generation"] = {"fid_192": fid, "images": n, "seconds": round(time.perf_counter() - t0, 1)}
     return result
 
-
-def write_result(result: Dict, out) -> Path:
-    """Write ``result`` as indented JSON at ``out`` (folders created); returns the path."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    return out

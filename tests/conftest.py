@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # (tests/test_precision.py covers the probe path). Subprocesses inherit it.
 os.environ.setdefault("PCNN_CPU_BF16", "0")
 SHARED_DATA = ROOT.parent / "shared" / "cpen455"
+#: The course's public starter code beside the checkout (imported at run time, never copied).
+STARTER = ROOT.parent / "shared" / "cpen455-starter"
 
 
 def data_dir() -> Path:

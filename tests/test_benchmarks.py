@@ -5,7 +5,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from conftest import data_dir  # noqa: E402
+from conftest import STARTER, data_dir  # noqa: E402
 
 import bench_model  # noqa: E402
 import bench_train_variants  # noqa: E402
@@ -52,7 +52,6 @@ def test_elementwise_bench_table(tmp_path):
     assert len(rows) == 5 and all(float(r.split("|")[3]) > 0 for r in rows)
 
 
-STARTER = Path(__file__).resolve().parents[2] / "shared" / "cpen455-starter"
 
 
 def test_vs_starter_table_imports_the_real_starter(tmp_path, monkeypatch):

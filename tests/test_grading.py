@@ -12,10 +12,9 @@ from pcnn import grading
 from pcnn.cli import main as cli_main
 from pcnn.data import load_split
 
-from conftest import randomize_, tiny_config
+from conftest import STARTER, data_dir, randomize_, tiny_config
 
-STARTER = Path(__file__).resolve().parents[2] / "shared" / "cpen455-starter"
-DATA = Path(os.environ.get("PCNN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "cpen455"))
+DATA = data_dir()
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,7 +159,3 @@ def test_cli_grade_writes_json(tmp_path, capsys):
     assert json.loads(out.read_text())["classification"] == printed["classification"]
     assert "generation" not in printed
 
-
-def test_write_result(tmp_path):
-    out = grading.write_result({"a": 1}, tmp_path / "x" / "r.json")
-    assert json.loads(out.read_text()) == {"a": 1}
