@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from .likelihood import bits_per_dim, nll
+from .likelihood import bits_per_dim, class_nll, nll
 from .model import check_images
 from .precision import autocast
 
@@ -129,18 +129,21 @@ def score(log_liks: torch.Tensor, labels: torch.Tensor, cfg) -> dict:
     """Metrics of likelihood classification from log p(x|c) (N, C) and true labels (N,).
 
     :func:`metrics` of the argmax (None entries for an unconditional model) plus
-    ``bpd``: bits/dim under the true class (the only column when unconditional)
-    and ``correct``: the count of right predictions.
+    ``bpd``: bits/dim under the true class (the only column when unconditional),
+    ``correct``: the count of right predictions and ``class_nll``: the mean
+    ``-log p(y | x)`` in nats under a uniform prior (:func:`pcnn.likelihood.class_nll`,
+    the discriminative term of training; None when unconditional).
     """
     dims = 3 * cfg.image_size ** 2
     if not cfg.conditional:
-        return {"accuracy": None, "macro_f1": None, "correct": None,
+        return {"accuracy": None, "macro_f1": None, "correct": None, "class_nll": None,
                 "bpd": float(bits_per_dim(-log_liks[:, 0].double().mean(), dims))}
     pred = log_liks.argmax(1)
     out = metrics(labels.numpy(), pred.numpy(), cfg.num_classes)
     true_ll = log_liks.gather(1, labels[:, None]).squeeze(1)
     out["bpd"] = float(bits_per_dim(-true_ll.double().mean(), dims))
     out["correct"] = int((pred == labels).sum())
+    out["class_nll"] = float(class_nll(log_liks.double(), labels.to(log_liks.device)).mean())
     return out
 
 

@@ -433,3 +433,60 @@ def test_exports_ema_rule():
     """Lower validation bits/dim wins; a tie keeps the EMA; no EMA exports the raw weights."""
     assert exports_ema(3.9, 4.0) and exports_ema(4.0, 4.0)
     assert not exports_ema(4.1, 4.0) and not exports_ema(None, 4.0)
+
+
+def test_validation_objective_is_the_training_objective():
+    """bits/dim + disc_weight x cross-entropy (nats), bits/dim alone for a likelihood run."""
+    from pcnn.train import validation_objective
+    figs = {"bpd": 3.5, "ce": 0.25}
+    assert validation_objective(figs, 0.0) == 3.5
+    assert validation_objective(figs, 0.01) == pytest.approx(3.5025, abs=1e-12)
+    with pytest.raises(ValueError, match="cross-entropy"):
+        validation_objective({"bpd": 3.5, "ce": None}, 0.01)
+
+
+def test_evaluate_reports_the_cross_entropy_the_loss_adds(tmp_path):
+    """evaluate()'s ce is the mean -log p(y|x) of the same log-likelihoods (float64 reference)."""
+    from pcnn.train import evaluate
+    model = PixelCNNpp(tiny_train().model).eval()
+    images, labels = fake_data(12)
+    x = pcnn.likelihood.to_float(images)
+    figs = evaluate(model, x, labels, batch_size=64)
+    ll = pcnn.log_likelihoods(model, x).double()
+    ref = (torch.logsumexp(ll, 1) - ll.gather(1, labels[:, None]).squeeze(1)).mean()
+    assert figs["ce"] == pytest.approx(float(ref), rel=1e-6)
+    assert figs["ce"] > 0
+
+
+def test_best_export_is_chosen_by_the_run_objective(tmp_path):
+    """With disc_weight > 0 every evaluated row carries val_objective = val_bpd + w * val_ce, and
+    best.safetensors holds the row with the lowest objective (ship rule v2's candidate)."""
+    from pcnn.checkpoint import read_metadata
+    w = 2.0
+    hist = run(tiny_train(epochs=3, disc_weight=w), tmp_path / "r")
+    for r in hist:
+        assert r["val_objective"] == pytest.approx(r["val_bpd"] + w * r["val_ce"], rel=1e-9)
+        assert r["val_objective_raw"] == pytest.approx(r["val_bpd_raw"] + w * r["val_ce_raw"], rel=1e-9)
+    best = read_metadata(tmp_path / "r" / "best.safetensors")
+    last = read_metadata(tmp_path / "r" / "model.safetensors")
+    assert best["selected_by"] == "val_objective" and best["disc_weight"] == w
+    chosen = [min(r["val_objective"], r["val_objective_raw"]) for r in hist]
+    assert best["val_objective"] == pytest.approx(min(chosen), rel=1e-9)
+    assert best["epoch"] == 1 + chosen.index(min(chosen))
+    assert last["val_objective"] == pytest.approx(chosen[-1], rel=1e-9)
+    assert best["val_objective"] == pytest.approx(best["val_bpd"] + w * best["val_ce"], rel=1e-9)
+    # the metric CSV carries the objective too
+    header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val_objective" in header and "val_ce" in header
+
+
+def test_resume_reads_a_state_written_before_the_objective(tmp_path):
+    """last.pt files written before ship rule v2 store best_bpd; a resume takes it as the objective."""
+    wd = tmp_path / "r"
+    run(tiny_train(epochs=2, max_steps=4), wd)
+    s = load_state(wd)
+    s["best_bpd"] = s.pop("best_objective")
+    torch.save(s, wd / "last.pt")
+    hist = run(tiny_train(epochs=2), wd, resume=True)
+    assert hist[-1]["epoch"] == 2 and (wd / "best.safetensors").exists()
+    assert load_state(wd)["best_objective"] <= s["best_bpd"]

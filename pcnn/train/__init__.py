@@ -56,10 +56,10 @@ never replaces an earlier run's results without ``overwrite`` (``--overwrite``).
 from .config import OPTIMIZERS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, load_run_config, lr_at
 from .inputs import read_data_tensors
 from .loop import Trainer, train
-from .objective import evaluate, training_loss
+from .objective import evaluate, training_loss, validation_objective
 from .metrics import METRIC_COLUMNS, read_metrics
 from .state import TRAIN_STATE_FORMAT, TrainingStopped
 
 __all__ = ["train", "TrainConfig", "apply_overrides", "load_run_config", "lr_at", "ema_decay_at", "exports_ema",
-           "training_loss", "evaluate", "Trainer", "TrainingStopped", "read_metrics", "read_data_tensors",
+           "training_loss", "evaluate", "validation_objective", "Trainer", "TrainingStopped", "read_metrics", "read_data_tensors",
            "METRIC_COLUMNS", "TRAIN_STATE_FORMAT", "OPTIMIZERS"]

@@ -207,10 +207,12 @@ def lr_at(cfg: TrainConfig, k: int) -> float:
     return lr
 
 
-def exports_ema(ema_bpd: Optional[float], raw_bpd: float) -> bool:
-    """The export rule: the EMA weights when they exist and their validation bits/dim is
-    no higher than the raw weights' (a tie keeps the EMA); the raw weights otherwise."""
-    return ema_bpd is not None and ema_bpd <= raw_bpd
+def exports_ema(ema_value: Optional[float], raw_value: float) -> bool:
+    """The export rule: the EMA weights when they exist and their validation objective
+    (bits/dim, plus ``disc_weight`` x cross-entropy for a discriminative run; see
+    :func:`pcnn.train.objective.validation_objective`) is no higher than the raw weights'
+    (a tie keeps the EMA); the raw weights otherwise."""
+    return ema_value is not None and ema_value <= raw_value
 
 
 def ema_decay_at(cfg: TrainConfig, k: int) -> float:

@@ -31,7 +31,7 @@ from ..model import PixelCNNpp
 from ..precision import resolve_amp
 from ..workdir import WorkdirError, WorkdirLock, claim_for_run
 from .config import TrainConfig, ema_decay_at, exports_ema, lr_at
-from .objective import evaluate, grad_norm, training_loss
+from .objective import evaluate, grad_norm, training_loss, validation_objective
 from .distributed import DistContext
 from .inputs import as_training_data
 from .metrics import METRIC_COLUMNS, MetricLoggers, write_metric_files
@@ -64,9 +64,10 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
     unless ``overwrite=True`` (:mod:`pcnn.workdir`); a full disk raises
     :class:`pcnn.checkpoint.DiskFullError` saying what was kept.
 
-    ``best.safetensors`` is chosen by validation **bits/dim**, never accuracy: the best
-    of many noisy accuracy estimates is biased upwards, the likelihood is the objective
-    and is smooth. Non-finite steps are skipped and counted (``max_bad_steps`` in a row
+    ``best.safetensors`` is chosen by the validation value of the run's own objective
+    (bits/dim, plus ``disc_weight`` x the mean ``-log p(y|x)`` for a discriminative run),
+    never accuracy: the best of many noisy accuracy estimates is biased upwards, the
+    objective is what the run minimises and is smooth. Non-finite steps are skipped and counted (``max_bad_steps`` in a row
     stop the run, :class:`TrainingStopped`); non-finite weights are never saved. Under
     torchrun ``batch_size`` is global and every rank takes its slice of the same
     permutation, so N processes follow the single-process run; rank 0 evaluates and
@@ -209,7 +210,7 @@ class Trainer(RunState):
         self.bad_total = 0
         self.epoch_sums = self._new_epoch_sums()
         self.history: list = []
-        self.best_bpd = math.inf
+        self.best_objective = math.inf  # lowest validation objective exported so far (best.safetensors)
         self.last_save = time.monotonic()
         self.last_good = None  # (iteration, epoch, pos) of the last finite last.pt of this run
 
@@ -282,19 +283,25 @@ class Trainer(RunState):
             ema = evaluate(self.ema_model, self.val_x, self.val_y, cfg.eval_batch_size) \
                 if self.ema_model is not None else None
             shown = ema or raw
+            obj = {k: validation_objective(v, cfg.disc_weight) for k, v in (("raw", raw), ("ema", ema)) if v}
             res = {"val_bpd": shown["bpd"], "val_acc": shown["acc"], "val_f1": shown["f1"],
-                   "val_bpd_raw": raw["bpd"], "val_acc_raw": raw["acc"], "val_f1_raw": raw["f1"]}
-            use_ema = exports_ema(ema["bpd"] if ema else None, raw["bpd"])
+                   "val_bpd_raw": raw["bpd"], "val_acc_raw": raw["acc"], "val_f1_raw": raw["f1"],
+                   "val_ce": shown["ce"], "val_objective": obj["ema" if ema else "raw"],
+                   "val_ce_raw": raw["ce"], "val_objective_raw": obj["raw"]}
+            use_ema = exports_ema(obj.get("ema"), obj["raw"])
             chosen, kind = (ema, "ema") if use_ema else (raw, "raw")
             model = self.ema_model if use_ema else self.model
             meta = {"weights": kind, "epoch": self.epoch + 1, "step": self.step,
                     "val_bpd": chosen["bpd"], "val_acc": chosen["acc"], "val_f1": chosen["f1"],
+                    "val_ce": chosen["ce"], "val_objective": obj[kind], "disc_weight": cfg.disc_weight,
                     "val_bpd_raw": raw["bpd"], "val_bpd_ema": ema["bpd"] if ema else None,
                     "val_n": len(self.val_y), "train_config": cfg.to_dict(), "amp": self.amp.to_dict()}
             save_model(wd / "model.safetensors", model, metadata=meta)
-            if chosen["bpd"] < self.best_bpd:
-                self.best_bpd = chosen["bpd"]
-                save_model(wd / "best.safetensors", model, metadata={**meta, "selected_by": "val_bpd"})
+            # best.safetensors: the lowest validation value of the run's own objective
+            # (bits/dim when disc_weight is 0), never accuracy: ship rule v2's candidate.
+            if obj[kind] < self.best_objective:
+                self.best_objective = obj[kind]
+                save_model(wd / "best.safetensors", model, metadata={**meta, "selected_by": "val_objective"})
         self.dist.barrier()
         return res
 

@@ -17,7 +17,8 @@ from ..checkpoint import DiskFullError, atomic_write
 
 #: Columns of metrics.csv (metrics.jsonl rows carry the same keys, plus ``partial``).
 METRIC_COLUMNS = ("epoch", "step", "train_bpd", "val_bpd", "val_acc", "val_f1", "val_bpd_raw",
-                  "val_acc_raw", "val_f1_raw", "lr", "seconds", "images_per_s", "bad_steps")
+                  "val_acc_raw", "val_f1_raw", "val_ce", "val_objective", "lr", "seconds", "images_per_s",
+                  "bad_steps")
 
 
 def read_metrics(workdir) -> list:

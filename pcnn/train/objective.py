@@ -42,13 +42,28 @@ def training_loss(net, x: torch.Tensor, y: torch.Tensor, mc: ModelConfig, disc_w
 
 
 def evaluate(model: PixelCNNpp, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> dict:
-    """Validation bits/dim (under the true label) and likelihood-classification accuracy / macro F1.
+    """Validation bits/dim (under the true label), likelihood-classification accuracy / macro F1
+    and ``ce``, the mean ``-log p(y | x)`` in nats (the discriminative term).
 
     ``images`` float in [-1, 1]; one batched pass scores every class.
-    Unconditional models report bits/dim only (accuracy and F1 are None).
+    Unconditional models report bits/dim only (accuracy, F1 and ce are None).
     """
     m = score(log_likelihoods(model, images, batch_size=batch_size or None), labels, model.config)
-    return {"bpd": m["bpd"], "acc": m["accuracy"], "f1": m["macro_f1"]}
+    return {"bpd": m["bpd"], "acc": m["accuracy"], "f1": m["macro_f1"], "ce": m["class_nll"]}
+
+
+def validation_objective(figures: dict, disc_weight: float) -> float:
+    """The run's own objective on held-out images, from :func:`evaluate`'s ``figures``:
+    ``bpd + disc_weight * ce``, the validation value of exactly what :func:`training_loss`
+    minimises (bits/dim plus ``disc_weight`` times the mean ``-log p(y | x)`` in nats).
+    With ``disc_weight == 0`` it is the bits/dim itself. The trainer picks EMA or raw
+    weights and ``best.safetensors`` by it (ship rule v2, checkpoints/README.md).
+    """
+    if disc_weight > 0:
+        if figures.get("ce") is None:
+            raise ValueError("disc_weight > 0 needs the cross-entropy of a class-conditional model")
+        return float(figures["bpd"]) + disc_weight * float(figures["ce"])
+    return float(figures["bpd"])
 
 
 def grad_norm(params) -> torch.Tensor:

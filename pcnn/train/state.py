@@ -80,7 +80,7 @@ class RunState:
             "step": self.step, "iteration": self.iteration, "epoch": self.epoch, "pos": self.pos,
             "perm": self.perm, "data_generator": self.gen.get_state(),
             "bad_in_row": self.bad_in_row, "bad_total": self.bad_total, "epoch_acc": dict(self.epoch_sums),
-            "history": self.history, "best_bpd": self.best_bpd,
+            "history": self.history, "best_objective": self.best_objective,
             "world_size": self.dist.world, "rng": rng,
             "runtime": self._runtime(),
             "amp": self.amp.to_dict(),
@@ -148,8 +148,11 @@ class RunState:
         self._resume_amp(s, path)
         if self.scaler is not None and s["scaler"] is not None:
             self.scaler.load_state_dict(s["scaler"])
-        for k in ("step", "iteration", "epoch", "pos", "bad_in_row", "bad_total", "best_bpd"):
+        for k in ("step", "iteration", "epoch", "pos", "bad_in_row", "bad_total"):
             setattr(self, k, s[k])
+        # State written before ship rule v2 kept the best validation bits/dim, which is the
+        # objective of a likelihood-only run.
+        self.best_objective = s["best_objective"] if "best_objective" in s else s["best_bpd"]
         self.last_good = (self.iteration, self.epoch, self.pos)
         self._warn_runtime_change(path, s.get("runtime"))
         self.perm, self.epoch_sums, self.history = s["perm"], dict(s["epoch_acc"]), list(s["history"])
