@@ -1,7 +1,7 @@
 """What bf16 autocast would change in classification: flipped predictions, |delta log p|, speed.
 
     PCNN_DATA_DIR=../shared/cpen455 python benchmarks/bench_bf16_scoring.py \
-        [--checkpoint checkpoints/stages/pcnn_cpu_blocks40_stage4.safetensors] [--out benchmarks/results/bf16_scoring_cpu.md]
+        [--checkpoint checkpoints/pcnn_cpu_film40_disc.safetensors] [--out benchmarks/results/bf16_scoring_cpu.md]
 
 Scores the whole validation split with ``pcnn.log_likelihoods`` in fp32 (the
 default) and with ``precision="bf16"`` (network under bf16 autocast, likelihood
@@ -20,6 +20,7 @@ import torch
 import pcnn
 from bench_model import emit
 from pcnn.data import load_split, to_float
+from pcnn.paths import default_checkpoint
 from pcnn.precision import describe_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "stages" / "pcnn_cpu_blocks40_stage4.safetensors"))
+    ap.add_argument("--checkpoint", default=str(default_checkpoint()),
+                    help="default: the shipped checkpoint (the committed table measured stage 4)")
     ap.add_argument("--limit", type=int, default=0, help="first N validation images only (0 = all)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)

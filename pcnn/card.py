@@ -80,7 +80,7 @@ def reliability_plot(cal: dict, path, title: str = ""):
     return Path(path)
 
 
-def _subset_by_class(src: Path, dest: Path, per_class: int) -> Path:
+def subset_by_class(src: Path, dest: Path, per_class: int) -> Path:
     """Copy the first ``per_class`` ``<class>_image_NN.png`` files of every class of ``src`` to ``dest``."""
     if dest.exists():
         shutil.rmtree(dest)
@@ -94,7 +94,7 @@ def _subset_by_class(src: Path, dest: Path, per_class: int) -> Path:
     return dest
 
 
-def _real_course_set(val, dest: Path, per_class: int) -> Path:
+def real_course_set(val, dest: Path, per_class: int) -> Path:
     """The first ``per_class`` validation images of every class as PNGs (course size)."""
     if dest.exists():
         shutil.rmtree(dest)
@@ -139,9 +139,9 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 125, seed: i
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rank-deficient by design (100 images, 192 dims)
             ref = Path(gen["ref"]["dir"])
-            course = fid_from_dirs(_subset_by_class(samples, out / "course_samples", COURSE_PER_CLASS), ref,
+            course = fid_from_dirs(subset_by_class(samples, out / "course_samples", COURSE_PER_CLASS), ref,
                                    dims=(192,), cache_dir=cache_dir)
-            real = fid_from_dirs(_real_course_set(val, out / "course_real", COURSE_PER_CLASS), ref,
+            real = fid_from_dirs(real_course_set(val, out / "course_real", COURSE_PER_CLASS), ref,
                                  dims=(192,), cache_dir=cache_dir)
         card["course_fid_192"] = {"samples": course["fid"][192], "real": real["fid"][192],
                                   "images": course["n_gen"], "weights": course["weights"]}

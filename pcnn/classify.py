@@ -51,6 +51,7 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
     is called after each chunk. ``precision="bf16"`` runs the network (not the
     likelihood, which stays float32) under bf16 autocast; the default is float32
     because bf16 flips some predictions (benchmarks/results/bf16_scoring_cpu.md).
+    The result is float64 for a float64 model, float32 otherwise.
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -64,10 +65,12 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n, c = x.shape[0], cfg.num_classes if cfg.conditional else 1
     views = torch.stack([x, x.flip(-1)] if flip_average else [x])  # (V, B, 3, S, S)
-    out = torch.zeros(len(views), c, n, dtype=torch.float32)
+    # A float64 model is scored in float64 (as pcnn.evidence does); everything else in float32.
+    out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = torch.zeros(len(views), c, n, dtype=out_dtype)
     dtype = torch.bfloat16 if precision == "bf16" else None
     for v_idx, labels, img_idx, imgs, out_net in class_pair_outputs(model, views, batch_size, progress, dtype):
-        out[v_idx, labels, img_idx] = (-nll(imgs, out_net, cfg.nr_logistic_mix)).float().cpu()
+        out[v_idx, labels, img_idx] = (-nll(imgs, out_net, cfg.nr_logistic_mix)).to(out_dtype).cpu()
     return out.mean(dim=0).T.contiguous()
 
 

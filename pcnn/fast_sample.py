@@ -416,7 +416,8 @@ class _CachedSampler:
 def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_log: torch.Tensor,
                   progress: Optional[Callable[[int, int, torch.Tensor], None]] = None,
                   outputs: Optional[torch.Tensor] = None, temperature: float = 1.0,
-                  known: Optional[torch.Tensor] = None, keep_rows: int = 0) -> torch.Tensor:
+                  known: Optional[torch.Tensor] = None, keep_rows: int = 0,
+                  draw: Optional[Callable] = None) -> torch.Tensor:
     """Sample with per-layer caches: the compute of about one forward pass per image.
 
     Same contract as the naive sampler of :mod:`pcnn.sample` (labels (B,) or
@@ -431,6 +432,9 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
     taken from ``known`` instead of sampled (completion); they still pass
     through every layer's cache, so the rows after them are computed from them
     exactly as if the sampler had drawn them.
+    ``draw(out, i, j, known_px)``: an optional hook that replaces the mixture draw at every
+    pixel (guided sampling, :class:`pcnn.guidance.GuidedDraw`): it gets the network output
+    (B, 10K) at (i, j) and the kept pixel (B, 3) or None, and returns the pixel (B, 3).
     """
     batch = u_mix.shape[0]
     st = _CachedSampler(model, labels, batch)
@@ -446,7 +450,9 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
             out = st.pixel(i, j)
             if outputs is not None:
                 outputs[:, :, i, j] = out
-            if i < keep_rows:
+            if draw is not None:
+                px = draw(out, i, j, known[:, :, i, j] if i < keep_rows else None)
+            elif i < keep_rows:
                 px = known[:, :, i, j]
             else:
                 p = mixture_params(out.view(batch, -1, 1, 1), K)

@@ -16,7 +16,7 @@ from typing import Optional
 #: Environment variable naming the CPEN455 data folder.
 DATA_ENV_VAR = "PCNN_DATA_DIR"
 #: The checkpoint that ships (checkpoints/<this>); changed only by a ship decision (checkpoints/README.md).
-SHIPPED_CHECKPOINT = "pcnn_cpu_film40.safetensors"
+SHIPPED_CHECKPOINT = "pcnn_cpu_film40_disc.safetensors"
 
 _PACKAGE = Path(__file__).resolve().parent
 

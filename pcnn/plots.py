@@ -238,3 +238,28 @@ def mistake_titles(ll: torch.Tensor, labels: torch.Tensor, indices: Sequence[int
         out.append(f"true {names[t]} -> {names[p]}\nby {nats:.1f} nats = "
                    f"{float(bits_per_dim(torch.tensor(nats), num_dims)):.4f} bpd")
     return out
+
+
+def plot_guidance_tradeoff(res: dict, path=None):
+    """The guidance trade-off (:func:`pcnn.guidance_tradeoff.guidance_tradeoff`'s results): probe
+    accuracy, FID-2048, KID and the course FID@192 against w, one line per guide (w = 0 shared),
+    each panel with the real-image floor dashed. Saved to ``path`` when given; returns the figure."""
+    import matplotlib.pyplot as plt
+    panels = (("probe", "Inception-probe accuracy (%)", 100.0), ("fid_2048", "FID-2048 (lower is better)", 1.0),
+              ("kid_mean", "KID (lower is better)", 1.0), ("course_fid_192", "course FID@192 (100 images)", 1.0))
+    base = next(r for r in res["rows"] if r["w"] == 0)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for ax, (key, title, scale) in zip(axes, panels):
+        for k, guide in enumerate(res["guides"]):
+            rs = [base] + sorted((r for r in res["rows"] if r["guide"] == guide), key=lambda r: r["w"])
+            ax.plot([r["w"] for r in rs], [r[key] * scale for r in rs], "o-", color=f"C{k}", label=guide)
+        ax.axhline(res["floor"][key] * scale, color="k", ls="--", lw=1, label="real images")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("guidance w")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"class guidance: {res['per_class']} samples per class, seed {res['seed']}", fontsize=11)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -16,6 +16,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .fast_sample import cached_sample
+from .guidance import GuidedDraw, check_guidance
 from .grids import class_grid, class_names_for, labeled_grid
 from .likelihood import check_temperature, draw_noise, mixture_params, sample_from_params, to_uint8
 from .model import check_labels
@@ -23,9 +24,12 @@ from .model import check_labels
 METHODS = ("cached", "naive")
 
 
-def _naive(model, labels, u_mix, u_log, progress, temperature: float = 1.0, known=None, keep_rows: int = 0):
+def _naive(model, labels, u_mix, u_log, progress, temperature: float = 1.0, known=None, keep_rows: int = 0,
+           draw=None):
     """The reference sampler: the whole network once per pixel. ``known`` (B,3,S,S) grid
-    values fix the first ``keep_rows`` rows (completion); the rest are sampled."""
+    values fix the first ``keep_rows`` rows (completion); the rest are sampled. ``draw``:
+    the per-pixel hook of :func:`pcnn.fast_sample.cached_sample` (guided sampling); it also
+    sees the kept pixels, so the network runs there too."""
     cfg = model.config
     s, k = cfg.image_size, cfg.nr_logistic_mix
     dtype = next(model.parameters()).dtype
@@ -33,7 +37,11 @@ def _naive(model, labels, u_mix, u_log, progress, temperature: float = 1.0, know
     if keep_rows:
         x[:, :, :keep_rows] = known[:, :, :keep_rows].to(dtype)
     for i in range(s):
-        if i >= keep_rows:
+        if draw is not None:
+            for j in range(s):
+                out = model(x, labels, check=False)[:, :, i, j]
+                x[:, :, i, j] = draw(out, i, j, known[:, :, i, j] if i < keep_rows else None)
+        elif i >= keep_rows:
             for j in range(s):
                 out = model(x, labels, check=False)[:, :, i:i + 1, j:j + 1]
                 p = mixture_params(out, k)
@@ -62,7 +70,8 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
            progress: Optional[Callable[[int, int], None]] = None,
            return_float: bool = False,
            preview: Optional[Callable[[int, torch.Tensor], None]] = None,
-           temperature: float = 1.0, return_outputs: bool = False):
+           temperature: float = 1.0, return_outputs: bool = False, guidance: float = 0.0,
+           guide: str = "posterior", exact_bins: bool = False):
     """Sample images of the given classes: labels (B,) -> uint8 images (B, 3, S, S).
 
     ``method``: ``"cached"`` (default) computes each layer only where a new pixel
@@ -83,15 +92,25 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     ``return_outputs=True`` (cached method only) returns ``(images, outputs)`` with the
     network output (B, 10K, S, S) the sampler computed at every pixel, for checks against
     one teacher-forced forward pass on the images.
+    ``guidance`` w (>= 0, default 0): class guidance by the model's own likelihood classifier,
+    each sub-pixel drawn exactly from ``p(x_i | x_<i, c) * p(c | x_<=i)^w`` over its 256 bins
+    (:mod:`pcnn.guidance`; ``guide`` chooses the class weights: ``"posterior"``, ``"flat"`` or
+    ``"tempered"``). The network then runs on every class at once (C times the work).
+    ``exact_bins=True`` uses that draw even at w = 0 (the model's own distribution, drawn
+    per sub-pixel by inverse CDF), so images at several w from one seed share their noise
+    and differ only by w. Without either, the mixture is drawn as above (bitwise today's).
     """
     return _run(model, labels, generator, method, progress, return_float, preview, temperature,
-                return_outputs=return_outputs)
+                return_outputs=return_outputs, guidance=guidance, guide=guide, exact_bins=exact_bins)
 
 
 def _run(model, labels, generator, method, progress, return_float, preview, temperature,
-         known=None, keep_rows: int = 0, return_outputs: bool = False):
+         known=None, keep_rows: int = 0, return_outputs: bool = False, guidance: float = 0.0,
+         guide: str = "posterior", exact_bins: bool = False):
     """The shared body of :func:`sample` and :func:`complete`."""
     temperature = check_temperature(temperature)
+    guidance = check_guidance(guidance, guide)
+    guided = guidance > 0 or bool(exact_bins)
     cfg = model.config
     check_class_values(labels, cfg)
     device = next(model.parameters()).device
@@ -99,6 +118,11 @@ def _run(model, labels, generator, method, progress, return_float, preview, temp
         raise ValueError(f"unknown sampling method {method!r}; choose from {list(METHODS)}")
     if return_outputs and method != "cached":
         raise ValueError("return_outputs needs method='cached' (the naive sampler keeps no per-pixel outputs)")
+    if guided and not cfg.conditional:
+        raise ValueError("guidance needs a class-conditional model (this one has no classes to guide by)")
+    if guided and return_outputs:
+        raise ValueError("return_outputs is not available with guidance or exact_bins (the network runs on "
+                         "every class)")
     labels = torch.as_tensor(labels, dtype=torch.long) if not torch.is_tensor(labels) else labels
     if labels.dim() != 1 or labels.numel() == 0:
         raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {tuple(labels.shape)}")
@@ -107,13 +131,21 @@ def _run(model, labels, generator, method, progress, return_float, preview, temp
     labels = labels.to(device)
     u_mix, u_log = draw_noise(labels.shape[0], cfg.nr_logistic_mix, cfg.image_size, generator)
     u_mix, u_log = u_mix.to(device), u_log.to(device)
+    n = labels.shape[0]
+    draw = None
+    if guided:  # every image under every class, class-major; the hook keeps the copies equal
+        nc = cfg.num_classes
+        draw = GuidedDraw(labels, nc, cfg.nr_logistic_mix, u_log, guidance, guide, temperature)
+        labels = torch.arange(nc, device=device).repeat_interleave(n)
+        u_mix, u_log = u_mix.repeat(nc, 1, 1, 1), u_log.repeat(nc, 1, 1, 1)
+        known = None if known is None else known.repeat(nc, 1, 1, 1)
     on_row = None
     if progress is not None or preview is not None:
         def on_row(rows, total, x_so_far):
             if progress is not None:
                 progress(rows, total)
             if preview is not None:
-                preview(rows, to_uint8(x_so_far))
+                preview(rows, to_uint8(x_so_far[:n]))
     extra = {}
     if return_outputs:
         p0 = next(model.parameters())
@@ -124,9 +156,11 @@ def _run(model, labels, generator, method, progress, return_float, preview, temp
         with parametrize.cached():
             x = _SAMPLERS[method](model, labels if cfg.conditional else None, u_mix, u_log, on_row,
                                   temperature=temperature,
-                                  known=None if known is None else known.to(device), keep_rows=keep_rows, **extra)
+                                  known=None if known is None else known.to(device), keep_rows=keep_rows,
+                                  draw=draw, **extra)
     finally:
         model.train(was_training)
+    x = x[:n]
     x = x if return_float else to_uint8(x)
     return (x, extra["outputs"]) if return_outputs else x
 
@@ -138,7 +172,8 @@ _SAMPLERS = {"naive": _naive, "cached": cached_sample}
 def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Optional[torch.Generator] = None,
              method: str = "cached", temperature: float = 1.0,
              progress: Optional[Callable[[int, int], None]] = None, return_float: bool = False,
-             preview: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
+             preview: Optional[Callable[[int, torch.Tensor], None]] = None, guidance: float = 0.0,
+             guide: str = "posterior", exact_bins: bool = False) -> torch.Tensor:
     """Class-conditional completion: keep the first ``keep_rows`` rows of each image, sample the rest.
 
     ``images``: uint8 (B, 3, S, S) at the model's size (e.g. ``load_split(...).images``);
@@ -151,7 +186,10 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
     drawn there), so its caches start from the kept rows and the sampled rows
     see them exactly as the naive reference does; the cost is that of sampling
     a whole image. ``temperature``, ``progress``, ``preview``, ``return_float``:
-    as in :func:`sample` (``progress`` is also called for the kept rows).
+    as in :func:`sample` (``progress`` is also called for the kept rows). ``guidance``,
+    ``guide``, ``exact_bins``: as in :func:`sample`; the kept rows count as evidence for the
+    class weights, so with the running posterior, completing a panda as a pizza is guided away
+    from the panda that the kept rows show.
     """
     cfg = model.config
     s = cfg.image_size
@@ -169,7 +207,7 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
         raise ValueError(f"need one label per image: {images.shape[0]} images, {n_labels} labels")
     known = images.to(next(model.parameters()).dtype) / 127.5 - 1   # as pcnn.data.to_float, in the model's dtype
     return _run(model, labels, generator, method, progress, return_float, preview, temperature,
-                known=known, keep_rows=keep_rows)
+                known=known, keep_rows=keep_rows, guidance=guidance, guide=guide, exact_bins=exact_bins)
 
 
 def complete_as_every_class(model, images: torch.Tensor, keep_rows: int, seed: int = 0,
@@ -241,14 +279,15 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
                      seed: int = 0, batch_size: int = 100, method: Optional[str] = None,
                      file_names: Optional[Sequence[str]] = None, show_progress: bool = True,
                      temperature: float = 1.0, real: Optional[tuple] = None,
-                     grid_per_row: int = 10, grid_scale: int = 3) -> list[Path]:
+                     grid_per_row: int = 10, grid_scale: int = 3, guidance: float = 0.0,
+                     guide: str = "posterior", exact_bins: bool = False) -> list[Path]:
     """Generate ``per_class`` images of each class into ``out_dir`` as PNG, plus a grid image.
 
     The grid goes *beside* the folder (:func:`grid_path_for`: ``samples/`` ->
     ``samples_grid.png``), so ``out_dir`` holds only same-size samples, as FID
     (ours and the course's) expects. Files follow the course's convention ``Class<c>_image_<nn>.png`` (``file_names``
     overrides the ``Class<c>`` part). Reproducible: batch b uses seed ``seed + b``.
-    ``temperature``: as in :func:`sample`. The grid is :func:`pcnn.grids.class_grid`: one
+    ``temperature``, ``guidance``, ``guide``, ``exact_bins``: as in :func:`sample`. The grid is :func:`pcnn.grids.class_grid`: one
     row per class labelled with its name, the first ``grid_per_row`` samples upscaled
     ``grid_scale`` times; ``real=(images, labels)`` (uint8) adds a row of real
     images under each class's samples.
@@ -257,6 +296,7 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
     """
     from tqdm.auto import tqdm
     temperature = check_temperature(temperature)
+    guidance = check_guidance(guidance, guide)
     cfg = model.config
     if per_class < 1 or batch_size < 1:
         raise ValueError(f"per_class and batch_size must be >= 1, got {per_class}, {batch_size}")
@@ -281,7 +321,7 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
             bar.update((rows - done[0]) * n)
             done[0] = rows
         images.append(sample(model, chunk, generator=torch.Generator().manual_seed(seed + b), progress=tick,
-                             temperature=temperature, **kw))
+                             temperature=temperature, guidance=guidance, guide=guide, exact_bins=exact_bins, **kw))
     bar.close()
     images = torch.cat(images)
     paths = []

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = "pcnn_cpu_film40.safetensors"
+CHECKPOINT = "pcnn_cpu_film40_disc.safetensors"
 #: Entries of this environment's site-packages never linked into the fresh one.
 SKIP_PREFIXES = ("pcnn", "__editable__", "_pcnn", "pip", "setuptools", "_distutils_hack", "distutils-precedence",
                  "pkg_resources", "__pycache__")

@@ -1,7 +1,7 @@
 """The import layering of the package, read from the source (README "How the code is laid out").
 
 * The core (the model and what runs it: config, layers, fusion, model, likelihood,
-  classify, sample, fast_sample, checkpoint, and the helpers they use: paths, precision,
+  classify, sample, fast_sample, guidance, checkpoint, and the helpers they use: paths, precision,
   grids, evidence) imports no module outside the core.
 * Nothing imports cli except pcnn/__main__.py; no library module imports the faces
   (notebook, widgets, cli).
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "pcnn"
-CORE = {"config", "layers", "fusion", "model", "likelihood", "classify", "sample", "fast_sample", "checkpoint",
-        "paths", "precision", "grids", "evidence", "__init__"}
+CORE = {"config", "layers", "fusion", "model", "likelihood", "classify", "sample", "fast_sample", "guidance",
+        "checkpoint", "paths", "precision", "grids", "evidence", "__init__"}
 FACES = {"notebook", "widgets", "cli", "__main__"}
 
 

@@ -104,7 +104,7 @@ def test_tiny_train_config_reads_smoke_json():
 
 def test_get_model_uses_the_shipped_checkpoint_or_says_what_to_do(tmp_path, monkeypatch):
     model, source = nb.get_model(dev=torch.device("cpu"))
-    assert source == "shipped checkpoint pcnn_cpu_film40.safetensors"
+    assert source == "shipped checkpoint pcnn_cpu_film40_disc.safetensors"
     assert isinstance(model, pcnn.PixelCNNpp) and model.config.nr_filters == 40
     monkeypatch.chdir(tmp_path)                                   # outside any checkout: no checkpoint
     monkeypatch.setattr(nb, "find_checkpoint", lambda root=None: None)

@@ -1,0 +1,151 @@
+"""The guidance trade-off: what class guidance (:mod:`pcnn.guidance`) buys and costs.
+
+For each guide (the class weights: running posterior, flat, tempered) and each guidance weight
+w, :func:`guidance_tradeoff` samples ``per_class`` images of every class from one seed (the
+same noise at every w and guide: the exact 256-bin draw, ``exact_bins=True``, also at w = 0),
+then scores every set in one :func:`pcnn.generation.evaluate_generation` call beside a real
+floor: FID-2048, KID, the Inception-probe accuracy per class, and the course's FID at dims 192
+on its 100-image protocol (the first 25 per class), each with its real-image figure. A set
+whose folder already holds its images and its ``done.json`` is not sampled again, so a run
+that dies resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from .card import COURSE_PER_CLASS, real_course_set, subset_by_class
+from .checkpoint import atomic_write
+from .data import load_split
+from .fid import fid_from_dirs
+from .generation import evaluate_generation
+from .guidance import GUIDES, TEMPER, check_guidance
+from .paths import resolve_data_dir
+from .precision import describe_cpu
+from .sample import write_sample_set
+
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def set_name(guide: str, w: float) -> str:
+    """Folder name of one sample set: ``w0`` (shared by every guide), else ``<guide>_w<w>``."""
+    return "w0" if w == 0 else f"{guide}_w{w:g}"
+
+
+def _sample_set(model, folder: Path, per_class: int, seed: int, batch_size: int, w: float, guide: str,
+                progress: bool) -> float:
+    """Sample one set into ``folder`` (unless ``done.json`` says it is complete); returns seconds."""
+    done = folder / "done.json"
+    if done.is_file():
+        rec = json.loads(done.read_text())
+        if rec.get("per_class") == per_class and rec.get("seed") == seed:
+            return float(rec["seconds"])
+    t0 = time.perf_counter()
+    write_sample_set(model, folder, per_class=per_class, seed=seed, batch_size=batch_size, guidance=w,
+                     guide=guide, exact_bins=True, show_progress=progress)
+    seconds = time.perf_counter() - t0
+    rec = {"per_class": per_class, "seed": seed, "guidance": w, "guide": guide, "seconds": round(seconds, 2),
+           "threads": torch.get_num_threads(), "cpu": describe_cpu()}
+    atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(rec) + "\n"))
+    return seconds
+
+
+def guidance_tradeoff(model, out_dir, data_dir=None, weights: Sequence[float] = WEIGHTS,
+                      guides: Sequence[str] = GUIDES, per_class: int = 125, seed: int = 3, batch_size: int = 100,
+                      cache_dir=None, min_images: int = 500, course_per_class: int = COURSE_PER_CLASS,
+                      progress: bool = True, checkpoint: Optional[str] = None, log=print) -> dict:
+    """Sample and score every (guide, w) set into ``out_dir``; returns the JSON-ready results.
+
+    ``rows``: one per set (``guide``, ``w``, ``n``, ``fid_2048``, ``kid_mean``, ``kid_std``,
+    ``probe`` accuracy, ``probe_per_class``, ``course_fid_192``, ``seconds_per_image``), w = 0
+    once with guide ``"none"``; ``floor``: the same figures for real validation images.
+    """
+    out = Path(out_dir)
+    weights = sorted({check_guidance(w) for w in weights})
+    for g in guides:
+        check_guidance(0.0, g)
+    if not guides or not weights:
+        raise ValueError("need at least one guide and one guidance weight")
+    plan = [("none", 0.0)] if 0.0 in weights else []
+    plan += [(g, w) for g in guides for w in weights if w > 0]
+    data = resolve_data_dir(data_dir)
+    seconds = {}
+    for g, w in plan:
+        name = set_name(g, w)
+        log(f"sampling {name}: {per_class} per class, seed {seed}")
+        seconds[name] = _sample_set(model, out / "samples" / name, per_class, seed, batch_size, w,
+                                    "posterior" if g == "none" else g, progress)
+    folders = [out / "samples" / set_name(g, w) for g, w in plan]
+    gen = evaluate_generation(folders, data / "test", data_dir=data, real_floor=True, floor_dir=out / "real_floor",
+                              cache_dir=cache_dir, min_images=min_images, log=log if progress else None)
+    val = load_split("validation", data, size=model.config.image_size, show_progress=False)
+    ref = Path(gen["ref"]["dir"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 100 images at 192 dims: rank-deficient by the course's design
+        course = {f.name: fid_from_dirs(subset_by_class(f, out / "course" / f.name, course_per_class), ref,
+                                        dims=(192,), cache_dir=cache_dir)["fid"][192] for f in folders}
+        course_real = fid_from_dirs(real_course_set(val, out / "course" / "real", course_per_class), ref,
+                                    dims=(192,), cache_dir=cache_dir)["fid"][192]
+
+    def row(entry, **extra):
+        p = entry.get("probe") or {}
+        return {**extra, "n": entry["n"], "fid_2048": entry["fid_2048"], "kid_mean": entry["kid_mean"],
+                "kid_std": entry["kid_std"], "probe": p.get("accuracy"), "probe_per_class": p.get("per_class")}
+
+    rows = []
+    for (g, w), f in zip(plan, folders):
+        e = gen["sets"][str(f)]
+        n = e["n"]
+        rows.append(row(e, guide=g, w=w, course_fid_192=course[f.name],
+                        seconds_per_image=round(seconds[f.name] / n, 4)))
+    floor = row(gen["sets"]["real floor"], course_fid_192=course_real)
+    res = {"checkpoint": None if checkpoint is None else str(checkpoint), "config": model.config.to_dict(), "seed": seed,
+           "per_class": per_class, "weights": weights, "guides": list(guides), "temper": TEMPER,
+           "course_per_class": course_per_class, "rows": rows, "floor": floor,
+           "probe_validation": (gen.get("probe") or {}).get("validation"), "kid": gen["kid"], "ref": gen["ref"],
+           "hardware": {"cpu": describe_cpu(), "threads": torch.get_num_threads()},
+           "warnings": gen["warnings"]}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "tradeoff.json", lambda tmp: Path(tmp).write_text(json.dumps(res, indent=1) + "\n"))
+    return res
+
+
+def tradeoff_table(res: dict) -> str:
+    """The trade-off as a Markdown table (one row per set, the real floor last)."""
+    names = list((res["rows"][0].get("probe_per_class") or {}).keys())
+    head = ("| guide | w | probe acc % | " + " | ".join(f"{n} %" for n in names)
+            + " | FID-2048 | KID | course FID@192 | s / image |")
+    lines = [head, "|" + "---|" * (7 + len(names))]
+
+    def cells(r):
+        per = r.get("probe_per_class") or {}
+        return " | ".join(f"{per[n] * 100:.1f}" for n in names)
+    for r in res["rows"]:
+        lines.append(f"| {r['guide']} | {r['w']:g} | {r['probe'] * 100:.1f} | {cells(r)} | {r['fid_2048']:.1f} | "
+                     f"{r['kid_mean']:.3f} | {r['course_fid_192']:.2f} | {r['seconds_per_image']:.3f} |")
+    f = res["floor"]
+    lines.append(f"| real validation images (floor) | - | {f['probe'] * 100:.1f} | {cells(f)} | {f['fid_2048']:.1f} | "
+                 f"{f['kid_mean']:.3f} | {f['course_fid_192']:.2f} | - |")
+    return "\n".join(lines)
+
+
+def pick_default(res: dict, probe_target: float = 0.80) -> Optional[dict]:
+    """The rule fixed before measuring (results/guidance/README.md): among guided rows whose
+    FID-2048 is no worse than w = 0's, the smallest w reaching ``probe_target`` (ties: lower
+    FID-2048); if none reaches it, the highest probe accuracy among them. None if no guided
+    row keeps FID-2048 at or below w = 0's."""
+    base = next((r for r in res["rows"] if r["w"] == 0), None)
+    if base is None:
+        raise ValueError("the trade-off has no w = 0 row to compare with")
+    ok = [r for r in res["rows"] if r["w"] > 0 and r["fid_2048"] <= base["fid_2048"]]
+    if not ok:
+        return None
+    hit = [r for r in ok if r["probe"] >= probe_target]
+    if hit:
+        return min(hit, key=lambda r: (r["w"], r["fid_2048"]))
+    return max(ok, key=lambda r: (r["probe"], -r["fid_2048"]))

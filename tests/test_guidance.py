@@ -1,0 +1,245 @@
+"""Class guidance (pcnn.guidance): exact 256-bin sub-pixel tables, the draw, w = 0 as the model's
+own distribution, the posterior rising with w on a tiny trained model, and bad values."""
+import math
+
+import pytest
+import torch
+
+import pcnn
+from pcnn.fast_sample import cached_sample
+from pcnn.guidance import (GUIDES, TEMPER, GuidedDraw, bin_values, channel_probs, check_guidance, draw_bins,
+                           guided_log_probs)
+from pcnn.likelihood import (LOG_WEIGHT_MIN, logistic_bin_log_prob, mixture_params, sample_from_params,
+                             subpixel_log_probs, to_float)
+from pcnn.sample import complete, sample
+from conftest import rand_images, randomize_, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _f64_model(seed=0, **kw):
+    return randomize_(pcnn.PixelCNNpp(tiny_config(**kw)), seed=seed).double().eval()
+
+
+def test_channel_tables_sum_to_one_and_equal_the_likelihoods_sub_pixel_probabilities():
+    """Float64: each channel's 256 bin probabilities (R, then G | R, then B | R, G, the components
+    re-weighted by the drawn values) sum to 1 and equal exp of the likelihood code's
+    per-sub-pixel log-probabilities at every value (to 2e-5, the likelihood's centre-density
+    approximation of bins below 1e-5; exactly elsewhere), and at the drawn values they chain to
+    pixel_log_probs."""
+    torch.manual_seed(0)
+    n, k = 64, 5
+    out = torch.randn(n, 10 * k, 1, 1, dtype=torch.float64) * 2
+    x = (torch.randint(0, 256, (n, 3, 1, 1)).double() / 127.5 - 1)
+    p = mixture_params(out, k)
+    sub = subpixel_log_probs(x, p)[..., 0, 0]                                   # (N, 3, K)
+    log_w = torch.log_softmax(p.logits[..., 0, 0], 1).clamp(min=LOG_WEIGHT_MIN)
+    v = torch.round((x[:, :, 0, 0] + 1) * 127.5).long()
+    r, g = x[:, 0, 0, 0, None], x[:, 1, 0, 0, None]
+    means = [p.means[:, 0, :, 0, 0],
+             p.means[:, 1, :, 0, 0] + p.coeffs[:, 0, :, 0, 0] * r,
+             p.means[:, 2, :, 0, 0] + p.coeffs[:, 1, :, 0, 0] * r + p.coeffs[:, 2, :, 0, 0] * g]
+    grid = bin_values(x)
+    total = torch.zeros(n, dtype=torch.float64)
+    for ch in range(3):
+        ls = p.log_scales[:, ch, :, 0, 0]
+        table = channel_probs(log_w, means[ch], ls)
+        assert table.shape == (n, 256) and (table >= 0).all()
+        assert torch.allclose(table.sum(1), torch.ones(n, dtype=torch.float64), rtol=0, atol=1e-12)
+        comp = logistic_bin_log_prob(grid, means[ch][..., None], ls[..., None])          # (N, K, 256)
+        ref = (torch.logsumexp(log_w[..., None] + comp, 1) - torch.logsumexp(log_w, 1, keepdim=True)).exp()
+        assert torch.allclose(table, ref, rtol=0, atol=2e-5)
+        big = ref > 1e-3
+        assert torch.allclose(table[big], ref[big], rtol=1e-3, atol=0)
+        drawn = torch.logsumexp(log_w + sub[:, ch], 1) - torch.logsumexp(log_w, 1)
+        assert torch.allclose(ref.gather(1, v[:, ch, None])[:, 0].log(), drawn, rtol=0, atol=1e-12)
+        total += drawn
+        log_w = log_w + sub[:, ch]
+    assert torch.allclose(total, pcnn.likelihood.pixel_log_probs(x, p)[:, 0, 0], rtol=0, atol=1e-10)
+
+
+def test_teacher_forced_draw_accumulates_log_p_x_given_every_class():
+    """Feeding a whole image as kept rows through the guided hook sums, per class, exactly
+    log p(x | c) as pcnn.log_likelihoods computes it (float64 model, both samplers)."""
+    model = _f64_model()
+    x = rand_images(3, dtype=torch.float64)
+    ref = pcnn.log_likelihoods(model, x)
+    assert ref.dtype == torch.float64   # a float64 model is scored in float64
+    for method in ("cached", "naive"):
+        hook = GuidedDraw(torch.tensor([0, 1, 2]), 4, 3, torch.rand(3, 3, 8, 8, dtype=torch.float64), 1.0)
+        known = x.repeat(4, 1, 1, 1)
+        labels = torch.arange(4).repeat_interleave(3)
+        if method == "cached":
+            with torch.no_grad():
+                out = cached_sample(model, labels, torch.rand(12, 3, 8, 8), torch.rand(12, 3, 8, 8), known=known,
+                                    keep_rows=8, draw=hook)
+        else:
+            from pcnn.sample import _naive
+            with torch.no_grad():
+                out = _naive(model, labels, torch.rand(12, 3, 8, 8), torch.rand(12, 3, 8, 8), None, known=known,
+                             keep_rows=8, draw=hook)
+        assert torch.equal(out, known)
+        assert torch.allclose(hook.log_lik, ref, rtol=0, atol=1e-8), method
+
+
+def test_guided_log_probs_formula_and_w0():
+    g = torch.Generator().manual_seed(1)
+    lp = torch.log_softmax(torch.randn(5, 4, 256, generator=g, dtype=torch.float64), dim=2)
+    t = torch.tensor([0, 1, 2, 3, 1])
+    log_pi = torch.log_softmax(torch.randn(5, 4, generator=g, dtype=torch.float64), 1)
+    q0 = guided_log_probs(lp, t, log_pi, 0.0)
+    assert torch.allclose(q0, lp[torch.arange(5), t], atol=1e-12)
+    w = 1.5
+    q = guided_log_probs(lp, t, log_pi, w)
+    own = lp[torch.arange(5), t]
+    post = own + log_pi[torch.arange(5), t, None] - torch.logsumexp(log_pi[..., None] + lp, 1)  # log p(c | x_<=i)
+    ref = torch.log_softmax(own + w * post, 1)
+    assert torch.allclose(q, ref, atol=1e-10)
+    assert torch.allclose(q.exp().sum(1), torch.ones(5, dtype=torch.float64), atol=1e-12)
+
+
+def test_draw_bins_is_the_inverse_cdf():
+    log_q = torch.log(torch.tensor([[0.25, 0.5, 0.25] + [0.0] * 253]).double().clamp(min=1e-300))
+    u = torch.tensor([0.0, 0.2499, 0.2501, 0.7499, 0.7501, 0.99999])
+    got = draw_bins(log_q.expand(6, -1), u)
+    assert got.tolist() == [0, 0, 1, 1, 2, 2]
+    assert bin_values(torch.zeros(1))[[0, 255]].tolist() == [-1.0, 1.0]
+
+
+def _first_pixel_cells(model, y, n, draw):
+    """Counts of the (R, G) cells (top 2 bits each: 16 cells) of the first pixel over n draws,
+    and their exact probabilities from the channel tables."""
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 8, 8, dtype=torch.float64), torch.tensor([y]))[:, :, 0, 0]
+    px = draw(out, n)
+    cells = (torch.round((px[:, 0] + 1) * 127.5).long() // 64) * 4 + torch.round((px[:, 1] + 1) * 127.5).long() // 64
+    counts = torch.bincount(cells, minlength=16).double()
+    p = mixture_params(out.view(1, -1, 1, 1), 3)
+    log_w = torch.log_softmax(p.logits[0, :, 0, 0], 0).clamp(min=LOG_WEIGHT_MIN)[None]
+    # exact from the likelihood code: p(R = r) and p(G = g | R = r) for all 256 x 256 values
+    vals = bin_values(log_w)
+    comp_r = logistic_bin_log_prob(vals[:, None], p.means[0, 0, :, 0, 0], p.log_scales[0, 0, :, 0, 0])   # (R, K)
+    w_g = log_w + comp_r                                                  # (R, K)
+    mean_g = p.means[0, 1, :, 0, 0] + p.coeffs[0, 0, :, 0, 0] * vals[:, None]                          # (R, K)
+    comp_g = logistic_bin_log_prob(vals[None, :, None], mean_g[:, None], p.log_scales[0, 1, :, 0, 0])  # (R, G, K)
+    joint = torch.logsumexp(w_g[:, None] + comp_g, 2).exp()              # (R, G)
+    exact = joint.view(4, 64, 4, 64).sum((1, 3)).flatten()
+    return counts, exact
+
+
+@pytest.mark.parametrize("kind", ["guided_w0", "mixture"])
+def test_w0_draws_from_the_models_own_distribution(kind):
+    """Chi-square of 8,000 first-pixel draws over 16 (R, G) cells against the exact
+    probabilities: the guided draw at w = 0 and today's mixture draw both pass."""
+    model = _f64_model(seed=3)
+    n = 8000
+    g = torch.Generator().manual_seed(7)
+
+    def guided(out, n):
+        hook = GuidedDraw(torch.full((n,), 2), 4, 3, torch.rand(n, 3, 1, 1, generator=g, dtype=torch.float64), 0.0)
+        # the hook wants every class's output: the same network run under each class
+        with torch.no_grad():
+            outs = torch.cat([model(torch.zeros(1, 3, 8, 8, dtype=torch.float64), torch.tensor([c]))[:, :, 0, 0]
+                              for c in range(4)])
+        return hook(outs.repeat_interleave(n, 0), 0, 0)[:n]
+
+    def mixture(out, n):
+        p = mixture_params(out.expand(n, -1).reshape(n, -1, 1, 1), 3)
+        return sample_from_params(p, torch.rand(n, 3, 1, 1, generator=g), torch.rand(n, 3, 1, 1, generator=g)
+                                  .double())[:, :, 0, 0]
+
+    counts, exact = _first_pixel_cells(model, 2, n, guided if kind == "guided_w0" else mixture)
+    keep = exact * n >= 5
+    assert keep.sum() >= 4
+    expected = exact[keep] / exact[keep].sum() * counts[keep].sum()
+    chi2 = float(((counts[keep] - expected) ** 2 / expected).sum())
+    dof = int(keep.sum()) - 1
+    # the 0.999 quantile of chi-square is below dof + 4.5 sqrt(2 dof) + 6 for these dof
+    assert chi2 < dof + 4.5 * math.sqrt(2 * dof) + 6, (chi2, dof, counts.tolist(), (exact * n).tolist())
+
+
+def _tiny_trained_model():
+    """A 4-class model trained for a few seconds on images whose class sets the colour."""
+    torch.manual_seed(0)
+    cfg = tiny_config(nr_filters=16, fusion=("blocks_film",), nr_logistic_mix=3)
+    model = pcnn.PixelCNNpp(cfg)
+    # close colours under much noise: the classes overlap, so the posterior of a sample is not 1
+    colours = torch.tensor([[140, 120, 120], [120, 140, 120], [120, 120, 140], [132, 132, 116]]).float()
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(120):
+        y = torch.randint(0, 4, (32,), generator=g)
+        imgs = (colours[y][:, :, None, None] + 60 * torch.randn(32, 3, 8, 8, generator=g)).clamp(0, 255).round()
+        x = imgs / 127.5 - 1
+        loss = pcnn.likelihood.nll(x, model(x, y), 3, reduction="mean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_larger_w_raises_the_models_posterior_of_the_target_class():
+    model = _tiny_trained_model()
+    labels = [0, 1, 2, 3] * 6
+    y = torch.tensor(labels)
+    means = {}
+    for guide in GUIDES:
+        for w in (0.0, 1.0, 4.0):
+            imgs = sample(model, labels, torch.Generator().manual_seed(0), guidance=w, guide=guide, exact_bins=True)
+            ll = pcnn.log_likelihoods(model, to_float(imgs))
+            means[guide, w] = float(torch.log_softmax(ll, 1)[torch.arange(len(y)), y].mean())
+        assert means[guide, 0.0] < means[guide, 1.0] < means[guide, 4.0], (guide, means)
+    # w = 0 is the same draw whichever class weights are chosen
+    assert means["posterior", 0.0] == means["flat", 0.0] == means["tempered", 0.0]
+
+
+def test_guided_cached_and_naive_samplers_agree(tiny):
+    for w, guide in ((0.0, "posterior"), (2.0, "posterior"), (1.0, "flat"), (3.0, "tempered")):
+        a = sample(tiny, [0, 3, 1], torch.Generator().manual_seed(4), guidance=w, guide=guide, exact_bins=True)
+        b = sample(tiny, [0, 3, 1], torch.Generator().manual_seed(4), guidance=w, guide=guide, exact_bins=True,
+                   method="naive")
+        assert torch.equal(a, b), (w, guide)
+
+
+def test_guidance_zero_without_exact_bins_is_todays_sampler(tiny):
+    a = sample(tiny, [2, 1], torch.Generator().manual_seed(5))
+    b = sample(tiny, [2, 1], torch.Generator().manual_seed(5), guidance=0)
+    assert torch.equal(a, b)
+    c = sample(tiny, [2, 1], torch.Generator().manual_seed(5), guidance=0, exact_bins=True)
+    assert c.shape == a.shape and c.dtype == torch.uint8
+
+
+def test_guided_completion_keeps_rows_and_previews(tiny):
+    imgs = pcnn.likelihood.to_uint8(rand_images(2, seed=3))
+    seen = []
+    out = complete(tiny, imgs, [1, 2], keep_rows=3, generator=torch.Generator().manual_seed(0), guidance=2.0,
+                   preview=lambda rows, x: seen.append((rows, tuple(x.shape))))
+    assert torch.equal(out[:, :, :3], imgs[:, :, :3])
+    assert seen[-1] == (8, (2, 3, 8, 8)) and len(seen) == 8
+    # completing the same rows as two classes under guidance gives different images
+    other = complete(tiny, imgs, [3, 3], keep_rows=3, generator=torch.Generator().manual_seed(0), guidance=2.0)
+    assert not torch.equal(out, other)
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), "2", True, None, 1e6])
+def test_bad_guidance_is_refused(tiny, bad):
+    with pytest.raises(ValueError, match="guidance"):
+        sample(tiny, [0], guidance=bad)
+
+
+def test_bad_guide_and_unconditional_model_are_refused(tiny):
+    with pytest.raises(ValueError, match="unknown guide"):
+        sample(tiny, [0], guidance=1.0, guide="posterier")
+    unc = pcnn.PixelCNNpp(tiny_config(fusion=()))
+    with pytest.raises(ValueError, match="class-conditional"):
+        sample(unc, [0], guidance=1.0)
+    with pytest.raises(ValueError, match="return_outputs"):
+        sample(tiny, [0], guidance=1.0, return_outputs=True)
+    assert check_guidance(2) == 2.0 and isinstance(check_guidance(2), float)
+    assert 0 < TEMPER < 1
+
+
+def test_guided_sampling_keeps_no_autograd_and_restores_train_mode(tiny):
+    tiny.train()
+    x = sample(tiny, [1], torch.Generator().manual_seed(0), guidance=1.0)
+    assert tiny.training and not x.requires_grad
