@@ -33,6 +33,7 @@ from .fid import SUPPORTED_DIMS, FIDError, FIDRankWarning, fid_from_dirs
 from .grading import grade
 from .generation import KID_SUBSETS, MIN_FID2048_IMAGES, evaluate_generation, format_table
 from .grids import class_names_for, completion_grid
+from .guidance import GUIDES
 from .paths import DATA_ENV_VAR, default_checkpoint, load_preset, resolve_data_dir
 from .precision import resolve_device
 from .sample import complete_as_every_class, grid_path_for, save_png, write_sample_set
@@ -143,10 +144,21 @@ def cmd_sample(args) -> int:
         real = (val.images, val.labels)
     paths = write_sample_set(model, args.out, per_class=args.per_class, classes=classes, seed=args.seed,
                              batch_size=args.batch_size, show_progress=not args.quiet,
-                             temperature=args.temperature, real=real, **kw)
+                             temperature=args.temperature, real=real, guidance=args.guidance, guide=args.guide,
+                             **kw)
     print(json.dumps({"images": len(paths), "out": str(args.out), "grid": str(grid_path_for(args.out)),
-                      "seed": args.seed, "temperature": args.temperature}))
+                      "seed": args.seed, "temperature": args.temperature, "guidance": args.guidance,
+                      "guide": args.guide}))
     return 0
+
+
+def _guidance_args(p) -> None:
+    """--guidance and --guide, the same on every command that samples."""
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="class guidance w >= 0 by the model's own classifier (default 0: the model's own "
+                        "distribution; results/guidance/ measures the trade-off); C times the work")
+    p.add_argument("--guide", default="posterior", choices=list(GUIDES),
+                   help="class weights guidance compares against (default posterior; see pcnn.guidance)")
 
 
 def cmd_complete(args) -> int:
@@ -171,12 +183,14 @@ def cmd_complete(args) -> int:
     else:
         classes = [_class_index(c, cfg.num_classes) for c in args.classes]
     done = complete_as_every_class(model, image, args.keep_rows, seed=args.seed, classes=classes,
-                                   method=args.method, temperature=args.temperature)
+                                   method=args.method, temperature=args.temperature, guidance=args.guidance,
+                                   guide=args.guide)
     names = class_names_for(cfg.num_classes)
     grid = completion_grid(image, done, args.keep_rows, class_names=[names[c] for c in classes], scale=args.scale)
     out = save_png(grid, args.out)
     print(json.dumps({"source": source, "keep_rows": args.keep_rows, "classes": [names[c] for c in classes],
-                      "seed": args.seed, "temperature": args.temperature, "grid": str(out)}))
+                      "seed": args.seed, "temperature": args.temperature, "guidance": args.guidance,
+                      "guide": args.guide, "grid": str(out)}))
     return 0
 
 
@@ -325,7 +339,8 @@ def cmd_course_grade(args) -> int:
         with contextlib.ExitStack() as stack:  # a temporary folder unless --workdir keeps one
             workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcnn-grade-"))) / "course"
             res = grade(args.starter, checkpoint, root, workdir, mode=args.mode,
-                        generation=not args.no_generation, threads=args.threads)
+                        generation=not args.no_generation, threads=args.threads, guidance=args.guidance,
+                        guide=args.guide)
     except (RuntimeError, ModuleNotFoundError) as e:  # a script failed (its output is the message), or its imports are absent
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -369,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default=None, help="sampler: cached (default) or naive")
     s.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature T > 0: logits / T, logistic scales * T (default 1: the model)")
+    _guidance_args(s)
     s.add_argument("--real-row", action="store_true",
                    help="in the grid, a row of real validation images under each class's samples")
     s.add_argument("--data-dir", default=None, help="data folder for --real-row (default $PCNN_DATA_DIR or data/)")
@@ -388,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class index or name to complete as (repeatable; default or 'all': every class)")
     k.add_argument("--seed", type=int, default=0, help="noise seed (the same for every class)")
     k.add_argument("--temperature", type=float, default=1.0)
+    _guidance_args(k)
     k.add_argument("--method", default="cached", help="sampler: cached (default) or naive")
     k.add_argument("--scale", type=int, default=6, help="tile upscale factor in the grid (default 6)")
     k.add_argument("--out", default="completion.png", help="grid PNG to write (default completion.png)")
@@ -516,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument("--mode", default="validation", help="split the classification script scores (default: %(default)s)")
     cg.add_argument("--no-generation", action="store_true", help="skip the generation script (it samples 100 images)")
     cg.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the scripts")
+    _guidance_args(cg)
     cg.add_argument("--out", default=None, help="write the result here as JSON")
     cg.set_defaults(func=cmd_course_grade)
     return p

@@ -143,16 +143,20 @@ def get_label(model, model_input, device):
     return ll.argmax(1).to(device if device is not None else dev)
 
 
-def my_sample(model, gen_data_dir, sample_batch_size=100, obs=(3, 32, 32), sample_op=None):
+def my_sample(model, gen_data_dir, sample_batch_size=100, obs=(3, 32, 32), sample_op=None, guidance=0.0,
+              guide="posterior"):
     """Write :data:`PER_CLASS` (25) images per class into ``gen_data_dir`` as ``Class<c>_image_<nn>.png``.
 
     ``sample_batch_size`` bounds the images sampled at once; ``obs`` must match the
     model's ``(3, S, S)``; ``sample_op`` is ignored (see the module docstring).
     Reproducible (seed 0). Returns the list of written paths (``grid.png`` excluded).
+    ``guidance``, ``guide``: class guidance (:func:`pcnn.sample.sample`; default off), e.g.
+    ``my_sample(model=model, gen_data_dir=gen_data_dir, guidance=1.0)`` in the course's block.
     """
     ours = _ours(model)
     s = ours.config.image_size
     if obs is not None and tuple(obs) != (3, s, s):
         raise ValueError(f"obs {tuple(obs)} does not match the model's image shape (3, {s}, {s})")
     return write_sample_set(ours, gen_data_dir, per_class=PER_CLASS, seed=0,
-                            batch_size=max(1, int(sample_batch_size or 100)), show_progress=False)
+                            batch_size=max(1, int(sample_batch_size or 100)), show_progress=False,
+                            guidance=guidance, guide=guide)

@@ -33,6 +33,7 @@ import torch
 
 from .course import DEFAULT_PATH, export_for_course
 from .fid import PYTORCH_FID_FILE, load_inception
+from .guidance import check_guidance
 
 CLASSIFICATION_SCRIPT = "classification_evaluation.py"
 GENERATION_SCRIPT = "generation_evaluation.py"
@@ -88,8 +89,9 @@ def fill_blocks(source: str, blocks: Sequence[str]) -> str:
     return "".join(out)
 
 
-def prepare(starter_dir, checkpoint, data_dir, workdir) -> Path:
-    """Set up ``workdir`` for both scripts (see the module docstring); returns it."""
+def prepare(starter_dir, checkpoint, data_dir, workdir, generation_blocks_: Sequence[str] = GENERATION_BLOCKS) -> Path:
+    """Set up ``workdir`` for both scripts (see the module docstring); returns it.
+    ``generation_blocks_``: what goes into the generation script's blocks (:func:`generation_blocks`)."""
     starter_dir, data_dir, workdir = Path(starter_dir), Path(data_dir).resolve(), Path(workdir)
     missing = [s for s in (CLASSIFICATION_SCRIPT, GENERATION_SCRIPT) if not (starter_dir / s).is_file()]
     if missing:
@@ -106,7 +108,7 @@ def prepare(starter_dir, checkpoint, data_dir, workdir) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     for f in starter_dir.glob("*.py"):
         shutil.copy2(f, workdir / f.name)
-    for script, blocks in ((CLASSIFICATION_SCRIPT, CLASSIFICATION_BLOCKS), (GENERATION_SCRIPT, GENERATION_BLOCKS)):
+    for script, blocks in ((CLASSIFICATION_SCRIPT, CLASSIFICATION_BLOCKS), (GENERATION_SCRIPT, generation_blocks_)):
         path = workdir / script
         path.write_text(fill_blocks(path.read_text(), blocks))
     (workdir / "data").symlink_to(data_dir, target_is_directory=True)
@@ -133,18 +135,32 @@ def _parse(pattern, text: str, script: str, proc) -> float:
     return float(m[-1])
 
 
+def generation_blocks(guidance: float = 0.0, guide: str = "posterior") -> tuple:
+    """The generation script's two blocks; with ``guidance`` > 0 the sampling line asks for
+    class guidance (``my_sample(..., guidance=w)``), everything else as :data:`GENERATION_BLOCKS`."""
+    w = check_guidance(guidance, guide)
+    if w == 0:
+        return GENERATION_BLOCKS
+    extra = f", guidance={w!r}" + ("" if guide == "posterior" else f", guide={guide!r}")
+    return (GENERATION_BLOCKS[0], GENERATION_BLOCKS[1].replace("gen_data_dir=gen_data_dir)",
+                                                               f"gen_data_dir=gen_data_dir{extra})"))
+
+
 def grade(starter_dir, checkpoint, data_dir, workdir, mode: str = "validation", generation: bool = True,
-          threads: Optional[int] = None, timeout: float = 3600.0) -> Dict:
+          threads: Optional[int] = None, timeout: float = 3600.0, guidance: float = 0.0,
+          guide: str = "posterior") -> Dict:
     """Prepare ``workdir`` and run the course's scripts; returns what they printed, parsed.
 
     ``{"classification": {"mode", "accuracy", "seconds"}, "generation": {"fid_192",
     "images", "seconds"}, "blocks": {...}}``; ``generation=False`` skips the sampling
-    script (minutes on a CPU). A script that fails raises RuntimeError with its output.
+    script (minutes on a CPU). ``guidance``: the generation block samples with class
+    guidance (:func:`generation_blocks`). A script that fails raises RuntimeError with its output.
     """
-    workdir = prepare(starter_dir, checkpoint, data_dir, workdir)
-    result: Dict = {"checkpoint": str(checkpoint), "starter": str(starter_dir),
+    gen_blocks = generation_blocks(guidance, guide)
+    workdir = prepare(starter_dir, checkpoint, data_dir, workdir, gen_blocks)
+    result: Dict = {"checkpoint": str(checkpoint), "starter": str(starter_dir), "guidance": guidance,
                     "blocks": {CLASSIFICATION_SCRIPT: list(CLASSIFICATION_BLOCKS),
-                               GENERATION_SCRIPT: list(GENERATION_BLOCKS)}}
+                               GENERATION_SCRIPT: list(gen_blocks)}}
     t0 = time.perf_counter()
     proc = _run(workdir, [CLASSIFICATION_SCRIPT, "--data_dir", "data", "--mode", mode], threads, timeout)
     acc = _parse(_ACCURACY, proc.stdout, CLASSIFICATION_SCRIPT, proc)

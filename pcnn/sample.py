@@ -97,8 +97,8 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     (:mod:`pcnn.guidance`; ``guide`` chooses the class weights: ``"posterior"``, ``"flat"`` or
     ``"tempered"``). The network then runs on every class at once (C times the work).
     ``exact_bins=True`` uses that draw even at w = 0 (the model's own distribution, drawn
-    per sub-pixel by inverse CDF), so images at several w from one seed share their noise
-    and differ only by w. Without either, the mixture is drawn as above (bitwise today's).
+    per sub-pixel by inverse CDF, the network on the image's own class only), so images at
+    several w from one seed share their noise and differ only by w. Without either, the mixture is drawn as above (bitwise today's).
     """
     return _run(model, labels, generator, method, progress, return_float, preview, temperature,
                 return_outputs=return_outputs, guidance=guidance, guide=guide, exact_bins=exact_bins)
@@ -133,7 +133,9 @@ def _run(model, labels, generator, method, progress, return_float, preview, temp
     u_mix, u_log = u_mix.to(device), u_log.to(device)
     n = labels.shape[0]
     draw = None
-    if guided:  # every image under every class, class-major; the hook keeps the copies equal
+    if guided and guidance == 0:  # the exact draw of the own class only: no other class is needed
+        draw = GuidedDraw(torch.zeros_like(labels), 1, cfg.nr_logistic_mix, u_log, 0.0, guide, temperature)
+    elif guided:  # every image under every class, class-major; the hook keeps the copies equal
         nc = cfg.num_classes
         draw = GuidedDraw(labels, nc, cfg.nr_logistic_mix, u_log, guidance, guide, temperature)
         labels = torch.arange(nc, device=device).repeat_interleave(n)
@@ -212,19 +214,22 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
 
 def complete_as_every_class(model, images: torch.Tensor, keep_rows: int, seed: int = 0,
                             classes: Optional[Sequence[int]] = None, method: str = "cached",
-                            temperature: float = 1.0) -> torch.Tensor:
+                            temperature: float = 1.0, guidance: float = 0.0, guide: str = "posterior",
+                            exact_bins: bool = False) -> torch.Tensor:
     """Complete every image as every class: uint8 (N, 3, S, S) -> uint8 (N, C, 3, S, S).
 
     Each class is completed with ``torch.Generator().manual_seed(seed)``, so the
     completions of one image differ only by the class ("finish this panda as a
-    pizza"); see :func:`pcnn.grids.completion_grid` to draw them.
+    pizza"); see :func:`pcnn.grids.completion_grid` to draw them. ``guidance``, ``guide``,
+    ``exact_bins``: as in :func:`complete`.
     """
     cfg = model.config
     if not cfg.conditional:
         raise ValueError("completing as every class needs a class-conditional model")
     classes = list(range(cfg.num_classes)) if classes is None else list(classes)
     outs = [complete(model, images, [c] * images.shape[0], keep_rows, torch.Generator().manual_seed(seed),
-                     method=method, temperature=temperature) for c in classes]
+                     method=method, temperature=temperature, guidance=guidance, guide=guide, exact_bins=exact_bins)
+            for c in classes]
     return torch.stack(outs, dim=1)
 
 

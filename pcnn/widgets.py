@@ -29,6 +29,7 @@ import torch
 
 from .config import CPEN455_CLASSES
 from .grids import completion_grid
+from .guidance import GUIDES
 from .sample import complete, make_grid, sample, save_png
 
 
@@ -82,7 +83,8 @@ class SamplerWidget:
     ``save_button``, ``progress`` (IntProgress, 0..100 %), ``status`` (Label),
     ``image`` (ipywidgets.Image with the PNG grid, ``upscale`` x nearest-neighbour: tiles
     of ``S * upscale`` pixels whatever the count, ``ncol`` per row), ``download`` (HTML
-    with the zip link after a save), ``images`` (last uint8 batch (N, 3, S, S) or None),
+    with the zip link after a save), ``guidance`` (FloatSlider: class guidance w, 0 = the
+    model's own distribution) and ``guide`` (Dropdown of :data:`pcnn.guidance.GUIDES`), ``images`` (last uint8 batch (N, 3, S, S) or None),
     ``last_saved`` (paths written by the last save), ``grid_png`` (the last PNG grid).
     ``display()`` / ``widget`` show it. CSS classes ``pcnn-sampler``, ``pcnn-grid`` and
     ``pcnn-status`` name the parts for browser tests.
@@ -90,7 +92,7 @@ class SamplerWidget:
 
     def __init__(self, model, class_names: Sequence[str] = CPEN455_CLASSES, out_dir="samples/widget",
                  max_count: int = 16, upscale: int = 4, method: Optional[str] = None,
-                 preview_every: int = 4, ncol: int = 8):
+                 preview_every: int = 4, ncol: int = 8, guidance: float = 0.0, guide: str = "posterior"):
         import ipywidgets as W
         self.preview_every = max(1, int(preview_every))  # redraw the forming images every N rows
         self.preview_frames = 0
@@ -115,6 +117,12 @@ class SamplerWidget:
                                          description="class")
         self.count = W.IntSlider(value=min(4, max_count), min=1, max=max_count, description="images")
         self.seed = W.IntText(value=0, description="seed")
+        # Every w draws with the exact 256-bin sampler (exact_bins), so one seed gives the same
+        # noise at every w and moving the slider shows what guidance changes, nothing else.
+        self.guidance = W.FloatSlider(value=float(guidance), min=0.0, max=4.0, step=0.5, description="guidance",
+                                      disabled=not cfg.conditional, readout_format=".1f")
+        self.guide = W.Dropdown(options=list(GUIDES), value=guide, description="guide",
+                                disabled=not cfg.conditional, layout=W.Layout(width="220px"))
         self.sample_button = W.Button(description="Sample", button_style="primary", icon="random")
         self.save_button = W.Button(description="Save PNGs", icon="save", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=100, description="rows")
@@ -128,6 +136,7 @@ class SamplerWidget:
         self.image.add_class("pcnn-grid")
         self.widget = W.VBox([
             W.HBox([self.class_dropdown, self.count, self.seed]),
+            W.HBox([self.guidance, self.guide]),
             W.HBox([self.sample_button, self.save_button, self.progress, self.status]),
             self.download, self.browser_out,
             W.Box([self.image], layout=W.Layout(overflow="auto", max_width="100%")),
@@ -174,6 +183,9 @@ class SamplerWidget:
             labels = torch.full((n,), c, dtype=torch.long)
             gen = torch.Generator().manual_seed(int(self.seed.value))
             kw = {} if self.method is None else {"method": self.method}
+            w = float(self.guidance.value) if self.model.config.conditional else 0.0
+            if self.model.config.conditional:
+                kw.update(guidance=w, guide=self.guide.value, exact_bins=True)
             t0 = time.perf_counter()
             self.preview_frames = 0
             imgs = sample(self.model, labels, generator=gen, progress=self._on_progress,
@@ -181,7 +193,8 @@ class SamplerWidget:
             self.images, self.labels = imgs.cpu(), labels
             self._show(self.images)
             self.progress.value = 100
-            self.status.value = (f"done: {n} x {self.class_names[c]} (seed {int(self.seed.value)}) "
+            how = f"guidance {w:g} ({self.guide.value})" if w > 0 else "no guidance"
+            self.status.value = (f"done: {n} x {self.class_names[c]} (seed {int(self.seed.value)}, {how}) "
                                  f"in {time.perf_counter() - t0:.1f} s")
             self.save_button.disabled = False
         except Exception as e:  # shown in the UI, then re-raised for the caller
@@ -193,9 +206,10 @@ class SamplerWidget:
         return self.images
 
     def file_names(self) -> list:
-        """Names the next save uses: ``<class>_seed<seed>_<nn>.png``."""
+        """Names the next save uses: ``<class>_seed<seed>[_w<guidance>]_<nn>.png``."""
         c = int(self.labels[0]) if self.labels is not None else int(self.class_dropdown.value)
-        stem = f"{self.class_names[c]}_seed{int(self.seed.value)}"
+        w = float(self.guidance.value)
+        stem = f"{self.class_names[c]}_seed{int(self.seed.value)}" + (f"_w{w:g}" if w > 0 else "")
         n = 0 if self.images is None else len(self.images)
         return [f"{stem}_{i:02d}.png" for i in range(n)]
 
@@ -240,10 +254,12 @@ class CompletionWidget:
     :func:`pcnn.sample.complete_as_every_class`) and shows the original, the kept
     rows and one completion per class side by side. ``on_complete(button)``
     returns the completions, uint8 (C, 3, S, S), so tests drive it headlessly.
+    ``guidance`` (a FloatSlider, w) completes with class guidance: the kept rows count as
+    evidence, so a panda completed as a pizza is pushed away from the panda it shows.
     """
 
     def __init__(self, model, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                 class_names: Sequence[str] = CPEN455_CLASSES, upscale: int = 4):
+                 class_names: Sequence[str] = CPEN455_CLASSES, upscale: int = 4, guidance: float = 0.0):
         import ipywidgets as W
         cfg = model.config
         if not cfg.conditional:
@@ -260,6 +276,8 @@ class CompletionWidget:
         self.index = W.BoundedIntText(value=0, min=0, max=len(images) - 1, description="image")
         self.keep_rows = W.IntSlider(value=s // 2, min=0, max=s, description="keep rows")
         self.seed = W.IntText(value=0, description="seed")
+        self.guidance = W.FloatSlider(value=float(guidance), min=0.0, max=4.0, step=0.5, description="guidance",
+                                      readout_format=".1f")
         self.button = W.Button(description="Complete as every class", button_style="primary", icon="magic",
                                layout=W.Layout(width="220px"))
         self.progress = W.IntProgress(value=0, min=0, max=100, description="rows")
@@ -268,7 +286,7 @@ class CompletionWidget:
         # sized to the PNG's own pixels (set on each draw) instead of stretching to the output width
         self.image = W.Image(format="png", layout=W.Layout(width="0px", height="0px"))
         self.button.on_click(self.on_complete)
-        self.widget = W.VBox([W.HBox([self.index, self.keep_rows, self.seed]),
+        self.widget = W.VBox([W.HBox([self.index, self.keep_rows, self.seed, self.guidance]),
                               W.HBox([self.button, self.progress, self.status]),
                               W.Box([self.image], layout=W.Layout(overflow="auto", max_width="100%"))])
 
@@ -279,6 +297,7 @@ class CompletionWidget:
         self.busy, self.button.disabled, self.progress.value = True, True, 0
         try:
             i, keep, seed = int(self.index.value), int(self.keep_rows.value), int(self.seed.value)
+            w = float(self.guidance.value)
             c_all = len(self.class_names)
             t0 = time.perf_counter()
             outs = []
@@ -287,7 +306,8 @@ class CompletionWidget:
                     self.progress.value = int(round(100 * (c + done / total) / c_all))
                     self.status.value = f"as {self.class_names[c]}: row {done} / {total}"
                 outs.append(complete(self.model, self.images[i:i + 1], [c], keep,
-                                     generator=torch.Generator().manual_seed(seed), progress=tick)[0])
+                                     generator=torch.Generator().manual_seed(seed), progress=tick,
+                                     guidance=w, exact_bins=True)[0])
             self.completions = torch.stack(outs).cpu()
             grid = completion_grid(self.images[i:i + 1], self.completions[None], keep, class_names=self.class_names)
             self.grid_png = _png_bytes(grid)
@@ -295,7 +315,7 @@ class CompletionWidget:
             self.image.value = self.grid_png
             true = "" if self.labels is None else f" (a {self.class_names[int(self.labels[i])]})"
             self.progress.value = 100
-            self.status.value = (f"image {i}{true}, top {keep} rows kept, seed {seed}: done in "
+            self.status.value = (f"image {i}{true}, top {keep} rows kept, seed {seed}, guidance {w:g}: done in "
                                  f"{time.perf_counter() - t0:.1f} s")
         except Exception as e:  # shown in the UI, then re-raised for the caller
             self.status.value = f"error: {e}"

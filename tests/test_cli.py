@@ -67,3 +67,26 @@ def test_module_entry_point_help():
     assert r.returncode == 0
     for cmd in ("classify", "sample", "train", "data", "fid", "course", "demo"):
         assert cmd in r.stdout
+
+
+def test_sample_and_complete_take_guidance(ckpt, tmp_path, capsys):
+    """--guidance w samples with class guidance (other images than w = 0, the setting echoed);
+    a bad w is one error line."""
+    base = ["sample", "--checkpoint", str(ckpt), "--per-class", "1", "--quiet", "--class", "koala", "--seed", "2"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "b"), "--guidance", "4", "--guide", "flat"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["guidance"] == 4.0 and res["guide"] == "flat"
+    a = (tmp_path / "a" / "Class2_image_00.png").read_bytes()
+    assert a != (tmp_path / "b" / "Class2_image_00.png").read_bytes()
+    ref = pcnn.sample(pcnn.load(ckpt), [2], generator=torch.Generator().manual_seed(2), guidance=4.0, guide="flat")
+    got = torch.from_numpy(__import__("numpy").array(Image.open(tmp_path / "b" / "Class2_image_00.png"))).permute(2, 0, 1)
+    assert torch.equal(got, ref[0])
+    assert main(base + ["--out", str(tmp_path / "c"), "--guidance", "-1"]) == 2
+    assert "guidance" in capsys.readouterr().err
+    img = tmp_path / "in.png"
+    Image.fromarray(torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8).numpy()).save(img)
+    assert main(["complete", "--checkpoint", str(ckpt), "--image", str(img), "--keep-rows", "20", "--class", "pizza",
+                 "--guidance", "2", "--out", str(tmp_path / "c.png")]) == 0
+    assert json.loads(capsys.readouterr().out)["guidance"] == 2.0 and (tmp_path / "c.png").is_file()

@@ -91,3 +91,12 @@ def test_course_script_line_loads_the_export(tmp_path):
     out2 = course.export_for_course(other, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="different model"):
         fresh.load_state_dict(torch.load(out2))
+
+
+def test_my_sample_takes_guidance(tmp_path):
+    """The course hook's flag: guided samples are the library's guided samples, files as usual."""
+    model = _tiny()
+    plain = course.my_sample(model, tmp_path / "p", obs=(3, 8, 8))
+    guided = course.my_sample(model, tmp_path / "g", obs=(3, 8, 8), guidance=2.0)
+    assert [p.name for p in plain] == [p.name for p in guided]
+    assert any(a.read_bytes() != b.read_bytes() for a, b in zip(plain, guided))

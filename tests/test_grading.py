@@ -159,3 +159,17 @@ def test_cli_grade_writes_json(tmp_path, capsys):
     assert json.loads(out.read_text())["classification"] == printed["classification"]
     assert "generation" not in printed
 
+
+
+def test_generation_blocks_ask_for_guidance_only_when_set():
+    assert grading.generation_blocks(0.0) == grading.GENERATION_BLOCKS
+    blocks = grading.generation_blocks(1.5, "flat")
+    assert blocks[0] == grading.GENERATION_BLOCKS[0]
+    assert blocks[1].endswith("my_sample(model=model, gen_data_dir=gen_data_dir, guidance=1.5, guide='flat')")
+    assert "guidance=2.0)" in grading.generation_blocks(2)[1]
+    with pytest.raises(ValueError, match="guidance"):
+        grading.generation_blocks(-1.0)
+    if STARTER.is_dir():
+        src = (STARTER / grading.GENERATION_SCRIPT).read_text()
+        filled = grading.fill_blocks(src, blocks)
+        assert _outside_blocks(filled) == _outside_blocks(src) and "guidance=1.5" in filled

@@ -36,7 +36,7 @@ def test_sample_click_produces_images(widget):
     # Same seed and class -> same images, and they equal a direct call of pcnn.sample.
     again = widget.on_sample(None)
     assert torch.equal(imgs, again)
-    direct = pcnn.sample(widget.model, [2, 2, 2], generator=torch.Generator().manual_seed(7))
+    direct = pcnn.sample(widget.model, [2, 2, 2], generator=torch.Generator().manual_seed(7), exact_bins=True)
     assert torch.equal(imgs, direct)
     widget.seed.value = 8
     assert not torch.equal(imgs, widget.on_sample(None))
@@ -77,7 +77,7 @@ def test_completion_widget_completes_as_every_class():
     out = w.on_complete(w.button)
     assert out.shape == (4, 3, 8, 8) and out.dtype == torch.uint8
     assert torch.equal(out[:, :, :3], images[1:2, :, :3].expand(4, -1, -1, -1))   # kept rows untouched
-    want = pcnn.complete_as_every_class(model, images[1:2], 3, seed=5)[0]
+    want = pcnn.complete_as_every_class(model, images[1:2], 3, seed=5, exact_bins=True)[0]
     assert torch.equal(out, want)                       # same noise for every class, as the library does
     assert len({bytes(o.numpy()) for o in out}) > 1      # the classes really differ
     assert w.progress.value == 100 and "done" in w.status.value
@@ -164,3 +164,29 @@ def test_save_on_colab_also_downloads_the_zip(widget, monkeypatch):
     assert got == [str(widget.out_dir / "hamburger_seed0.zip")]
     import zipfile
     assert sorted(zipfile.ZipFile(got[0]).namelist()) == ["hamburger_seed0_00.png", "hamburger_seed0_01.png"]
+
+
+def test_guidance_slider_changes_only_what_guidance_changes(widget, tmp_path):
+    """The same seed at w = 0 and w = 2: the widget's images are the library's guided samples
+    (exact 256-bin draw at every w, so the noise is shared), and saves name the w."""
+    widget.class_dropdown.value, widget.count.value, widget.seed.value = 3, 2, 4
+    plain = widget.on_sample(None)
+    assert "no guidance" in widget.status.value
+    widget.guidance.value, widget.guide.value = 2.0, "flat"
+    guided = widget.on_sample(None)
+    assert "guidance 2 (flat)" in widget.status.value
+    want = pcnn.sample(widget.model, [3, 3], generator=torch.Generator().manual_seed(4), guidance=2.0, guide="flat")
+    assert torch.equal(guided, want) and not torch.equal(plain, guided)
+    assert [p.name for p in widget.on_save(None)] == ["pizza_seed4_w2_00.png", "pizza_seed4_w2_01.png"]
+
+
+def test_completion_widget_guidance():
+    from pcnn.widgets import CompletionWidget
+    torch.manual_seed(0)
+    model = randomize_(pcnn.PixelCNNpp(tiny_config())).eval()
+    images = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    w = CompletionWidget(model, images, guidance=2.0)
+    w.keep_rows.value, w.seed.value = 4, 1
+    out = w.on_complete()
+    want = pcnn.complete_as_every_class(model, images[:1], 4, seed=1, guidance=2.0)[0]
+    assert torch.equal(out, want) and "guidance 2" in w.status.value
