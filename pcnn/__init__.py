@@ -9,13 +9,13 @@ from .config import FUSION_MODES, ModelConfig
 from .model import PixelCNNpp
 from .evidence import evidence, evidence_margin, plot_evidence_margin
 from .grids import class_grid, completion_grid, labeled_grid
-from .sample import complete, complete_as_every_class, sample, same_noise_grid
+from .sample import complete, complete_as_every_class, guidance_grid, sample, same_noise_grid
 
 __version__ = "0.1.0"
 __all__ = ["ModelConfig", "FUSION_MODES", "PixelCNNpp", "save", "load", "read_metadata", "CheckpointError",
            "log_likelihoods", "predict", "posterior", "metrics", "sample",
            "complete", "complete_as_every_class", "evidence", "evidence_margin", "plot_evidence_margin",
-           "labeled_grid", "class_grid", "same_noise_grid", "completion_grid", "evaluate_generation"]
+           "labeled_grid", "class_grid", "same_noise_grid", "guidance_grid", "completion_grid", "evaluate_generation"]
 
 
 def evaluate_generation(*args, **kwargs):

@@ -262,6 +262,29 @@ def same_noise_grid(model, per_class: int = 8, seed: int = 0, classes: Optional[
                         col_labels=[f"noise {k}" for k in range(per_class)], scale=scale)
 
 
+def guidance_rows(model, cls: int, weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0), per_row: int = 8, seed: int = 0,
+                  guide: str = "posterior", method: str = "cached") -> torch.Tensor:
+    """``per_row`` images of class ``cls`` at every guidance weight, one noise draw for all:
+    uint8 (len(weights), per_row, 3, S, S). Every row uses the exact 256-bin draw
+    (``exact_bins=True``) with ``torch.Generator().manual_seed(seed)``, so column k of every row
+    consumes the same random numbers and the rows differ only by w."""
+    check_class_values([cls], model.config, "cls")
+    rows = [sample(model, [cls] * per_row, generator=torch.Generator().manual_seed(seed), guidance=w, guide=guide,
+                   exact_bins=True, method=method) for w in weights]
+    return torch.stack([r.cpu() for r in rows])
+
+
+def guidance_grid(model, cls: int, weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0), per_row: int = 8, seed: int = 0,
+                  guide: str = "posterior", class_names: Optional[Sequence[str]] = None, scale: int = 4,
+                  method: str = "cached") -> torch.Tensor:
+    """The "same noise, every w" grid of :func:`guidance_rows`: row = guidance weight (labelled
+    ``<class> w=<w>``), column k = noise draw k."""
+    rows = guidance_rows(model, cls, weights, per_row, seed, guide, method)
+    name = class_names_for(model.config.num_classes, class_names)[cls]
+    return labeled_grid([list(r) for r in rows], [f"{name} w={w:g}" for w in weights],
+                        col_labels=[f"noise {k}" for k in range(per_row)], scale=scale)
+
+
 def make_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tensor:
     """uint8 images (N, 3, H, W) -> one uint8 grid image (3, H', W'), white padding."""
     from torchvision.utils import make_grid as tv_grid

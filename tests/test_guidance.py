@@ -243,3 +243,15 @@ def test_guided_sampling_keeps_no_autograd_and_restores_train_mode(tiny):
     tiny.train()
     x = sample(tiny, [1], torch.Generator().manual_seed(0), guidance=1.0)
     assert tiny.training and not x.requires_grad
+
+
+def test_guidance_rows_share_noise_and_the_grid_labels_rows(tiny):
+    from pcnn.sample import guidance_grid, guidance_rows
+    rows = guidance_rows(tiny, 2, weights=(0.0, 2.0), per_row=3, seed=1)
+    assert rows.shape == (2, 3, 3, 8, 8) and rows.dtype == torch.uint8
+    assert torch.equal(rows[0], sample(tiny, [2] * 3, torch.Generator().manual_seed(1), exact_bins=True))
+    assert torch.equal(rows[1], sample(tiny, [2] * 3, torch.Generator().manual_seed(1), guidance=2.0))
+    grid = guidance_grid(tiny, 2, weights=(0.0, 2.0), per_row=3, seed=1, scale=2)
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3 and grid.shape[1] > 2 * 16
+    with pytest.raises(ValueError):
+        guidance_rows(tiny, 7)
