@@ -152,6 +152,19 @@ def test_deferred_checks_follow_the_per_step_run(tmp_path):
     assert float(b["optimizer"]["param_groups"][0]["lr"]) == pytest.approx(cfg.lr * cfg.lr_decay ** 8, rel=1e-6)
 
 
+def test_deferred_checks_resume_exactly(tmp_path):
+    """A run with deferred checks stopped mid-epoch and resumed equals the straight run."""
+    cfg = tiny_train(epochs=2, check_every=3, device_data=True)
+    straight = run(cfg, tmp_path / "straight")
+    run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 5}), tmp_path / "resumed")
+    assert load_state(tmp_path / "resumed")["step"] == 5
+    resumed = run(cfg, tmp_path / "resumed", resume=True)
+    a, b = load_state(tmp_path / "straight"), load_state(tmp_path / "resumed")
+    for part in ("model", "ema"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert straight[-1]["train_bpd"] == resumed[-1]["train_bpd"]
+
+
 def test_deferred_checks_skip_and_count_bad_steps(tmp_path, monkeypatch):
     _poisoned_forward(monkeypatch, nan_output_calls={2, 3}, nan_grad_calls={6})
     cfg = tiny_train(epochs=2, max_bad_steps=3, check_every=3)
