@@ -179,6 +179,28 @@ def test_deferred_checks_skip_and_count_bad_steps(tmp_path, monkeypatch):
     assert all(torch.isfinite(t).all() for t in pcnn.load(tmp_path / "model.safetensors").state_dict().values())
 
 
+def test_deferred_step_with_a_grad_scaler_skips_an_overflow_without_counting_it(tmp_path, monkeypatch):
+    """fp16's path (GPU only) with a CPU GradScaler: an overflow lowers the scale and skips the
+    update on the device, and is not a bad step, as in the per-step path."""
+    from pcnn.train.distributed import DistContext
+    from pcnn.train.loop import Trainer
+    (images, labels), val = _data()
+    tr = Trainer(tiny_train(check_every=4), tmp_path, DistContext(), (images, labels), val, False, False)
+    tr.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    _poisoned_forward(monkeypatch, nan_output_calls=(), nan_grad_calls={2})
+    before = [p.detach().clone() for p in tr.params]
+    x, y = to_float(images[:8]), labels[:8]
+    tr._train_step(x, y)
+    after_one = [p.detach().clone() for p in tr.params]
+    tr._train_step(x, y)  # overflow: skipped
+    assert all(torch.equal(a, b) for a, b in zip(after_one, (p.detach() for p in tr.params)))
+    tr._train_step(x, y)
+    tr._read_checks()
+    assert (tr.step, tr.bad_total, tr.epoch_sums["good"]) == (2, 0, 3)
+    assert tr.scaler.get_scale() == 2.0 ** 7
+    assert not all(torch.equal(a, b) for a, b in zip(before, after_one))
+
+
 def test_deferred_checks_stop_a_run_that_cannot_recover(tmp_path, monkeypatch):
     _poisoned_forward(monkeypatch, nan_output_calls="all")
     with warnings.catch_warnings():
