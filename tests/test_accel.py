@@ -67,7 +67,8 @@ def test_fallbacks_warn_and_say_what_runs(monkeypatch):
     monkeypatch.setattr(accel, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
     with pytest.warns(RuntimeWarning, match="no fused Adam kernel on cpu"):
         assert resolve_fast_path(TrainConfig(fused_optimizer=True), "cpu").fused is False
-    with pytest.warns(RuntimeWarning, match="checking every step"):
+    with pytest.warns(RuntimeWarning, match="checking every step"), \
+            pytest.warns(RuntimeWarning, match="no fused Adam kernel"):
         assert resolve_fast_path(TrainConfig(check_every=4), "cpu").check_every == 1
 
 

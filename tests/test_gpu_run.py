@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_run  # noqa: E402
 
 
+@pytest.mark.usefixtures("one_thread")  # tiny models: two OpenMP threads on a busy 2-core box are 10x slower
 def test_cpu_dry_run_returns_everything_in_at_most_8_files(tmp_path):
     images, labels = fake_data(64, size=32)
     data = tmp_path / "data.pt"
