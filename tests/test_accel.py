@@ -86,6 +86,20 @@ def test_compile_failure_falls_back_to_eager_with_the_same_result(tmp_path, monk
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_make_optimizer_and_helpers():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    plain = accel.make_optimizer(TrainConfig(optimizer="adam"), params, FastPath("off", False, False, False, 1), "cpu")
+    assert type(plain) is torch.optim.Adam and not plain.defaults["fused"] and plain.param_groups[0]["lr"] == 1e-3
+    fused = accel.make_optimizer(TrainConfig(optimizer="adamw", lr=2e-4), params,
+                                 FastPath("off", False, True, False, 5), "cpu")
+    assert type(fused) is torch.optim.AdamW and fused.defaults["fused"]
+    lr = fused.param_groups[0]["lr"]
+    assert torch.is_tensor(lr) and lr.item() == pytest.approx(2e-4)  # rewritten on the device each step
+    t = torch.arange(4)
+    assert accel.to_device_async(t, "cpu") is t
+    assert accel.compile_supported() is True  # this interpreter and torch run dynamo (CI's too)
+
+
 def test_loss_function_eager_is_training_loss(tiny):
     from pcnn.train import training_loss
     from conftest import rand_images
