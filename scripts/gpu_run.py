@@ -304,7 +304,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-rounds", type=int, default=3)
     ap.add_argument("--bench-steps", type=int, default=20)
     ap.add_argument("--bench-trainer-steps", type=int, default=40)
-    ap.add_argument("--starter-dir", default=None, help="the course starter (default ../shared/cpen455-starter)")
+    ap.add_argument("--starter-dir", default=None,
+                    help="the course starter (default ../shared/cpen455-starter, which does not travel to a lent "
+                         "machine by itself: without it the bench has no starter rows)")
     ap.add_argument("--peak-size", type=int, default=None, help="matmul size of the bf16 peak")
     ap.add_argument("--no-bench", action="store_true", help="skip the benchmark")
     ap.add_argument("--tests-timeout", type=float, default=180.0)
@@ -359,7 +361,7 @@ def main(argv=None) -> int:
         if not a.no_bench:
             try:
                 facts["bench"] = run_bench(a, keep)
-            except Exception as e:  # a failed benchmark must not cost the training run
+            except (Exception, SystemExit) as e:  # a failed benchmark must not cost the training run
                 facts["bench"] = f"failed: {type(e).__name__}: {e}"
             print(f"bench: {facts['bench']} ({time.monotonic() - t0:.0f} s)", flush=True)
         left = a.budget_minutes - a.reserve_minutes - (time.monotonic() - t0) / 60
