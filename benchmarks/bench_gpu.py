@@ -39,7 +39,6 @@ from pathlib import Path
 
 import torch
 
-import pcnn
 from bench_model import emit  # same folder: run as `python benchmarks/...`
 from bench_vs_starter import batch_of_images, load_starter, model_config, step_flops
 from pcnn.precision import describe_cpu, resolve_amp
