@@ -1,38 +1,52 @@
-"""One bounded call on a lent GPU machine: device facts, device tests, step timings, a timed training run.
+"""One bounded call on a lent GPU machine that loses nothing: device facts and tests, the
+GPU benchmark, a training run to a wall-clock budget, its best export and 500 samples.
 
-On the GPU machine (the `device` tool runs one command of at most 10 minutes; only
-files under $OUT come back, at most 8 of 16 MiB each):
+On the GPU machine (the `run` tool runs one command of at most 10 minutes; only files under
+$OUT come back, at most 8 of at most 16 MiB each):
 
     python scripts/gpu_run.py --data-tensors .gpu/data.pt --preset configs/film_large.json \
-        --minutes 5 --out $OUT
+        --budget-minutes 9 --out $OUT
 
-Locally, before the call (the course data beside the checkout does not travel):
+Locally, before the call (the course data beside the checkout does not travel, so it is
+packed and carried; the working tree that travels may be at most 64 MiB):
 
     python scripts/gpu_run.py --pack-data .gpu/data.pt      # train + validation as uint8 tensors (~15 MB)
+    python scripts/gpu_run.py --check-size --carry .gpu/data.pt
 
-and after it, to rebuild an export that came back in parts:
+and after it:
 
     python scripts/gpu_run.py --join <files_at> --to checkpoints/stages/NAME.safetensors
+    python scripts/gpu_run.py --samples-to-pngs <files_at>/samples.pt --to runs/gpu_samples
+    python -m pcnn evaluate-generation --gen runs/gpu_samples --real-floor --out gen.json   # FID, KID, probe
 
-What it writes to --out: ``device.json`` (GPU, capability, torch, amp choice),
-``tests.log`` (``pytest -m device`` with PCNN_TEST_DEVICE set to the device),
-``bench.md`` (training-step img/s in fp32 / bf16 / fp16 and bf16 + torch.compile
-at each size), ``train.log``, ``metrics.jsonl`` and the export
-(``model.safetensors``, or ``model.safetensors.partNN`` + ``.sha256`` when it is
-larger than one returned file may be). The training run is the preset with
-``max_minutes`` = ``--minutes``, so it stops on time, evaluated and exported.
-CI runs it on the CPU (``--device cpu --minutes 0.2`` with tiny sizes) so it
-cannot rot.
+What comes back in --out (at most 8 files, checked before anything is written):
+
+* ``results.tar.gz``: ``device.json`` (GPU, torch, amp choices, timings, what was returned),
+  ``tests.log`` (``pytest -m device`` on the device), ``bench.md`` / ``bench.json``
+  (``benchmarks/bench_gpu.py``), ``train.log``, ``metrics.jsonl``, ``config.json`` and
+  ``manifest.json`` (every returned file's bytes and sha256, and the export's whole sha256).
+* ``best.safetensors``: the run's best export (``best.safetensors`` of its workdir, chosen by
+  the trainer's rule), whole or as ``best.safetensors.partNN`` pieces of at most 15 MiB.
+* ``samples.pt``: 500 samples of that export (125 per class, seed 3, in batches of 100 with
+  seed 3 + b, the protocol of ``python -m pcnn evaluate``) as one uint8 tensor with labels,
+  so FID-2048, KID and the probe are computed at home on a CPU.
+
+The training run is the preset with ``max_minutes`` set so that the whole call ends within
+``--budget-minutes`` with ``--reserve-minutes`` left for its evaluation, export, sampling and
+packing. CI runs it on the CPU with tiny settings (tests/test_gpu_run.py) so it cannot rot.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import hashlib
+import io
 import json
+import math
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -41,13 +55,23 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pcnn  # noqa: E402
 from pcnn.precision import describe_cpu, resolve_amp  # noqa: E402
-from pcnn.train import TrainConfig, apply_overrides, train, training_loss  # noqa: E402
+from pcnn.sample import save_png  # noqa: E402
+from pcnn.train import TrainConfig, apply_overrides, train  # noqa: E402
 
 #: One returned file may be at most 16 MiB; stay below with a margin.
 PART_BYTES = 15 << 20
+#: The device tool returns at most this many files from $OUT.
+MAX_FILES = 8
+#: The working tree that travels to the device machine (tracked + untracked-not-ignored files and the
+#: carried paths) may be at most this large.
+TRAVEL_LIMIT = 64 << 20
+ARCHIVE = "results.tar.gz"
+EXPORT = "best.safetensors"
+SAMPLES = "samples.pt"
 
 
 def device_facts(device: torch.device) -> dict:
@@ -76,93 +100,115 @@ def run_device_tests(device: torch.device, log: Path, timeout: float) -> int:
             return 124
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# ---------------------------------------------------------------- what travels, what comes back
+
+def travelling_bytes(root: Path = ROOT, carry=()) -> int:
+    """Bytes of the working tree that travels to the device machine: tracked and untracked files
+    git does not ignore (``git ls-files -co --exclude-standard``) plus every carried path."""
+    root = Path(root)
+    out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         capture_output=True, check=True).stdout
+    total = 0
+    for name in {n for n in out.decode(errors="surrogateescape").split("\0") if n}:
+        p = root / name
+        if p.is_file() and not p.is_symlink():  # a deleted tracked file is still listed
+            total += p.stat().st_size
+    for c in carry:
+        p = root / c
+        if p.is_file():
+            total += p.stat().st_size
+        elif p.is_dir():
+            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+    return total
 
 
-def step_rate(size: str, precision: str, compiled: bool, device: torch.device, batch: int, steps: int) -> float:
-    """Training-step img/s (forward, fp32 loss, backward, Adam) of a FiLM model of ``size``."""
-    r, f, k = (int(v) for v in size.split("/"))
-    mc = pcnn.ModelConfig(nr_resnet=r, nr_filters=f, nr_logistic_mix=k, dropout=0.5, fusion="blocks_film")
-    torch.manual_seed(0)
-    model = pcnn.PixelCNNpp(mc).to(device).train()
-    net = torch.compile(model) if compiled else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    g = torch.Generator().manual_seed(0)
-    x = (torch.randint(0, 256, (batch, 3, 32, 32), generator=g).float() / 127.5 - 1).to(device)
-    y = (torch.arange(batch) % 4).to(device)
-
-    def step():
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = training_loss(net, x, y, mc)[0]
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-    for _ in range(2):  # warm-up: kernels, autotuning, compilation
-        step()
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return batch * steps / (time.perf_counter() - t)
+def check_travel_size(root: Path = ROOT, carry=(), limit: int = TRAVEL_LIMIT) -> int:
+    """The travelling size, or ``SystemExit`` with one sentence when a call would be refused."""
+    n = travelling_bytes(root, carry)
+    if n > limit:
+        raise SystemExit(f"error: the working tree that would travel to the GPU machine is {n / 2 ** 20:.1f} MiB "
+                         f"(tracked and untracked-not-ignored files{' plus ' + ', '.join(map(str, carry)) if carry else ''}), "
+                         f"over the {limit / 2 ** 20:.0f} MiB a call may carry: ignore or remove large files first")
+    return n
 
 
-def bench_table(device: torch.device, sizes, batch: int, steps: int, compile_too: bool) -> list:
-    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
-    cols = [(p, False) for p in precisions] + ([("bf16", True)] if compile_too else [])
-    head = " | ".join(f"{p}{' + compile' if c else ''}" for p, c in cols)
-    lines = [f"Training step img/s on {device_facts(device).get('gpu', describe_cpu())}, batch {batch}, "
-             f"{steps} timed steps after 2 warm-up steps, FiLM, dropout 0.5 (scripts/gpu_run.py)", "",
-             f"| size | {head} |", "|---|" + "---|" * len(cols)]
-    for size in sizes:
-        cells = []
-        for p, c in cols:
-            try:
-                cells.append(f"{step_rate(size, p, c, device, batch, steps):.1f}")
-            except Exception as e:  # a failing variant is a result too; keep measuring the others
-                cells.append(f"failed: {type(e).__name__}")
-        lines.append(f"| {size} | " + " | ".join(cells) + " |")
-    return lines
+def parts_needed(nbytes: int, part_bytes: int = PART_BYTES) -> int:
+    return max(1, math.ceil(nbytes / part_bytes))
 
 
-def split_for_return(path: Path, out: Path, part_bytes: int = PART_BYTES) -> list:
-    """Copy ``path`` into ``out`` as one file, or as ``NAME.partNN`` pieces plus ``NAME.sha256``."""
+def check_returned_count(export_bytes: int, part_bytes: int = PART_BYTES) -> int:
+    """Files the call returns (archive + samples + the export's pieces), or ``SystemExit`` over 8."""
+    n = 2 + parts_needed(export_bytes, part_bytes)
+    if n > MAX_FILES:
+        raise SystemExit(f"error: an export of {export_bytes / 2 ** 20:.0f} MiB needs {n - 2} pieces of "
+                         f"{part_bytes / 2 ** 20:.0f} MiB, so the call would return {n} files, more than the "
+                         f"{MAX_FILES} the device tool returns: train a smaller model or return fewer files")
+    return n
+
+
+def export_bytes_estimate(cfg: TrainConfig) -> int:
+    """Size of a float32 export of ``cfg.model`` (weights plus a generous allowance for the header)."""
+    n = sum(t.numel() for t in pcnn.PixelCNNpp(cfg.model).state_dict().values())
+    return 4 * n + (1 << 20)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def split_for_return(path: Path, out: Path, part_bytes: int = PART_BYTES) -> dict:
+    """Copy ``path`` into ``out`` whole, or as ``NAME.partNN`` pieces; returns its manifest entry
+    (``sha256`` of the whole file, ``bytes``, ``files``) for the archive's ``manifest.json``."""
     data = path.read_bytes()
+    entry = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     if len(data) <= part_bytes:
         (out / path.name).write_bytes(data)
-        return [out / path.name]
+        return {**entry, "files": [path.name]}
     files = []
     for i in range(0, len(data), part_bytes):
         p = out / f"{path.name}.part{i // part_bytes:02d}"
         p.write_bytes(data[i:i + part_bytes])
-        files.append(p)
-    (out / f"{path.name}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
-    return files + [out / f"{path.name}.sha256"]
+        files.append(p.name)
+    return {**entry, "files": files}
 
 
-def join_parts(folder: Path, to: Path, name: str = "model.safetensors") -> Path:
-    """Rebuild ``name`` from ``folder`` (whole, or from its parts, checked against the sha256)."""
+def read_manifest(folder: Path) -> dict:
+    """``manifest.json`` from ``folder/results.tar.gz`` (or beside it), {} when neither is there."""
+    folder = Path(folder)
+    if (folder / "manifest.json").is_file():
+        return json.loads((folder / "manifest.json").read_text())
+    if (folder / ARCHIVE).is_file():
+        with tarfile.open(folder / ARCHIVE) as tar:
+            try:
+                return json.loads(tar.extractfile("manifest.json").read())
+            except KeyError:
+                return {}
+    return {}
+
+
+def join_parts(folder: Path, to: Path, name: str = EXPORT) -> Path:
+    """Rebuild ``name`` from ``folder`` (whole, or from its parts), checked against the sha256 in
+    the manifest (or a ``NAME.sha256`` file, as older calls wrote)."""
     folder = Path(folder)
     whole = folder / name
+    parts = sorted(folder.glob(f"{name}.part*"))
     if whole.is_file():
         data = whole.read_bytes()
-    else:
-        parts = sorted(folder.glob(f"{name}.part*"))
-        if not parts:
-            raise SystemExit(f"error: neither {whole} nor its parts are in {folder}")
+    elif parts:
         data = b"".join(p.read_bytes() for p in parts)
+    else:
+        raise SystemExit(f"error: neither {whole} nor its parts are in {folder}")
+    want = read_manifest(folder).get("files", {}).get(name, {}).get("sha256")
+    if want is None and (folder / f"{name}.sha256").is_file():
         want = (folder / f"{name}.sha256").read_text().strip()
-        if hashlib.sha256(data).hexdigest() != want:
-            raise SystemExit(f"error: the {len(parts)} parts of {name} do not match their sha256")
+    if want is None and parts:
+        raise SystemExit(f"error: no sha256 for the {len(parts)} parts of {name} ({ARCHIVE} or {name}.sha256 missing)")
+    if want is not None and hashlib.sha256(data).hexdigest() != want:
+        raise SystemExit(f"error: {name} rebuilt from {folder} does not match its sha256")
     to = Path(to)
     to.parent.mkdir(parents=True, exist_ok=True)
     to.write_bytes(data)
@@ -180,23 +226,65 @@ def pack_data(to: Path) -> Path:
     return to
 
 
-def timed_training(preset: Path, overrides, minutes: float, data_tensors, out: Path) -> dict:
-    d = json.loads(Path(preset).read_text())
-    d = apply_overrides(d, list(overrides) + [f"max_minutes={minutes}"])
-    cfg = TrainConfig.from_dict(d)
+# ---------------------------------------------------------------- samples
+
+def sample_set(model, per_class: int = 125, seed: int = 3, batch_size: int = 100) -> dict:
+    """``per_class`` samples of every class as in :func:`pcnn.sample.write_sample_set` (class-major
+    labels, batch b drawn with seed ``seed + b``), kept as one uint8 tensor instead of PNGs."""
+    labels = torch.tensor([c for c in range(model.config.num_classes) for _ in range(per_class)])
+    images = [pcnn.sample(model, labels[i:i + batch_size], generator=torch.Generator().manual_seed(seed + b))
+              for b, i in enumerate(range(0, len(labels), batch_size))]
+    return {"images": torch.cat(images).cpu(), "labels": labels, "seed": seed, "batch_size": batch_size,
+            "per_class": per_class}
+
+
+def samples_to_pngs(path: Path, to: Path) -> Path:
+    """Write a ``samples.pt`` as ``Class<c>_image_<nn>.png`` files (what ``evaluate-generation`` reads)."""
+    s = torch.load(path, map_location="cpu", weights_only=True)
+    to = Path(to)
+    to.mkdir(parents=True, exist_ok=True)
+    counts: dict = {}
+    for img, c in zip(s["images"], s["labels"].tolist()):
+        n = counts[c] = counts.get(c, -1) + 1
+        save_png(img, to / f"Class{c}_image_{n:02d}.png")
+    return to
+
+
+# ---------------------------------------------------------------- the call
+
+def timed_training(cfg: TrainConfig, data_tensors, wd: Path, log: Path) -> dict:
     train_data = val_data = None
     if data_tensors:
         t = torch.load(data_tensors, map_location="cpu", weights_only=True)
         train_data = (t["train"]["images"], t["train"]["labels"])
         val_data = (t["validation"]["images"], t["validation"]["labels"])
-    with tempfile.TemporaryDirectory() as wd, open(out / "train.log", "w") as log, \
-            contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+    with open(log, "w") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):
         t0 = time.perf_counter()
         hist = train(cfg, wd, train_data, val_data, progress=False)
         seconds = time.perf_counter() - t0
-        (out / "metrics.jsonl").write_text((Path(wd) / "metrics.jsonl").read_text())
-        returned = split_for_return(Path(wd) / "model.safetensors", out)
-    return {"seconds": seconds, "last_row": hist[-1] if hist else None, "files": [p.name for p in returned]}
+    return {"seconds": seconds, "max_minutes": cfg.max_minutes, "epochs_run": len(hist),
+            "last_row": hist[-1] if hist else None}
+
+
+def run_bench(a, out: Path) -> dict:
+    import bench_gpu  # benchmarks/bench_gpu.py (on sys.path above)
+    argv = ["--device", a.device, "--sizes", *a.sizes, "--batches", *map(str, a.batches), "--rounds",
+            str(a.bench_rounds), "--steps", str(a.bench_steps), "--trainer-steps", str(a.bench_trainer_steps),
+            "--out", str(out / "bench.md"), "--random-data"]
+    if a.starter_dir:
+        argv += ["--starter-dir", a.starter_dir]
+    if a.peak_size:
+        argv += ["--peak-size", str(a.peak_size)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        res = bench_gpu.main(argv)
+    return {"rows": len(res["results"])}
+
+
+def pack(folder: Path, to: Path) -> Path:
+    with tarfile.open(to, "w:gz") as tar:
+        for p in sorted(folder.iterdir()):
+            tar.add(p, arcname=p.name)
+    return to
 
 
 def main(argv=None) -> int:
@@ -206,22 +294,50 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default=str(ROOT / "configs" / "film_large.json"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a preset setting (repeatable)")
-    ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget of the training run")
+    ap.add_argument("--budget-minutes", type=float, default=9.0, help="wall-clock budget of the whole call")
+    ap.add_argument("--reserve-minutes", type=float, default=1.5,
+                    help="kept at the end of the budget for the final evaluation, export, samples and packing")
+    ap.add_argument("--minutes", type=float, default=None, help="cap the training run's minutes below the budget")
     ap.add_argument("--data-tensors", help="train/validation tensors made by --pack-data (default: the data folder)")
-    ap.add_argument("--sizes", nargs="+", default=["1/40/5", "1/160/5"])
-    ap.add_argument("--bench-steps", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--no-compile", action="store_true", help="skip the bf16 + torch.compile column")
+    ap.add_argument("--sizes", nargs="+", default=["1/160/5"], help="bench sizes (nr_resnet/nr_filters/nr_mix)")
+    ap.add_argument("--batches", nargs="+", type=int, default=[64, 256], help="bench batch sizes")
+    ap.add_argument("--bench-rounds", type=int, default=3)
+    ap.add_argument("--bench-steps", type=int, default=20)
+    ap.add_argument("--bench-trainer-steps", type=int, default=40)
+    ap.add_argument("--starter-dir", default=None,
+                    help="the course starter (default ../shared/cpen455-starter, which does not travel to a lent "
+                         "machine by itself: without it the bench has no starter rows)")
+    ap.add_argument("--peak-size", type=int, default=None, help="matmul size of the bf16 peak")
+    ap.add_argument("--no-bench", action="store_true", help="skip the benchmark")
     ap.add_argument("--tests-timeout", type=float, default=180.0)
+    ap.add_argument("--samples-per-class", type=int, default=125)
     ap.add_argument("--pack-data", metavar="FILE", help="only write the train/validation tensors to FILE")
+    ap.add_argument("--check-size", action="store_true", help="only check the travelling working tree (and --carry)")
+    ap.add_argument("--carry", nargs="*", default=[], help="with --check-size: carried (ignored) paths")
     ap.add_argument("--join", metavar="FOLDER", help="only rebuild the export from FOLDER (see --to)")
-    ap.add_argument("--to", help="with --join: where to write the rebuilt export")
+    ap.add_argument("--samples-to-pngs", metavar="FILE", help="only write a samples.pt as PNGs into --to")
+    ap.add_argument("--to", help="with --join / --samples-to-pngs: where to write")
     a = ap.parse_args(argv)
+    t0 = time.monotonic()
     if a.pack_data:
-        print(pack_data(Path(a.pack_data)))
+        path = pack_data(Path(a.pack_data))
+        print(path)
+        try:
+            rel = path.resolve().relative_to(ROOT)
+            print(f"travelling with --carry {rel}: {check_travel_size(ROOT, [rel]) / 2 ** 20:.1f} MiB "
+                  f"(limit {TRAVEL_LIMIT >> 20} MiB)")
+        except ValueError:  # packed outside the checkout: it cannot be carried from there
+            print(f"note: {path} is outside the checkout; carry paths are relative to it", file=sys.stderr)
+        return 0
+    if a.check_size:
+        n = check_travel_size(ROOT, a.carry)
+        print(f"travelling working tree: {n / 2 ** 20:.1f} MiB of {TRAVEL_LIMIT >> 20} MiB")
         return 0
     if a.join:
-        print(join_parts(Path(a.join), Path(a.to or "model.safetensors")))
+        print(join_parts(Path(a.join), Path(a.to or EXPORT)))
+        return 0
+    if a.samples_to_pngs:
+        print(samples_to_pngs(Path(a.samples_to_pngs), Path(a.to or "gpu_samples")))
         return 0
     if not a.out:
         print("error: give --out or set $OUT", file=sys.stderr)
@@ -232,18 +348,52 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but no GPU is visible", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
-    facts = device_facts(device)
-    print(json.dumps(facts, indent=1), flush=True)
-    facts["tests_rc"] = run_device_tests(device, out / "tests.log", a.tests_timeout)
-    print(f"device tests: rc {facts['tests_rc']} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    lines = bench_table(device, a.sizes, a.batch, a.bench_steps, not a.no_compile)
-    (out / "bench.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), f"\n({time.perf_counter() - t0:.0f} s)", flush=True)
-    facts["training"] = timed_training(Path(a.preset), a.overrides, a.minutes, a.data_tensors, out)
-    facts["total_seconds"] = time.perf_counter() - t0
-    (out / "device.json").write_text(json.dumps(facts, indent=1, default=str))
-    print(json.dumps(facts["training"], indent=1, default=str))
+    cfg = TrainConfig.from_dict(apply_overrides(json.loads(Path(a.preset).read_text()), a.overrides))
+    n_files = check_returned_count(export_bytes_estimate(cfg))  # before any time is spent
+    with tempfile.TemporaryDirectory() as tmp:
+        keep, wd = Path(tmp) / "results", Path(tmp) / "run"
+        keep.mkdir()
+        facts = device_facts(device)
+        facts["budget_minutes"], facts["returned_files_planned"] = a.budget_minutes, n_files
+        print(json.dumps(facts, indent=1), flush=True)
+        facts["tests_rc"] = run_device_tests(device, keep / "tests.log", a.tests_timeout)
+        print(f"device tests: rc {facts['tests_rc']} ({time.monotonic() - t0:.0f} s)", flush=True)
+        if not a.no_bench:
+            try:
+                facts["bench"] = run_bench(a, keep)
+            except (Exception, SystemExit) as e:  # a failed benchmark must not cost the training run
+                facts["bench"] = f"failed: {type(e).__name__}: {e}"
+            print(f"bench: {facts['bench']} ({time.monotonic() - t0:.0f} s)", flush=True)
+        left = a.budget_minutes - a.reserve_minutes - (time.monotonic() - t0) / 60
+        minutes = min(left, a.minutes) if a.minutes else left
+        if minutes <= 0.05:
+            facts["training"] = f"skipped: {left:.2f} minutes left before the reserve"
+        else:
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), "max_minutes": round(minutes, 3)})
+            facts["training"] = timed_training(cfg, a.data_tensors, wd, keep / "train.log")
+            for name in ("metrics.jsonl", "config.json"):
+                if (wd / name).is_file():
+                    (keep / name).write_text((wd / name).read_text())
+        manifest = {"files": {}}
+        best = wd / EXPORT
+        if best.is_file():
+            manifest["files"][EXPORT] = split_for_return(best, out)
+            manifest["best"] = pcnn.read_metadata(best)
+            t = time.monotonic()
+            model = pcnn.load(best).to(device)
+            torch.save(sample_set(model, a.samples_per_class), out / SAMPLES)
+            facts["sampling_s"] = time.monotonic() - t
+            manifest["files"][SAMPLES] = {"sha256": sha256(out / SAMPLES), "bytes": (out / SAMPLES).stat().st_size,
+                                          "files": [SAMPLES]}
+        facts["total_seconds"] = time.monotonic() - t0
+        (keep / "device.json").write_text(json.dumps(facts, indent=1, default=str))
+        (keep / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        pack(keep, out / ARCHIVE)
+    returned = sorted(p.name for p in out.iterdir())
+    print(json.dumps({"returned": returned, "training": facts["training"]}, indent=1, default=str))
+    if len(returned) > MAX_FILES:
+        print(f"error: {len(returned)} files in {out}, more than the {MAX_FILES} that come back", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -99,3 +99,21 @@ def test_bf16_scoring_table(tmp_path, monkeypatch):
     rows = _rows(out)[1:]
     assert [r.split("|")[1].strip() for r in rows] == ["fp32", "bf16"]
     assert "of 8" in rows[1] and "Decision" in out.read_text()
+
+
+def test_gpu_bench_runs_on_the_cpu_without_the_starter(tmp_path, one_thread):
+    """bench_gpu.py with the starter (scripts/gpu_run.py's dry run, tests/test_gpu_run.py) and without it
+    (a lent machine where ../shared did not travel): the pcnn rows, FLOPs and the trainer row remain."""
+    import bench_gpu
+    out = tmp_path / "gpu.md"
+    res = bench_gpu.main(["--device", "cpu", "--starter-dir", str(tmp_path / "nowhere"), "--sizes", "1/8/2",
+                          "--batches", "4", "--rounds", "2", "--steps", "1", "--warmup", "1", "--trainer-steps", "2",
+                          "--peak-size", "64", "--random-data", "--out", str(out)])
+    assert [r["variant"] for r in res["results"]] == ["pcnn-eager", "pcnn-fast"]
+    assert res["facts"]["starter"].startswith("no starter rows") and res["facts"]["bf16_matmul_tflops"] > 0
+    eager, fast = res["results"]
+    assert eager["gflop_per_image"] == fast["gflop_per_image"] > 0 and len(fast["rounds"]) == 2
+    assert fast["compile_s"] is not None and "compile=off" in fast["fast"]  # auto on a CPU: no compile
+    assert res["trainer"]["images_per_s"] > 0 and res["trainer"]["steps_per_epoch"] == 2
+    text = out.read_text()
+    assert "no starter rows" in text and "Real trainer end to end" in text and out.with_suffix(".json").is_file()

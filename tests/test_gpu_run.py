@@ -2,7 +2,9 @@
 trainer's wall-clock budget (max_minutes) it relies on."""
 import hashlib
 import json
+import subprocess
 import sys
+import tarfile
 import warnings
 
 import pytest
@@ -12,51 +14,118 @@ import pcnn
 import pcnn.train.loop
 from pcnn.train import TrainConfig
 
-from conftest import ROOT
+from conftest import ROOT, STARTER
 from test_train import fake_data, load_state, run, tiny_train
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_run  # noqa: E402
 
 
-def test_cpu_dry_run_writes_every_result(tmp_path):
+@pytest.mark.usefixtures("one_thread")  # tiny models: two OpenMP threads on a busy 2-core box are 10x slower
+def test_cpu_dry_run_returns_everything_in_at_most_8_files(tmp_path):
     images, labels = fake_data(64, size=32)
     data = tmp_path / "data.pt"
     torch.save({"train": {"images": images, "labels": labels},
                 "validation": {"images": images[:8], "labels": labels[:8]}}, data)
     out = tmp_path / "out"
-    rc = gpu_run.main(["--device", "cpu", "--minutes", "0.2", "--preset", str(ROOT / "configs" / "smoke.json"),
-                       "--data-tensors", str(data), "--sizes", "1/8/2", "--bench-steps", "1", "--no-compile",
-                       "--tests-timeout", "240", "--out", str(out)])
+    rc = gpu_run.main(["--device", "cpu", "--budget-minutes", "6", "--reserve-minutes", "0.5", "--minutes", "0.1",
+                       "--preset", str(ROOT / "configs" / "smoke.json"), "--set", "val_subset=0",
+                       "--data-tensors", str(data), "--sizes", "1/8/2", "--batches", "4", "--bench-rounds", "1",
+                       "--bench-steps", "1", "--bench-trainer-steps", "2", "--peak-size", "64",
+                       "--starter-dir", str(STARTER), "--samples-per-class", "2", "--tests-timeout", "240",
+                       "--out", str(out)])
     assert rc == 0
-    facts = json.loads((out / "device.json").read_text())
-    assert facts["device"] == "cpu" and facts["tests_rc"] == 0, (out / "tests.log").read_text()[-2000:]
-    assert "passed" in (out / "tests.log").read_text()
-    assert facts["amp_fp16"].startswith("refused")
-    bench = (out / "bench.md").read_text().splitlines()
-    row = [r for r in bench if r.startswith("| 1/8/2")][0].split("|")
-    assert len(row) == 5 and all(float(c) > 0 for c in row[2:4])  # fp32 and bf16 columns
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rows and rows[-1]["val_bpd"] > 0
-    model = pcnn.load(out / "model.safetensors")
-    assert model.config.nr_filters == 8
-    assert len(list(out.iterdir())) <= 8  # the device tool returns at most 8 files
+    assert sorted(p.name for p in out.iterdir()) == ["best.safetensors", "results.tar.gz", "samples.pt"]
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+        assert names >= {"device.json", "tests.log", "bench.md", "bench.json", "train.log", "metrics.jsonl",
+                         "config.json", "manifest.json"}
+        facts = json.loads(tar.extractfile("device.json").read())
+        tests_log = tar.extractfile("tests.log").read().decode()
+        bench = tar.extractfile("bench.md").read().decode()
+        rows = [json.loads(line) for line in tar.extractfile("metrics.jsonl").read().decode().splitlines()]
+    assert facts["device"] == "cpu" and facts["tests_rc"] == 0, tests_log[-2000:]
+    assert "passed" in tests_log and facts["amp_fp16"].startswith("refused")
+    assert facts["training"]["max_minutes"] <= 0.1 and rows and rows[-1]["val_bpd"] > 0
+    assert {"| 1/8/2 | 4 | starter", "| 1/8/2 | 4 | pcnn-eager", "| 1/8/2 | 4 | pcnn-fast"} <= \
+        {"|".join(line.split("|")[:4]).strip() for line in bench.splitlines()}
+    manifest = gpu_run.read_manifest(out)
+    assert manifest["files"]["best.safetensors"]["sha256"] == hashlib.sha256(
+        (out / "best.safetensors").read_bytes()).hexdigest()
+    assert manifest["best"]["selected_by"]  # the trainer's best export, not the last one
+    assert pcnn.load(out / "best.safetensors").config.nr_filters == 8
+    s = torch.load(out / "samples.pt", weights_only=True)
+    assert s["images"].dtype == torch.uint8 and s["images"].shape == (8, 3, 32, 32)
+    assert s["labels"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and s["seed"] == 3
+    pngs = gpu_run.samples_to_pngs(out / "samples.pt", tmp_path / "pngs")
+    assert sorted(p.name for p in pngs.iterdir())[:3] == ["Class0_image_00.png", "Class0_image_01.png",
+                                                         "Class1_image_00.png"]
+
+
+def test_budget_leaves_the_reserve(tmp_path, monkeypatch):
+    """With no time left before the reserve the training is skipped, not overrun."""
+    images, labels = fake_data(16, size=32)
+    data = tmp_path / "data.pt"
+    torch.save({"train": {"images": images, "labels": labels},
+                "validation": {"images": images[:8], "labels": labels[:8]}}, data)
+    monkeypatch.setattr(gpu_run, "run_device_tests", lambda *a: 0)
+    out = tmp_path / "out"
+    assert gpu_run.main(["--device", "cpu", "--budget-minutes", "0.5", "--reserve-minutes", "0.5", "--no-bench",
+                         "--preset", str(ROOT / "configs" / "smoke.json"), "--data-tensors", str(data),
+                         "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["results.tar.gz"]
+    with tarfile.open(out / "results.tar.gz") as tar:
+        assert json.loads(tar.extractfile("device.json").read())["training"].startswith("skipped")
 
 
 def test_split_and_join_round_trip(tmp_path):
     torch.manual_seed(0)
     model = pcnn.PixelCNNpp(pcnn.ModelConfig(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, image_size=8))
-    src = pcnn.checkpoint.save(tmp_path / "model.safetensors", model)
+    src = pcnn.checkpoint.save(tmp_path / "best.safetensors", model)
     out = tmp_path / "out"
     out.mkdir()
-    files = gpu_run.split_for_return(src, out, part_bytes=4096)
+    entry = gpu_run.split_for_return(src, out, part_bytes=4096)
+    files = [out / f for f in entry["files"]]
     assert len(files) > 2 and all(f.stat().st_size <= 4096 for f in files)
-    assert (out / "model.safetensors.sha256").read_text().strip() == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert entry["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest() and entry["bytes"] == src.stat().st_size
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "manifest.json").write_text(json.dumps({"files": {"best.safetensors": entry}}))
+    gpu_run.pack(tmp_path / "keep", out / "results.tar.gz")
     rebuilt = gpu_run.join_parts(out, tmp_path / "rebuilt.safetensors")
     assert rebuilt.read_bytes() == src.read_bytes()
-    (out / "model.safetensors.part01").write_bytes(b"x" * 10)
+    (out / "best.safetensors.part01").write_bytes(b"x" * 10)
     with pytest.raises(SystemExit, match="sha256"):
         gpu_run.join_parts(out, tmp_path / "bad.safetensors")
+    (out / "results.tar.gz").unlink()
+    with pytest.raises(SystemExit, match="no sha256"):
+        gpu_run.join_parts(out, tmp_path / "bad.safetensors")
+
+
+def test_returned_file_count_is_checked_before_the_call():
+    assert gpu_run.check_returned_count(57 << 20) == 6          # a 1/160/5 export: 4 parts + archive + samples
+    with pytest.raises(SystemExit, match="would return 9 files, more than the 8"):
+        gpu_run.check_returned_count(100 << 20)
+    big = TrainConfig.from_json(ROOT / "configs" / "film_large.json")
+    assert 50 << 20 < gpu_run.export_bytes_estimate(big) < 90 << 20
+    gpu_run.check_returned_count(gpu_run.export_bytes_estimate(big))
+
+
+def test_travelling_tree_fits_and_the_check_says_so(tmp_path):
+    """What travels to the GPU machine: tracked + untracked-not-ignored files + carried paths <= 64 MiB."""
+    n = gpu_run.travelling_bytes(ROOT)
+    assert 0 < n and n + (16 << 20) <= gpu_run.TRAVEL_LIMIT, f"{n / 2 ** 20:.1f} MiB + the packed data"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("ignored/\n")
+    (repo / "a.txt").write_bytes(b"a" * 1000)
+    (repo / "ignored").mkdir()
+    (repo / "ignored" / "data.pt").write_bytes(b"d" * 5000)
+    assert gpu_run.travelling_bytes(repo) == 1000 + len("ignored/\n")
+    assert gpu_run.travelling_bytes(repo, ["ignored/data.pt"]) == 6000 + len("ignored/\n")
+    with pytest.raises(SystemExit, match=r"error: the working tree that would travel .* over the 0 MiB a call may carry"):
+        gpu_run.check_travel_size(repo, ["ignored"], limit=4096)
+    assert gpu_run.main(["--check-size"]) == 0
 
 
 def test_max_minutes_stops_on_time_and_resumes(tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ Usage::
 
 Layout: :mod:`.config` (TrainConfig, schedules, overrides), :mod:`.objective` (the
 loss and validation figures), :mod:`.loop` (``train`` and the Trainer), :mod:`.state` (``last.pt``: save, resume, RNG), :mod:`.metrics` (metric
-files and loggers), :mod:`.distributed` (torchrun context), :mod:`.inputs` (data checks).
+files and loggers), :mod:`.distributed` (torchrun context), :mod:`.inputs` (data checks),
+:mod:`.accel` (the GPU fast path: compile, CUDA graphs, channels-last, fused optimizer, data on
+the device, deferred finite checks; each ``auto`` keeps the CPU trainer as it was).
 
 What it optimises: the mean over the batch of the negative log-likelihood in
 **bits per dimension** (``nll`` nats per image / (3*H*W*ln 2)) under the

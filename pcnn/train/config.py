@@ -17,6 +17,8 @@ from ..precision import AMP_MODES
 from ..workdir import WorkdirError
 
 OPTIMIZERS = ("adam", "adamw")
+#: ``TrainConfig.compile`` values (pcnn.train.accel resolves "auto" per device).
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead")
 
 
 def _is_number(v) -> bool:
@@ -70,8 +72,11 @@ class TrainConfig:
     checkpoint_every_steps: int = 0   # also save last.pt every this many batches; 0 = off
     max_bad_steps: int = 20           # stop (RuntimeError) after this many non-finite steps in a row
     amp: str = "auto"                 # "auto" (CUDA: bf16 if supported else fp16; CPU: bf16 if the CPU has it and a probe shows it pays, see pcnn.precision) | "off" | "bf16" | "fp16" (GPU only)
-    compile: bool = False             # torch.compile the training forward
-    channels_last: bool = False       # channels-last memory format (faster convolutions on recent GPUs)
+    compile: str = "auto"             # torch.compile the training loss: "auto" (CUDA: reduce-overhead; CPU: off, it did not pay there) | "off" | "default" | "reduce-overhead" (CUDA graphs; CUDA only); true/false = default/off (older configs)
+    channels_last: Any = "auto"       # channels-last memory format: "auto" (on on CUDA, off on CPU where it gave nothing) | true | false
+    fused_optimizer: Any = "auto"     # fused Adam/AdamW kernel (fused=True): "auto" (on on CUDA, or when check_every > 1 needs it; off on CPU) | true | false
+    device_data: Any = "auto"         # keep the training split on the device and flip there: "auto" (on on CUDA) | true | false
+    check_every: int = 0              # read the finite-loss/gradient flags back every this many steps (1 = every step; > 1 needs the fused optimizer); 0 = auto (CUDA 50, CPU and DDP 1); see pcnn.train.accel
     tensorboard: bool = False         # log to workdir/tensorboard (needs the tensorboard package)
     wandb: bool = False               # log to Weights & Biases (needs wandb; project from $WANDB_PROJECT)
     data_dir: Optional[str] = None    # CPEN455 data folder; None = pcnn.data.resolve_data_dir()
@@ -93,7 +98,16 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(v) for v in b))
         for name, ok, rule in _FLOAT_RULES:
             _check_float(name, getattr(self, name), ok, rule)
-        for name in ("ema_warmup", "compile", "channels_last", "tensorboard", "wandb"):
+        if isinstance(self.compile, bool):  # older configs said true / false
+            object.__setattr__(self, "compile", "default" if self.compile else "off")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"TrainConfig.compile must be one of {list(COMPILE_MODES)} (or true/false), "
+                             f"got {self.compile!r}")
+        for name in ("channels_last", "fused_optimizer", "device_data"):
+            v = getattr(self, name)
+            if not (isinstance(v, bool) or v == "auto"):
+                raise ValueError(f"TrainConfig.{name} must be \"auto\", true or false, got {v!r}")
+        for name in ("ema_warmup", "tensorboard", "wandb"):
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise ValueError(f"TrainConfig.{name} must be true or false, got {v!r} ({type(v).__name__})")
@@ -105,7 +119,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r} ({type(v).__name__})")
-        for name in ("warmup_steps", "val_subset", "checkpoint_every_steps", "seed", "eval_batch_size"):
+        for name in ("warmup_steps", "val_subset", "checkpoint_every_steps", "seed", "eval_batch_size",
+                     "check_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative int, got {v!r} ({type(v).__name__})")
@@ -116,6 +131,10 @@ class TrainConfig:
                 self.max_minutes, (int, float)) or not 0 < self.max_minutes < math.inf):
             raise ValueError(f"TrainConfig.max_minutes must be a positive finite number or null, got "
                              f"{self.max_minutes!r}")
+        if self.check_every > 1 and self.fused_optimizer is False:
+            raise ValueError(f"TrainConfig.check_every={self.check_every} defers the finite checks, which needs "
+                             "the fused optimizer to skip a bad step on the device; set fused_optimizer to true or "
+                             "auto, or check_every to 1")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.amp not in AMP_MODES:

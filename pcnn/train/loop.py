@@ -30,6 +30,7 @@ from ..data import augment, load_split, to_float
 from ..model import PixelCNNpp
 from ..precision import resolve_amp
 from ..workdir import WorkdirError, WorkdirLock, claim_for_run
+from .accel import DeviceData, FastSteps, LossFunction, make_optimizer, resolve_fast_path
 from .config import TrainConfig, ema_decay_at, exports_ema, lr_at
 from .objective import evaluate, grad_norm, training_loss, validation_objective
 from .distributed import DistContext
@@ -101,7 +102,7 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
         dist_ctx.close()
 
 
-class Trainer(RunState):
+class Trainer(FastSteps, RunState):
     """One training run in ``workdir``: built by :func:`train`, which holds the workdir lock."""
 
     def __init__(self, cfg: TrainConfig, workdir: Path, dist_ctx: DistContext, train_data, val_data, resume, progress):
@@ -111,6 +112,7 @@ class Trainer(RunState):
             raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by the world size "
                              f"{dist_ctx.world}")
         self.local_batch = cfg.batch_size // dist_ctx.world
+        self.fast = resolve_fast_path(cfg, dist_ctx.device, dist_ctx.world)  # pcnn.train.accel
         if dist_ctx.main:
             self._clear_temp_files()
         self._load_data(train_data, val_data)
@@ -122,10 +124,10 @@ class Trainer(RunState):
             self._load(last)
         elif resume and dist_ctx.main:
             print(f"note: no {last} to resume from; starting a fresh run", file=sys.stderr)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr_at(cfg, self.step)
+        self._set_lr()
         if dist_ctx.main:
             print(f"precision: {self.amp.precision} (amp={cfg.amp}: {self.amp.reason})", file=sys.stderr)
+            print(f"fast path: {self.fast.describe()}", file=sys.stderr)
             atomic_write(workdir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json() + "\n"))
             write_metric_files(workdir, self.history)
         self.loggers = MetricLoggers(cfg, workdir, dist_ctx.main)
@@ -154,6 +156,8 @@ class Trainer(RunState):
             val_images, val_labels = val_images[idx], val_labels[idx]
         self.val_x, self.val_y = to_float(val_images), val_labels
         self.steps_per_epoch = len(self.train_labels) // cfg.batch_size
+        self.device_data = DeviceData(self.train_images, self.train_labels, self.dist.device) \
+            if self.fast.device_data else None
         if self.steps_per_epoch == 0:
             raise ValueError(f"the training split has {len(self.train_labels)} images, fewer than one batch "
                              f"({cfg.batch_size})")
@@ -173,7 +177,7 @@ class Trainer(RunState):
                 raise CheckpointError(f"init_from {cfg.init_from} is for model config {src.config}, "
                                       f"which differs from this run's {mc} in more than dropout")
             self.model.load_state_dict(src.state_dict())
-        if cfg.channels_last:
+        if self.fast.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         torch.manual_seed(cfg.seed * 1_000_003 + self.dist.rank + 1)  # dropout: one stream per rank
         self.ema_model = None
@@ -186,18 +190,16 @@ class Trainer(RunState):
             self._ema_tensors, self._raw_tensors = [e for e, _ in pairs], [r for _, r in pairs]
 
     def _build_optimizer(self) -> None:
-        """Optimizer, precision (grad scaler for fp16), the data generator, DDP and compile wrappers."""
+        """Optimizer, precision (grad scaler for fp16), the data generator, DDP and the (compiled) loss."""
         cfg, dev = self.cfg, self.dist.device
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(self.params, lr=lr_at(cfg, 0), betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg, self.params, self.fast, dev)
         self._set_amp(resolve_amp(cfg.amp, dev))
         self.gen = torch.Generator().manual_seed(cfg.seed)  # data order + augmentation
         self.net = self.model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             self.net = DDP(self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if cfg.compile:
-            self.net = torch.compile(self.net)
+        self.loss_fn = LossFunction(self.net, cfg.model, cfg.disc_weight, self.fast.compile, self.dist.main)
 
     def _reset_counters(self) -> None:
         """The run's position and running sums (all of it goes into last.pt)."""
@@ -222,11 +224,13 @@ class Trainer(RunState):
     # ---------------------------------------------------------------- steps
     def _train_step(self, x: torch.Tensor, y: torch.Tensor):
         """One optimizer step on the local batch; returns (global-mean-free local bpd, skipped, bad)."""
-        cfg, mc = self.cfg, self.cfg.model
+        if self.fast.deferred:  # no host sync: pcnn.train.accel
+            return self._deferred_step(x, y)
+        cfg = self.cfg
         self.net.train()
         with torch.autocast(self.dist.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            loss, bpd = training_loss(self.net, x, y, mc, cfg.disc_weight)
+            loss, bpd = self.loss_fn(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -380,7 +384,10 @@ class Trainer(RunState):
             self.epoch_sums["seconds"] += now - t0
             t0 = now
             self.epoch_sums["images"] += cfg.batch_size
-            if bad:
+            if bpd is None:  # deferred checks: the counters live on the device until the next read
+                if self.iteration % self.fast.check_every == 0:
+                    bpd = self._read_checks()
+            elif bad:
                 self._on_bad_step()
             else:
                 self.bad_in_row = 0
@@ -389,11 +396,14 @@ class Trainer(RunState):
                 self.loggers.step(self.step, bpd, lr_at(cfg, self.step))
             if self.progress:
                 bar.update(1)
-                if steps % 5 == 1 or self.pos == self.steps_per_epoch:
+                if bpd is not None and (steps % 5 == 1 or self.pos == self.steps_per_epoch or self.fast.deferred):
                     rate = self.epoch_sums["images"] / max(self.epoch_sums["seconds"], 1e-9)
                     bar.set_postfix(bpd=f"{bpd:.3f}", img_s=f"{rate:.0f}", refresh=False)
             if due and self.pos < self.steps_per_epoch:
                 self._save()
+        if self.fast.deferred:  # the read waits for the device's queued steps: their time belongs to the epoch
+            self._read_checks()
+            self.epoch_sums["seconds"] += time.perf_counter() - t0
         bar.close()
         return steps, stopped
 
@@ -403,10 +413,12 @@ class Trainer(RunState):
         B, b = cfg.batch_size, self.local_batch
         lo = self.dist.rank * b
         idx = self.perm[self.pos * B:(self.pos + 1) * B]
+        if self.device_data is not None:  # gathered and flipped on the device (pcnn.train.accel)
+            return self.device_data.batch(idx, cfg.augment, self.gen, lo, b, self.fast.channels_last)
         imgs = augment(self.train_images[idx], cfg.augment, self.gen)[lo:lo + b]
         x = to_float(imgs.to(dev, non_blocking=True))
         y = self.train_labels[idx][lo:lo + b].to(dev, non_blocking=True)
-        if cfg.channels_last:
+        if self.fast.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 

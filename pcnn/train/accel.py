@@ -1,0 +1,348 @@
+"""The trainer's fast path: what keeps a GPU busy, in one place.
+
+On a GPU the eager training step is bound by the host, not the chip (issue 26: about 2,240
+kernel launches and one host sync per step). Five levers, each a :class:`TrainConfig` field
+whose ``"auto"`` is resolved here per device by :func:`resolve_fast_path`:
+
+* ``compile``: :func:`torch.compile` of the whole training loss (network + likelihood), so
+  inductor fuses the elementwise work (concat-ELU, gates, dropout, weight norm and its
+  casts) into few kernels; ``"reduce-overhead"`` also replays the step as CUDA graphs.
+  ``auto``: reduce-overhead on CUDA, off on CPU (where it gave 2-4 %, benchmarks/README.md).
+  Weight norm is already computed once per convolution per step (each convolution runs
+  once per forward); compiling fuses it with its cast instead of caching anything, so the
+  maths stays that of the eager model.
+* ``channels_last``: NHWC tensors, which cuDNN's convolutions use natively (saves the
+  NCHW<->NHWC transposes). ``auto``: on on CUDA, off on CPU.
+* ``fused_optimizer``: ``fused=True`` Adam/AdamW, one kernel for all parameters, and the one
+  whose ``found_inf`` argument skips a bad step on the device. ``auto``: on on CUDA.
+* ``device_data``: the uint8 training split lives on the device; each batch is gathered and
+  flipped there (:class:`DeviceData`), drawing the same random numbers from the same
+  generator as :func:`pcnn.data.augment`, so the batches are identical.
+* ``check_every``: the host reads the finite flags of the loss and gradient back every
+  ``check_every`` steps (:class:`DeferredChecks`) instead of after every step. A bad step is
+  still skipped at once, on the device (the fused optimizer's ``found_inf``; the LR and EMA
+  schedules advance on a device-side step counter), and counted; the counts, the warning and
+  ``max_bad_steps`` are acted on at the next read. Every save, evaluation and export reads
+  first and checks the weights, so no non-finite weight is ever saved or exported. ``auto``:
+  50 on CUDA, 1 (today's per-step sync) on CPU and under DDP.
+
+On a CPU every ``auto`` keeps the behaviour the CPU trainer had before, bit for bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import warnings
+from typing import Optional
+
+import torch
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+from ..data import augment, to_float
+from .config import TrainConfig, lr_at
+from .objective import grad_norm, training_loss
+from .state import TrainingStopped
+
+#: ``check_every`` chosen by ``auto`` on CUDA: one host read per 50 steps (a few seconds of training).
+CUDA_CHECK_EVERY = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class FastPath:
+    """What a run's fast-path settings resolved to on its device (see the module docstring)."""
+    compile: str          # off | default | reduce-overhead
+    channels_last: bool   # NHWC model and batches
+    fused: bool           # fused=True optimizer
+    device_data: bool     # training split on the device, batches gathered and flipped there
+    check_every: int      # host reads of the finite flags every this many steps (1 = every step)
+
+    @property
+    def deferred(self) -> bool:
+        """Whether finite checks are read back only every ``check_every`` steps."""
+        return self.check_every > 1
+
+    def describe(self) -> str:
+        return (f"compile={self.compile}, channels_last={self.channels_last}, fused_optimizer={self.fused}, "
+                f"device_data={self.device_data}, check_every={self.check_every}")
+
+
+def _fallback(msg: str) -> None:
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def compile_supported() -> bool:
+    """Whether torch.compile can run in this interpreter (dynamo lacks some Python versions and platforms)."""
+    try:
+        return bool(torch._dynamo.is_dynamo_supported())
+    except Exception:  # an unusual build without dynamo
+        return False
+
+
+def resolve_fast_path(cfg: TrainConfig, device, world: int = 1) -> FastPath:
+    """Resolve the ``auto`` settings of ``cfg`` on ``device`` (with ``world`` DDP processes).
+
+    Explicit settings are kept where the device supports them; where it does not (CUDA graphs
+    off CUDA, compile where dynamo cannot run, a fused optimizer the device lacks) a
+    ``RuntimeWarning`` says what runs instead. ``ValueError`` when ``check_every`` > 1 cannot be
+    honoured (under DDP: every rank must take the same decisions at every step).
+    """
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    mode = cfg.compile
+    if mode == "auto":
+        # DDP + CUDA graphs is not measured here; keep such runs eager.
+        mode = "reduce-overhead" if cuda and world == 1 else "off"
+    if mode == "reduce-overhead" and not cuda:
+        _fallback(f"compile=reduce-overhead needs CUDA graphs, which {dev.type} does not have; "
+                  "compiling with mode=default instead")
+        mode = "default"
+    if mode != "off" and not compile_supported():
+        _fallback(f"torch.compile is not supported here (Python {sys.version.split()[0]}, torch "
+                  f"{torch.__version__}); training eagerly")
+        mode = "off"
+    channels_last = cuda if cfg.channels_last == "auto" else cfg.channels_last
+    device_data = cuda if cfg.device_data == "auto" else cfg.device_data
+    check_every = cfg.check_every or (CUDA_CHECK_EVERY if cuda and world == 1 else 1)
+    if check_every > 1 and world > 1:
+        raise ValueError(f"TrainConfig.check_every={check_every} is not supported under DDP ({world} "
+                         "processes): every rank must decide about every step together; use check_every=1 or 0")
+    fused = (cuda or check_every > 1) if cfg.fused_optimizer == "auto" else cfg.fused_optimizer
+    if fused and dev.type not in _get_fused_kernels_supported_devices():
+        _fallback(f"fused_optimizer: no fused Adam kernel on {dev.type}; using the default one")
+        fused = False
+    if check_every > 1 and not fused:
+        _fallback(f"check_every={check_every} needs the fused optimizer, which {dev.type} lacks; "
+                  "checking every step")
+        check_every = 1
+    return FastPath(mode, bool(channels_last), bool(fused), bool(device_data), int(check_every))
+
+
+def make_optimizer(cfg: TrainConfig, params, fast: FastPath, device) -> torch.optim.Optimizer:
+    """Adam or AdamW as ``cfg`` says; fused when ``fast.fused``. With deferred checks the learning
+    rate is a device tensor (rewritten on the device from the device's step counter)."""
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    lr = cfg.lr
+    if fast.deferred:
+        lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device)
+    kw = {"fused": True} if fast.fused else {}
+    return opt_cls(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **kw)
+
+
+class LossFunction:
+    """``training_loss(net, x, y, mc, disc_weight)``, eager or compiled by ``mode``.
+
+    The first compiled call is timed and printed once (compilation happens there); if it
+    fails (no C++ compiler, an unsupported platform) a ``RuntimeWarning`` says so and the run
+    continues eagerly from the same inputs. Shapes never change during a run (the trainer
+    drops the last partial batch, and evaluation runs the uncompiled model), so it compiles
+    once.
+    """
+
+    def __init__(self, net, mc, disc_weight: float, mode: str = "off", announce: bool = True):
+        self.mode, self.announce = mode, announce
+        self.compile_seconds: Optional[float] = None
+
+        def loss(x, y):
+            return training_loss(net, x, y, mc, disc_weight)
+        self.eager = loss
+        self.fn = loss if mode == "off" else torch.compile(loss, mode=mode)
+        self._first = mode != "off"
+
+    def __call__(self, x, y):
+        if self.mode == "reduce-overhead":  # a new iteration: CUDA graph trees may reuse the last one's memory
+            torch.compiler.cudagraph_mark_step_begin()
+        if not self._first:
+            return self.fn(x, y)
+        self._first = False
+        t0 = time.perf_counter()
+        try:
+            out = self.fn(x, y)
+        except Exception as e:  # compilation failed: the eager loss computes the same thing
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            _fallback(f"torch.compile(mode={self.mode}) failed ({type(e).__name__}: {first}); training eagerly")
+            self.fn, self.mode = self.eager, "off"
+            return self.eager(x, y)
+        self.compile_seconds = time.perf_counter() - t0
+        if self.announce:
+            print(f"compile: torch.compile(mode={self.mode}) of the training loss took {self.compile_seconds:.1f} s "
+                  "(first forward; the backward compiles during the first backward)", file=sys.stderr)
+        return out
+
+
+def to_device_async(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` on ``device`` without a host sync (pinned memory, non-blocking copy) when that is a GPU."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return t
+    if dev.type == "cuda":
+        t = t.pin_memory()
+    return t.to(dev, non_blocking=True)
+
+
+class DeviceData:
+    """The uint8 training split on the device; a batch is gathered (and flipped) there.
+
+    The permutation stays on the host (it is part of ``last.pt``) and each batch's indices and
+    flip draws travel as a few hundred bytes. Flips draw ``torch.rand(B, generator=gen)`` exactly
+    as :func:`pcnn.data.augment` does, so the batches equal those of the host path bit for bit;
+    other augmentations run :func:`pcnn.data.augment` on the device batch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, device):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+
+    def batch(self, idx: torch.Tensor, aug, gen: torch.Generator, lo: int, b: int, channels_last: bool) -> tuple:
+        """This rank's slice ``[lo, lo + b)`` of the global batch ``idx`` (host int64): (x float, y)."""
+        idx = to_device_async(idx, self.device)
+        flip_only = aug.hflip and dataclasses.replace(aug, hflip=False).is_identity
+        if flip_only:
+            flip = to_device_async(torch.rand(len(idx), generator=gen) < 0.5, self.device)[lo:lo + b]
+            imgs = self.images[idx[lo:lo + b]]
+            imgs = torch.where(flip.view(-1, 1, 1, 1), imgs.flip(-1), imgs)
+        elif aug.is_identity:
+            imgs = self.images[idx[lo:lo + b]]
+        else:
+            imgs = augment(self.images[idx], aug, gen)[lo:lo + b]
+        x = to_float(imgs)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[idx[lo:lo + b]]
+
+
+class DeferredChecks:
+    """Device-side counters of the deferred finite checks (``check_every`` > 1).
+
+    ``step`` (successful updates) and ``bad_in_row`` persist; the rest are sums since the last
+    :meth:`read`: bits/dim of the counted steps, good and bad (non-finite, counted) steps, and
+    the longest run of bad steps. Everything is float64 on the device (exact for counts).
+    """
+
+    NAMES = ("step", "bad_in_row", "bpd_sum", "good", "bad", "max_in_row")
+
+    def __init__(self, step: int, bad_in_row: int, device):
+        self.t = torch.zeros(len(self.NAMES), dtype=torch.float64, device=device)
+        self.t[0], self.t[1], self.t[5] = step, bad_in_row, bad_in_row
+        self.pending = 0  # steps recorded since the last read
+
+    def record(self, skipped: torch.Tensor, counted_bad: torch.Tensor, bpd: torch.Tensor) -> None:
+        """One step: ``skipped`` (no update), ``counted_bad`` (non-finite, counted) as device bools."""
+        s, c = skipped.to(torch.float64), counted_bad.to(torch.float64)
+        t = self.t
+        t[0] += 1 - s
+        t[1] = (t[1] + 1) * c
+        t[2] += torch.where(counted_bad, 0.0, bpd.detach().to(torch.float64))
+        t[3] += 1 - c
+        t[4] += c
+        t[5] = torch.maximum(t[5], t[1])
+        self.pending += 1
+
+    def read(self) -> dict:
+        """Read everything back (the one host sync), then start a new window."""
+        vals = dict(zip(self.NAMES, self.t.tolist()))
+        self.t[2:5].zero_()
+        self.t[5] = self.t[1]
+        n, self.pending = self.pending, 0
+        return {**vals, "steps": n}
+
+
+class FastSteps:
+    """The trainer's fast-path methods (mixed into :class:`pcnn.train.loop.Trainer`, which owns
+    ``cfg``, ``fast``, ``optimizer``, ``scaler``, ``params``, the EMA tensors and the counters)."""
+
+    checks: Optional[DeferredChecks] = None
+
+    def _save(self) -> None:
+        self._read_checks()  # last.pt holds the true counters, and the weights are checked after the read
+        super()._save()
+
+    def _set_lr(self) -> None:
+        """The learning rate of the next step from ``self.step`` (a device tensor with deferred checks)."""
+        lr = lr_at(self.cfg, self.step)
+        for g in self.optimizer.param_groups:
+            if self.fast.deferred:
+                if not torch.is_tensor(g["lr"]) or g["lr"].device != self.dist.device:
+                    g["lr"] = torch.tensor(0.0, dtype=torch.float32, device=self.dist.device)
+                g["lr"].fill_(lr)
+            else:
+                g["lr"] = lr
+
+    def _deferred_step(self, x: torch.Tensor, y: torch.Tensor):
+        """One optimizer step with no host sync: a non-finite loss or gradient skips the update on
+        the device; the counters are read back by :meth:`_read_checks`."""
+        cfg, dev = self.cfg, self.dist.device
+        if self.checks is None:
+            self.checks = DeferredChecks(self.step, self.bad_in_row, dev)
+        self.net.train()
+        with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss, bpd = self.loss_fn(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # records the overflow flag update() needs
+        else:
+            loss.backward()
+        gnorm = (torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip) if cfg.grad_clip > 0
+                 else grad_norm(self.params))
+        loss_bad = ~torch.isfinite(loss.detach())
+        grad_bad = ~torch.isfinite(gnorm.to(dev))
+        skipped = loss_bad | grad_bad
+        # fp16: a gradient overflow is the scaler's normal business (scale lowered, not counted).
+        counted = loss_bad if self.scaler is not None else skipped
+        self.optimizer.grad_scale, self.optimizer.found_inf = None, skipped.to(torch.float32)
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.grad_scale, self.optimizer.found_inf
+        if self.scaler is not None:
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        k = self.checks.t[0]  # successful updates before this one
+        if self.ema_model is not None:
+            decay = torch.clamp((1 + k) / (10 + k), max=cfg.ema) if cfg.ema_warmup else torch.full_like(k, cfg.ema)
+            w = ((1 - decay) * (~skipped)).to(torch.float32)
+            diffs = torch._foreach_sub(self._raw_tensors, self._ema_tensors)
+            torch._foreach_mul_(diffs, w)
+            torch._foreach_add_(self._ema_tensors, diffs)
+        self.checks.record(skipped, counted, bpd)
+        k = self.checks.t[0]
+        lr = cfg.lr * torch.pow(torch.full_like(k, cfg.lr_decay), k)
+        if cfg.warmup_steps > 0:
+            lr = lr * torch.clamp((k + 1) / cfg.warmup_steps, max=1.0)
+        for g in self.optimizer.param_groups:
+            g["lr"].copy_(lr)
+        return None, False, self._checkpoint_due()
+
+    def _read_checks(self) -> Optional[float]:
+        """Bring the host's counters up to date from the device (a no-op without deferred checks
+        or when nothing is pending); warn about and act on bad steps as the per-step path does.
+        Returns the mean bits/dim of the window's counted steps (None when there were none)."""
+        if self.checks is None or self.checks.pending == 0:
+            return None
+        v = self.checks.read()
+        self.step = int(v["step"])
+        self.bad_in_row = int(v["bad_in_row"])
+        good, bad = int(v["good"]), int(v["bad"])
+        a = self.epoch_sums
+        a["bpd_sum"] += v["bpd_sum"]
+        a["good"] += good
+        a["bad"] += bad
+        self.bad_total += bad
+        if bad:
+            first = self.iteration - v["steps"] + 1
+            if self.dist.main:
+                warnings.warn(f"{bad} non-finite loss or gradient step(s) among batches {first}-{self.iteration} "
+                              f"(epoch {self.epoch + 1}): skipped on the device ({self.bad_in_row} in a row now)")
+            self._check_finite("the run cannot recover")
+            if v["max_in_row"] >= self.cfg.max_bad_steps:
+                raise TrainingStopped(
+                    f"training stopped: {int(v['max_in_row'])} non-finite steps in a row (NaN/inf loss or "
+                    f"gradient) by batch {self.iteration}, epoch {self.epoch + 1}; max_bad_steps="
+                    f"{self.cfg.max_bad_steps} (read every check_every={self.fast.check_every} steps). Lower lr, "
+                    f"set grad_clip, or check the data; {self._last_good_note()}")
+        bpd = v["bpd_sum"] / good if good else None
+        if bpd is not None:
+            self.loggers.step(self.step, bpd, lr_at(self.cfg, self.step))
+        return bpd
