@@ -1,22 +1,19 @@
-"""Small helpers shared by the numbered notebooks (``notebooks/*.ipynb``).
+"""The notebook runtime: where a numbered notebook (``notebooks/*.ipynb``) runs and what it needs there.
 
-Nothing here trains or scores a model by itself: it finds things (the repository,
-the data, the shipped checkpoint), detects where a notebook runs (Colab, Kaggle,
-local), and draws figures. The notebooks stay thin: they import :mod:`pcnn` and plot.
+* where: :func:`environment` (Colab, Kaggle, local), :func:`device`, :func:`gpu_report` (the GPU
+  named, or how to pick one), :func:`describe_setup`, :func:`setup_plots`.
+* the data and the checkout: :func:`repo_root`, :func:`ensure_data` (``$PCNN_DATA_DIR``, a Kaggle
+  input data set, ``<repo>/data``), :func:`show_path` / :func:`scrub_paths` (no machine-local
+  paths in outputs), :func:`find_checkpoint`, :func:`get_model`, :func:`tiny_train_config`,
+  :func:`find_runs`.
+* a run that survives the runtime: :func:`runs_root` / :func:`run_workdir` (Google Drive on Colab,
+  ``/kaggle/working`` on Kaggle, ``<repo>/runs`` elsewhere, or ``$PCNN_RUNS_DIR``),
+  :func:`run_status`, :func:`clear_run` (the only deletion, asked for by ``FRESH_RUN = True``),
+  :func:`train_live` (epoch by epoch with a live plot and samples every N epochs; resumes).
+* :class:`ProgressLine` -- a one-line progress display whose final state is what a saved notebook shows.
 
-* :func:`environment`, :func:`device`, :func:`repo_root`, :func:`ensure_data`
-  (``$PCNN_DATA_DIR``, a Kaggle input data set, ``<repo>/data``), :func:`describe_setup`,
-  :func:`setup_plots`, :func:`show_path` / :func:`scrub_paths` (no machine-local paths in outputs).
-* :func:`find_checkpoint`, :func:`get_model` -- the shipped checkpoint (an error saying what
-  to do when it is missing); :func:`tiny_train_config` -- ``configs/smoke.json``'s tiny model.
-* :class:`ProgressLine` -- a one-line progress display whose final state is what a saved
-  notebook shows (no frozen ``0%`` bars); :func:`write_predictions` -- the test CSV.
-* plotting: :func:`show_images`, :func:`plot_confusion`, :func:`plot_curves`,
-  :class:`LiveLossPlot` / :func:`train_live` (a loss plot that redraws after each epoch).
-* :func:`strip_notebook` / :func:`strip_file` -- remove execution counts and volatile metadata.
-
-It runs past 400 lines because it gathers the small helpers of all seven notebooks in one
-face; figures with logic of their own live in :mod:`pcnn.plots`.
+Figures live in :mod:`pcnn.plots`, sample-set files in :mod:`pcnn.sample`, notebook-file
+stripping in ``scripts/notebook_files.py``.
 """
 from __future__ import annotations
 
@@ -24,32 +21,59 @@ import contextlib
 import dataclasses
 import io
 import json
-import math
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 from . import __version__
 from . import paths
-from .checkpoint import load
-from .classify import write_predictions  # noqa: F401  (nb.write_predictions in the notebooks)
-from .config import CPEN455_CLASSES
+from .checkpoint import load, read_metadata
 from .data import DataError, verify
 from .download import download as download_data
 from .paths import DATA_ENV_VAR as ENV_VAR
 from .paths import preset_path
+from .plots import LiveLossPlot, show_grid
 from .precision import resolve_device
-from .sample import grid_path_for, write_sample_set
-from .train import TrainConfig, read_metrics, train  # noqa: F401  (read_metrics: nb.read_metrics)
+from .sample import same_noise_grid, save_png
+from .train import TrainConfig, read_metrics, train
+from .workdir import RUN_FILES, WorkdirLock, break_idle_lock
 
 #: Environment variable that turns on smoke mode (tiny sizes, used by CI); notebooks read it.
 SMOKE_VAR = "PCNN_SMOKE"
-#: Where Kaggle mounts the data sets added to a notebook.
+#: Environment variable naming the folder that holds notebook runs (overrides the default below).
+RUNS_ENV_VAR = "PCNN_RUNS_DIR"
+#: Where Kaggle mounts the data sets added to a notebook, and its persistent output folder.
 KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+#: Where Colab mounts Google Drive, and the folder of runs on it.
+DRIVE_MOUNT = Path("/content/drive")
+DRIVE_RUNS = DRIVE_MOUNT / "MyDrive" / "pcnn_runs"
+#: Measured GPU speeds the notebooks quote (labelled as estimates), relative to the checkout.
+GPU_FIGURES = Path("results") / "gpu" / "h200_issue26.json"
+
+#: What each preset in ``configs/`` is for (the files' own ``description`` says how it was run).
+PRESET_USES = {
+    "starter.json": "the course starter's size (1/40/5, class bias in every block): a first run",
+    "cpu_film40.json": "1/40/5 with FiLM in every block, likelihood only: phase A of the shipped model",
+    "cpu_film40_disc.json": "phase B: fine-tunes the phase-A export with the discriminative term "
+                            "(more accuracy, higher bits/dim: not shipped); needs its init_from file",
+    "film_large.json": "1/160/5, FiLM + input planes + bottleneck + mixture bias: a GPU run",
+    "report_chan.json": "a course report's best model (3/90/5, first_conv): a GPU run",
+    "report_shakouri.json": "a course report's model (2/100/5, four fusions): a GPU run",
+    "fusion_budget.json": "the 2-epoch budget of the fusion comparison (notebook 05)",
+    "scaling_probe.json": "the recipe scripts/scaling_probe.py sizes (results/scaling)",
+    "shipped_cpu.json": "stage 1 of the previous shipped model (history, notebook 04)",
+    "shipped_cpu_disc.json": "stage 2 of the previous shipped model (history)",
+    "shipped_cpu_disc2_w002.json": "a stopped stage-3 try of the previous model (history)",
+    "shipped_cpu_disc3.json": "stage 3 of the previous shipped model (history)",
+    "shipped_cpu_disc4.json": "stage 4 of the previous shipped model (history)",
+    "lever_dropout0.json": "a 4-epoch lever probe, dropout 0 (history)",
+    "smoke.json": "a tiny network for tests: seconds, not a model worth keeping",
+}
 
 
 # --------------------------------------------------------------------------- environment
@@ -66,6 +90,43 @@ def environment() -> str:
 def device() -> torch.device:
     """CUDA when there is a GPU, else CPU (:func:`pcnn.precision.resolve_device`)."""
     return resolve_device("auto")
+
+
+def gpu_report(env: Optional[str] = None, dev: Optional[torch.device] = None) -> str:
+    """One line: the GPU this runtime has (name, memory, bf16 or not) or, without one, how to
+    pick a GPU runtime on Colab / Kaggle."""
+    env = env or environment()
+    dev = dev or device()
+    if dev.type == "cuda":
+        p = torch.cuda.get_device_properties(dev)
+        bf16 = torch.cuda.is_bf16_supported()
+        return (f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, compute capability {p.major}.{p.minor}; "
+                f"training runs in {'bf16' if bf16 else 'fp16 with a gradient scaler'} (amp=auto)")
+    how = {"colab": "Runtime > Change runtime type > a GPU (T4 on the free tier), then run all again",
+           "kaggle": "Settings > Accelerator > GPU, then run all again"}.get(env, "run it on a machine with CUDA")
+    return f"no GPU: training runs on the CPU, minutes per epoch even for the small presets; for a GPU: {how}"
+
+
+def gpu_figures(root=None) -> Optional[dict]:
+    """The measured GPU speeds in ``results/gpu/h200_issue26.json`` (None outside a checkout)."""
+    path = Path(root or repo_root()) / GPU_FIGURES
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def gpu_epoch_estimate(model_config, n_train: int, figures: Optional[dict] = None) -> Optional[str]:
+    """An estimate of the training seconds per epoch on the GPU of ``figures`` (default
+    :func:`gpu_figures`) for a model like ``model_config`` and ``n_train`` images: the measured
+    images/s of the nearest measured network (by ``nr_filters``; the slowest figure measured for
+    it), labelled as an estimate."""
+    figures = figures if figures is not None else gpu_figures()
+    if not figures:
+        return None
+    rows = sorted(figures["measured"], key=lambda r: (abs(r["nr_filters"] - model_config.nr_filters), r["images_per_s"]))
+    r = rows[0]
+    secs = n_train / r["images_per_s"]
+    return (f"estimate: about {secs:.0f} s of training per epoch of {n_train} images on one {figures['gpu']} "
+            f"({r['images_per_s']:,} img/s measured for {r['what']}, {figures['source']}); validation adds to it, "
+            f"a free T4 is slower (not measured here), and the trainer's GPU fast path is faster")
 
 
 def repo_root(start=None) -> Path:
@@ -113,16 +174,21 @@ def ensure_data(root=None, download: Optional[bool] = None) -> Path:
 
 def show_path(path, root=None) -> str:
     """``path`` as a notebook may print it: relative to the checkout (``root``, default
-    :func:`repo_root`) when inside it, ``$PCNN_DATA_DIR`` when it is that folder, else
-    ``<tmp>/...`` inside the temporary folder, else only its last two parts."""
+    :func:`repo_root`) when inside it, ``$PCNN_DATA_DIR`` / ``$PCNN_RUNS_DIR`` when it is (inside)
+    that folder, ``<tmp>/...`` inside the temporary folder, else only its last two parts."""
     import tempfile
     p = Path(path).expanduser().resolve()
     root = Path(root or repo_root()).resolve()
-    env = os.environ.get(ENV_VAR)
-    if env and p == Path(env).expanduser().resolve():
-        return f"${ENV_VAR}"
+    for var in (ENV_VAR, RUNS_ENV_VAR):
+        env = os.environ.get(var)
+        if env and (p == Path(env).expanduser().resolve() or Path(env).expanduser().resolve() in p.parents):
+            rest = p.relative_to(Path(env).expanduser().resolve())
+            return f"${var}" + ("" if str(rest) == "." else f"/{rest}")
     if p == root or root in p.parents:
         return str(p.relative_to(root)) or "."
+    for base, name in ((DRIVE_RUNS, "<Drive>/pcnn_runs"), (KAGGLE_WORKING, "<kaggle working>")):
+        if p == base or base in p.parents:
+            return name + ("" if p == base else f"/{p.relative_to(base)}")
     tmp = Path(tempfile.gettempdir()).resolve()
     if tmp in p.parents:
         return "<tmp>/" + str(p.relative_to(tmp))
@@ -160,7 +226,7 @@ def show_progress() -> bool:
 def setup_plots(dpi: int = 100, font_size: float = 11.0) -> None:
     """Matplotlib defaults readable in a notebook and on GitHub: ``dpi`` and ``font_size`` points
     for text, slightly smaller tick labels, and tight bounding boxes for inline figures."""
-    plt = _plt()
+    import matplotlib.pyplot as plt
     plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": font_size,
                          "axes.titlesize": font_size + 1, "axes.labelsize": font_size,
                          "xtick.labelsize": font_size - 1, "ytick.labelsize": font_size - 1,
@@ -181,14 +247,7 @@ class ProgressLine:
         self.t0 = time.perf_counter()
         self._last = -1e9
         self.text = f"{desc}: starting"
-        self.handle = None
-        try:
-            from IPython import get_ipython
-            if get_ipython() is not None:
-                from IPython.display import display
-                self.handle = display({"text/plain": self.text}, raw=True, display_id=True)
-        except ImportError:  # pragma: no cover - IPython ships with jupyter
-            pass
+        self.handle = _display({"text/plain": self.text}, raw=True)
 
     def __call__(self, done: int, total: int) -> None:
         import time
@@ -200,7 +259,19 @@ class ProgressLine:
             self.handle.update({"text/plain": self.text}, raw=True)
 
 
-# --------------------------------------------------------------------------- checkpoints
+def _display(obj, **kw):
+    """An IPython display handle showing ``obj``, or None outside IPython."""
+    try:
+        from IPython import get_ipython
+        if get_ipython() is None:
+            return None
+        from IPython.display import display
+        return display(obj, display_id=True, **kw)
+    except ImportError:  # pragma: no cover - IPython ships with jupyter
+        return None
+
+
+# --------------------------------------------------------------------------- checkpoints and presets
 
 def find_checkpoint() -> Optional[Path]:
     """The shipped checkpoint (:func:`pcnn.paths.default_checkpoint`), or None."""
@@ -215,6 +286,27 @@ def config_path(name: str) -> Path:
     except FileNotFoundError:
         raise FileNotFoundError(f"configs/{name} not found: run the notebook's set-up cell (it clones the "
                                 "repository and works inside the checkout) or start it from a checkout") from None
+
+
+def preset_lines(names=None) -> list:
+    """One line per preset (default: every ``configs/*.json``): file name, network
+    (nr_resnet/nr_filters/K, fusion), epochs, and what it is for (:data:`PRESET_USES`, else its
+    description); the preset whose description matches the shipped checkpoint's is marked."""
+    shipped = None
+    ck = find_checkpoint()
+    if ck is not None:
+        shipped = (read_metadata(ck).get("train_config") or {}).get("description")
+    out = []
+    for name in names or [f"{n}.json" for n in paths.preset_names()]:
+        d = json.loads(config_path(name).read_text())
+        m = d.get("model", {})
+        fusion = m.get("fusion", "")
+        fusion = "+".join(fusion) if isinstance(fusion, list) else fusion
+        net = f"{m.get('nr_resnet', '?')}/{m.get('nr_filters', '?')}/{m.get('nr_logistic_mix', '?')} {fusion}"
+        use = PRESET_USES.get(name) or d.get("description", "").split(". ")[0]
+        mark = "  <- the shipped model's recipe" if shipped and d.get("description") == shipped else ""
+        out.append(f"{name:<28} {net:<40} {d.get('epochs', '?'):>4} epochs  {use}{mark}")
+    return out
 
 
 def tiny_train_config(image_size: Optional[int] = None, steps: Optional[int] = 4, fusion: Optional[str] = None,
@@ -268,8 +360,6 @@ def _quiet(on: bool = True):
             yield
 
 
-# --------------------------------------------------------------------------- metrics files
-
 def find_runs(*roots) -> list:
     """Folders under ``roots`` (recursively) that hold a non-empty ``metrics.jsonl``, sorted."""
     out = set()
@@ -280,266 +370,186 @@ def find_runs(*roots) -> list:
     return sorted(out)
 
 
-# --------------------------------------------------------------------------- plotting
-
-def _plt():
-    import matplotlib.pyplot as plt
-    return plt
+def completed_epochs(workdir) -> int:
+    """Whole epochs a run in ``workdir`` has finished (its last non-partial metrics row; 0 if none)."""
+    return max((int(r["epoch"]) for r in read_metrics(workdir) if not r.get("partial")), default=0)
 
 
-def to_hwc(img: torch.Tensor):
-    """uint8 (3, H, W) tensor -> (H, W, 3) numpy array for imshow."""
-    return img.detach().cpu().permute(1, 2, 0).numpy()
+# --------------------------------------------------------------------------- runs that outlive the runtime
 
-
-def show_images(images: torch.Tensor, nrow: int = 8, titles: Optional[Sequence[str]] = None,
-                scale: float = 1.5, suptitle: Optional[str] = None, fontsize: int = 10):
-    """A grid of uint8 images (N, 3, H, W), one axis per image with optional titles; returns the figure."""
-    plt = _plt()
-    n = len(images)
-    ncol = max(1, min(nrow, n))
-    nrows = max(1, math.ceil(n / ncol))
-    fig, axes = plt.subplots(nrows, ncol, figsize=(scale * ncol, scale * nrows + (0.3 if suptitle else 0)),
-                             squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            ax.imshow(to_hwc(images[k]), interpolation="nearest")
-            if titles is not None:
-                ax.set_title(titles[k], fontsize=fontsize)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return fig
-
-
-def show_grid(image: torch.Tensor, title: Optional[str] = None, width: Optional[float] = 8.0):
-    """One uint8 (3, H, W) image (e.g. :func:`pcnn.sample.make_grid`) as a figure ``width``
-    inches wide; ``width=None``: at its own pixel size (one image pixel per figure pixel)."""
-    plt = _plt()
-    h, w = image.shape[1:]
-    title_in = 0.3 if title else 0.0
-    if width is None:
-        # Axes fill the figure exactly: tight_layout's margins would shrink (resample) the image
-        # and cut into the row labels drawn at its left edge.
-        dpi = plt.rcParams["figure.dpi"]
-        fig = plt.figure(figsize=(w / dpi, h / dpi + title_in))
-        ax = fig.add_axes((0.0, 0.0, 1.0, (h / dpi) / (h / dpi + title_in)))
-    else:
-        fig, ax = plt.subplots(figsize=(width, width * h / w + title_in))
-    ax.imshow(to_hwc(image), interpolation="nearest")
-    ax.axis("off")
-    if title:
-        ax.set_title(title)
-    if width is not None:
-        fig.tight_layout()
-    return fig
-
-
-def plot_confusion(cm, class_names: Sequence[str] = CPEN455_CLASSES, normalize: bool = False, ax=None,
-                   title: str = "confusion matrix (rows: true class)"):
-    """Confusion matrix (rows true, columns predicted) as an annotated heat map; returns the figure."""
-    import numpy as np
-    plt = _plt()
-    cm = np.asarray(cm, dtype=float)
-    shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    else:
-        fig = ax.figure
-    im = ax.imshow(shown, cmap="Blues", vmin=0)
-    n = len(cm)
-    names = list(class_names)[:n]
-    ax.set_xticks(range(n), names, rotation=30, ha="right")
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    top = shown.max() if shown.size else 1
-    for i in range(n):
-        for j in range(n):
-            txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-            ax.text(j, i, txt, ha="center", va="center", color="white" if shown[i, j] > 0.6 * top else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(runs, ax_bpd=None, ax_acc=None):
-    """Train/validation bits/dim and validation accuracy against epoch for one or several runs.
-
-    ``runs``: a mapping ``{label: workdir or list of metric rows}`` or a list of workdirs
-    (labelled by folder name). Returns the figure.
-    """
-    plt = _plt()
-    if not isinstance(runs, dict):
-        runs = {Path(r).name: r for r in runs}
-    if ax_bpd is None or ax_acc is None:
-        fig, (ax_bpd, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    else:
-        fig = ax_bpd.figure
-    for k, (label, rows) in enumerate(runs.items()):
-        rows = read_metrics(rows) if isinstance(rows, (str, Path)) else list(rows)
-        color = f"C{k % 10}"
-        tr = [(r["epoch"], r["train_bpd"]) for r in rows if r.get("train_bpd") is not None]
-        va = [(r["epoch"], r["val_bpd"]) for r in rows if r.get("val_bpd") is not None]
-        acc = [(r["epoch"], r["val_acc"]) for r in rows if r.get("val_acc") is not None]
-        if tr:
-            ax_bpd.plot(*zip(*tr), "-", color=color, label=f"{label} train")
-        if va:
-            ax_bpd.plot(*zip(*va), "o--", color=color, label=f"{label} val")
-        if acc:
-            ax_acc.plot(*zip(*acc), "o-", color=color, label=label)
-    ax_bpd.set_xlabel("epoch")
-    ax_bpd.set_ylabel("bits / dim")
-    ax_bpd.set_title("negative log-likelihood")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("validation accuracy")
-    ax_acc.set_title("likelihood classification")
-    ax_acc.set_ylim(0, 1)
-    from matplotlib.ticker import MaxNLocator
-    for ax in (ax_bpd, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-class LiveLossPlot:
-    """A loss plot that redraws in place in a notebook (one ``display`` handle).
-
-    ``update(workdir)`` re-reads ``metrics.jsonl`` and redraws; outside IPython it
-    just keeps the latest figure in ``self.fig``.
-    """
-
-    def __init__(self, title: str = "training"):
-        self.title = title
-        self.handle = None
-        self.fig = None
-
-    def update(self, workdir):
-        plt = _plt()
-        if self.fig is not None:
-            plt.close(self.fig)
-        self.fig = plot_curves({self.title: workdir})
+def mount_drive(mount=DRIVE_MOUNT) -> Optional[Path]:
+    """On Colab, mount Google Drive (Colab asks for permission once) and return ``MyDrive``;
+    None when not on Colab or when the mount is refused or fails."""
+    if environment() != "colab":
+        return None
+    mount = Path(mount)
+    if not (mount / "MyDrive").is_dir():
         try:
-            from IPython.display import display
-            if self.handle is None:
-                self.handle = display(self.fig, display_id=True)
-            elif self.handle is not None:
-                self.handle.update(self.fig)
-        except ImportError:  # pragma: no cover - IPython ships with jupyter
-            pass
-        plt.close(self.fig)
-        return self.fig
+            from google.colab import drive  # only on Colab
+            drive.mount(str(mount))
+        except Exception as e:  # a refused permission, a timeout: the run stays on the runtime's disk
+            print(f"note: Google Drive not mounted ({type(e).__name__}: {e})")
+            return None
+    return mount / "MyDrive" if (mount / "MyDrive").is_dir() else None
 
 
-def train_live(config, workdir, epochs: int, train_data=None, val_data=None, plot: Optional[LiveLossPlot] = None,
-               progress: Optional[bool] = None) -> list:
-    """Train ``epochs`` more epochs one :func:`pcnn.train.train` call at a time (``resume=True``),
-    redrawing ``plot`` from ``metrics.jsonl`` after each one. Returns the full history.
+def runs_root(env: Optional[str] = None, drive: bool = True) -> tuple:
+    """``(folder for runs, one-line note)``: ``$PCNN_RUNS_DIR`` if set; on Colab Google Drive's
+    ``MyDrive/pcnn_runs`` (``drive=True``: mounted here) so a recycled runtime keeps the run;
+    on Kaggle ``/kaggle/working/pcnn_runs``; else ``<repo>/runs``."""
+    env = env or environment()
+    if os.environ.get(RUNS_ENV_VAR):
+        return Path(os.environ[RUNS_ENV_VAR]).expanduser(), f"runs in ${RUNS_ENV_VAR}"
+    if env == "colab":
+        mydrive = mount_drive() if drive else None
+        if mydrive is not None:
+            return mydrive / "pcnn_runs", "runs on Google Drive: a recycled runtime keeps them, run all to resume"
+        return repo_root() / "runs", ("runs on the runtime's disk: a recycled runtime loses them "
+                                      "(mount Google Drive to keep them)")
+    if env == "kaggle":
+        return KAGGLE_WORKING / "pcnn_runs", ("runs in Kaggle's working folder: kept in a saved version's output; "
+                                              "a new session starts empty unless you add that output as input")
+    return repo_root() / "runs", "runs in the checkout's runs/ folder"
 
-    Each call continues exactly from ``workdir/last.pt``; only ``epochs`` (the target)
-    changes between calls, so the run equals one uninterrupted run.
+
+def run_workdir(name: str, env: Optional[str] = None, drive: bool = True) -> Path:
+    """``<runs root>/<name>`` (:func:`runs_root`), created; prints where it is and why there."""
+    root, note = runs_root(env, drive)
+    workdir = root / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"workdir {show_path(workdir)}: {note}")
+    return workdir
+
+
+def run_status(workdir) -> str:
+    """One line: a new run, or how far the run in ``workdir`` got and that training resumes it."""
+    done = completed_epochs(workdir)
+    last = Path(workdir) / "last.pt"
+    if not last.is_file():
+        return f"{show_path(workdir)}: no run yet, training starts a new one"
+    return (f"{show_path(workdir)}: a run with {done} whole epoch(s) and a last.pt: training resumes it "
+            "(FRESH_RUN = True deletes it and starts again)")
+
+
+def clear_run(workdir) -> list:
+    """Delete the run in ``workdir`` (checkpoints, exports, metrics, config, ``samples/``) while
+    holding its lock, so a run training there is never touched; returns the names removed."""
+    import shutil
+    workdir = Path(workdir)
+    removed = []
+    with WorkdirLock(workdir):
+        for n in RUN_FILES:
+            if (workdir / n).exists():
+                (workdir / n).unlink()
+                removed.append(n)
+        if (workdir / "samples").is_dir():
+            shutil.rmtree(workdir / "samples")
+            removed.append("samples/")
+    print(f"FRESH_RUN: removed {', '.join(removed) or 'nothing'} from {show_path(workdir)}")
+    return removed
+
+
+class _PrecisionOnce(io.TextIOBase):
+    """A stderr stand-in that sends the trainer's ``precision: ...`` line to stdout once (not as a
+    red stderr box on every epoch) and passes everything else through."""
+
+    def __init__(self, err, seen: set):
+        self.err, self.seen = err, seen
+
+    def write(self, s):
+        if s.startswith("precision: "):
+            if s not in self.seen:
+                self.seen.add(s)
+                sys.stdout.write(s)
+            return len(s)
+        return self.err.write(s)
+
+    def flush(self):
+        self.err.flush()
+
+
+def train_live(config, workdir, until: int, train_data=None, val_data=None, plot: Optional[LiveLossPlot] = None,
+               progress: Optional[bool] = None, samples_every: int = 0, samples_per_class: int = 4,
+               idle_minutes: Optional[float] = None) -> list:
+    """Train the run in ``workdir`` until it has ``until`` whole epochs, one :func:`pcnn.train.train`
+    call per epoch (``resume=True`` once a ``last.pt`` exists), redrawing ``plot`` from
+    ``metrics.jsonl`` after each. Returns the full history; a run already there is continued
+    (nothing is trained when it has ``until`` epochs), never replaced.
+
+    Each call continues exactly from ``workdir/last.pt``; only ``epochs`` changes between calls,
+    so the run equals one uninterrupted run, also across a restarted kernel or a new runtime.
+    ``samples_every`` > 0: after every such epoch, a same-noise grid of ``samples_per_class`` per
+    class from the export is saved as ``samples/epoch_<e>.png`` and shown. A lock left by another
+    host (a recycled runtime) is taken over when the run's files have been idle ``idle_minutes``
+    (default 3 x ``checkpoint_minutes``; :func:`pcnn.workdir.break_idle_lock`).
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    workdir = Path(workdir)
     progress = show_progress() if progress is None else progress
-    done = len([r for r in read_metrics(workdir) if not r.get("partial")])
-    history = []
-    for e in range(done + 1, done + epochs + 1):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="resuming with changed settings")
-            history = train(dataclasses.replace(cfg, epochs=e), workdir, train_data=train_data,
-                            val_data=val_data, resume=(Path(workdir) / "last.pt").exists(), progress=progress)
+    note = break_idle_lock(workdir, idle_minutes if idle_minutes is not None else 3 * cfg.checkpoint_minutes)
+    if note:
+        print(note)
+    done = completed_epochs(workdir)
+    if done >= until:
+        print(f"{show_path(workdir)} already has {done} epoch(s) (target {until}): nothing to train")
+    elif done:
+        print(f"resuming {show_path(workdir)} after epoch {done}")
+    seen: set = set()
+    sample_handle = None
+    for e in range(done + 1, until + 1):
+        with warnings.catch_warnings(), contextlib.redirect_stderr(_PrecisionOnce(sys.stderr, seen)):
+            warnings.filterwarnings("ignore", message=r"resuming with changed settings \['epochs'\]$")
+            train(dataclasses.replace(cfg, epochs=e), workdir, train_data=train_data, val_data=val_data,
+                  resume=(workdir / "last.pt").exists(), progress=progress)
         if plot is not None:
             plot.update(workdir)
-    return history
+        if samples_every and e % samples_every == 0 and (workdir / "model.safetensors").is_file():
+            path = save_epoch_samples(workdir, e, samples_per_class)
+            import matplotlib.pyplot as plt
+            from torchvision.io import decode_image
+            fig = show_grid(decode_image(str(path)), title=f"samples after epoch {e} (export, seed 0)", width=None)
+            if sample_handle is None:
+                sample_handle = _display(fig)
+            else:
+                sample_handle.update(fig)
+            plt.close(fig)
+    return read_metrics(workdir)
 
 
-# --------------------------------------------------------------------------- notebook files
+def save_epoch_samples(workdir, epoch: int, per_class: int = 4, seed: int = 0) -> Path:
+    """A same-noise grid (:func:`pcnn.sample.same_noise_grid`) of the export in ``workdir`` as
+    ``workdir/samples/epoch_<epoch>.png``; returns the path."""
+    model = load(Path(workdir) / "model.safetensors", device=device())
+    return save_png(same_noise_grid(model, per_class=per_class, seed=seed, scale=2),
+                    Path(workdir) / "samples" / f"epoch_{epoch:03d}.png")
 
-#: Metadata keys removed from cells and notebooks (volatile: timings, jupytext's pairing
-#: stamp, which jupytext.toml already states). Widget state (``metadata.widgets``) is kept:
-#: it is what lets nbviewer, Voila and JupyterLab draw a saved notebook's widgets.
-VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "jupyter", "papermill")
-VOLATILE_NB_METADATA = ("papermill", "toc", "varInspector", "jupytext")
 
-
-def strip_notebook(nb: dict) -> dict:
-    """Strip volatile parts of a notebook (a JSON dict), in place, and return it.
-
-    Execution counts become deterministic: the k-th code cell gets ``k`` (and so do its
-    ``execute_result`` outputs); a cell without outputs gets None. They cannot all be None:
-    nbval treats a cell with outputs and no count as an unrun reference cell and fails it.
-    Cell metadata ``execution``, ``ExecuteTime``... and the notebook's ``jupytext`` stamp go;
-    widget views and the saved widget state stay (with their PNG/text fallbacks).
-    """
-    for key in VOLATILE_NB_METADATA:
-        nb.get("metadata", {}).pop(key, None)
-    k = 0
-    for cell in nb.get("cells", []):
-        md = cell.get("metadata", {})
-        for key in VOLATILE_CELL_METADATA:
-            md.pop(key, None)
-        if cell.get("cell_type") != "code":
+def history_lines(rows, ema: bool = True) -> list:
+    """One line per whole epoch: train bits/dim, validation bits/dim and accuracy of the EMA
+    weights and of the raw weights (both where they differ), seconds; 4 decimals."""
+    out = []
+    for r in rows:
+        if r.get("partial"):
             continue
-        k += 1
-        cell["execution_count"] = k if cell.get("outputs") else None
-        for out in cell.get("outputs", []):
-            if "execution_count" in out:
-                out["execution_count"] = k
-            out.get("metadata", {}).pop("ExecuteTime", None)
-    return nb
+        parts = [f"epoch {r['epoch']}", f"train {r['train_bpd']:.4f} bpd" if r.get("train_bpd") is not None else ""]
+        if r.get("val_bpd") is not None:
+            if ema:
+                parts.append(f"validation EMA {r['val_bpd']:.4f} bpd / {r['val_acc']:.4f} acc")
+                parts.append(f"raw {r['val_bpd_raw']:.4f} bpd / {r['val_acc_raw']:.4f} acc")
+            else:
+                parts.append(f"validation {r['val_bpd']:.4f} bpd / {r['val_acc']:.4f} acc")
+        if r.get("seconds") is not None:
+            parts.append(f"{r['seconds']:.0f} s")
+        out.append(", ".join(p for p in parts if p))
+    return out
 
 
-def strip_file(path) -> None:
-    """:func:`strip_notebook` on an ``.ipynb`` file, rewritten with nbformat's layout."""
-    path = Path(path)
-    nb = json.loads(path.read_text())
-    strip_notebook(nb)
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+def export_line(meta: dict) -> str:
+    """What ``model.safetensors`` holds, from its metadata: which weights (EMA or raw, the lower
+    validation bits/dim) and their figures, beside the other weights' bits/dim."""
+    other = "raw" if meta.get("weights") == "ema" else "EMA"
+    other_bpd = meta.get("val_bpd_raw") if other == "raw" else meta.get("val_bpd_ema")
+    tail = f"; {other} weights {other_bpd:.4f} bpd" if other_bpd is not None else ""
+    return (f"export: {meta.get('weights')} weights after epoch {meta.get('epoch')} (step {meta.get('step')}): "
+            f"validation {meta['val_bpd']:.4f} bpd, accuracy {meta['val_acc']:.4f}{tail}")
 
-
-# --------------------------------------------------------------------------- sampling for FID
-
-def write_fid_samples(model, out_dir, per_class: int = 25, seed: int = 0, progress: Optional[bool] = None,
-                      **kw) -> tuple:
-    """:func:`pcnn.sample.write_sample_set` into ``out_dir``; returns ``(paths, grid_path)``.
-    ``progress=None``: a bar unless :func:`show_progress` says no."""
-    progress = show_progress() if progress is None else progress
-    paths = write_sample_set(model, out_dir, per_class=per_class, seed=seed, show_progress=progress, **kw)
-    return paths, grid_path_for(out_dir)
-
-
-def read_sample_set(folder) -> tuple:
-    """The images of a sample set (:func:`pcnn.sample.write_sample_set`, files
-    ``Class<c>_image_<nn>.png``) as ``(uint8 (N, 3, S, S), labels (N,))``, by class then name."""
-    import re
-    import numpy as np
-    from PIL import Image
-    found = []
-    for f in Path(folder).glob("Class*_image_*.png"):
-        m = re.fullmatch(r"Class(\d+)_image_(\d+)\.png", f.name)
-        if m:
-            found.append((int(m.group(1)), int(m.group(2)), f))
-    if not found:
-        raise FileNotFoundError(f"no Class<c>_image_<nn>.png files in {folder}")
-    found.sort()
-    imgs = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for _, _, f in found]
-    return torch.stack(imgs), torch.tensor([c for c, _, _ in found])
-
-
-def copy_subset(files: Sequence, dest, n: Optional[int] = None, seed: int = 0) -> Path:
-    """Copy ``n`` of ``files`` (all when None; a seeded random choice otherwise) into ``dest``."""
-    import shutil
-    files = sorted(Path(f) for f in files)
-    if n is not None and n < len(files):
-        g = torch.Generator().manual_seed(seed)
-        files = [files[i] for i in sorted(torch.randperm(len(files), generator=g)[:n].tolist())]
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        shutil.copy2(f, dest / f.name)
-    return dest
