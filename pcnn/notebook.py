@@ -504,10 +504,9 @@ def train_live(config, workdir, until: int, train_data=None, val_data=None, plot
         if plot is not None:
             plot.update(workdir)
         if samples_every and e % samples_every == 0 and (workdir / "model.safetensors").is_file():
-            path = save_epoch_samples(workdir, e, samples_per_class)
+            _, grid = save_epoch_samples(workdir, e, samples_per_class)
             import matplotlib.pyplot as plt
-            from torchvision.io import decode_image
-            fig = show_grid(decode_image(str(path)), title=f"samples after epoch {e} (export, seed 0)", width=None)
+            fig = show_grid(grid, title=f"samples after epoch {e} (export, seed 0)", width=None)
             if sample_handle is None:
                 sample_handle = _display(fig)
             else:
@@ -516,12 +515,12 @@ def train_live(config, workdir, until: int, train_data=None, val_data=None, plot
     return read_metrics(workdir)
 
 
-def save_epoch_samples(workdir, epoch: int, per_class: int = 4, seed: int = 0) -> Path:
-    """A same-noise grid (:func:`pcnn.sample.same_noise_grid`) of the export in ``workdir`` as
-    ``workdir/samples/epoch_<epoch>.png``; returns the path."""
+def save_epoch_samples(workdir, epoch: int, per_class: int = 4, seed: int = 0) -> tuple:
+    """A same-noise grid (:func:`pcnn.sample.same_noise_grid`) of the export in ``workdir`` saved as
+    ``workdir/samples/epoch_<epoch>.png``; returns ``(path, grid)``."""
     model = load(Path(workdir) / "model.safetensors", device=device())
-    return save_png(same_noise_grid(model, per_class=per_class, seed=seed, scale=2),
-                    Path(workdir) / "samples" / f"epoch_{epoch:03d}.png")
+    grid = same_noise_grid(model, per_class=per_class, seed=seed, scale=2)
+    return save_png(grid, Path(workdir) / "samples" / f"epoch_{epoch:03d}.png"), grid
 
 
 def history_lines(rows, ema: bool = True) -> list:

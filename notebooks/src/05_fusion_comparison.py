@@ -93,10 +93,11 @@ if SMOKE or not results:
     import tempfile
     from pcnn.data import load_split
     from pcnn.fid import list_images
+    from pcnn.sample import copy_subset
     tmp = Path(tempfile.mkdtemp(prefix="pcnn-fusion-"))
     tr = load_split("train", DATA, size=TINY_SIZE, show_progress=False)
     va = load_split("validation", DATA, size=TINY_SIZE, show_progress=False)
-    ref = pcnn.sample.copy_subset(list_images(DATA / "test"), tmp / "ref", n=N_REF)
+    ref = copy_subset(list_images(DATA / "test"), tmp / "ref", n=N_REF)
     inception = pcnn.fid.load_inception("cpu")    # loaded once for all runs
     print("Inception weights:", inception.weights)
     for name in STRATEGIES:

@@ -84,9 +84,9 @@ print("model:", source)
 # %%
 from pcnn.data import CLASS_NAMES, load_split
 from pcnn.fid import list_images
+from pcnn.sample import copy_subset, read_sample_set, write_sample_set
 OUT = ROOT / "runs" / "notebook_06"     # samples, the real-image set and the reference subset (smoke)
-paths = pcnn.sample.write_sample_set(model, OUT / "generated", per_class=PER_CLASS, seed=0,
-                                     show_progress=nb.show_progress())
+paths = write_sample_set(model, OUT / "generated", per_class=PER_CLASS, seed=0, show_progress=nb.show_progress())
 val = load_split("validation", DATA, show_progress=False)
 real_dir = pcnn.card.real_course_set(val, OUT / "real", PER_CLASS)   # the first PER_CLASS validation images per class
 print(len(paths), "generated images in", nb.show_path(OUT / "generated"), "e.g.", paths[0].name,
@@ -98,7 +98,7 @@ print(len(paths), "generated images in", nb.show_path(OUT / "generated"), "e.g."
 # validation images of that class ("(real)"), at 2x (64 px per 32 px image), drawn at their own pixel size.
 
 # %%
-gen, gen_labels = pcnn.sample.read_sample_set(OUT / "generated")
+gen, gen_labels = read_sample_set(OUT / "generated")
 grid = pcnn.class_grid(gen, gen_labels, CLASS_NAMES, real_images=val.images, real_labels=val.labels,
                        per_row=SHOW, scale=2, font_size=13)
 plots.show_grid(grid, width=None)
@@ -110,7 +110,7 @@ plt.show()
 
 # %%
 import warnings
-ref_dir = DATA / "test" if N_REF is None else pcnn.sample.copy_subset(list_images(DATA / "test"), OUT / "ref", n=N_REF)
+ref_dir = DATA / "test" if N_REF is None else copy_subset(list_images(DATA / "test"), OUT / "ref", n=N_REF)
 scores = {}
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
