@@ -481,7 +481,9 @@ def train_live(config, workdir, until: int, train_data=None, val_data=None, plot
     ``samples_every`` > 0: after every such epoch, a same-noise grid of ``samples_per_class`` per
     class from the export is saved as ``samples/epoch_<e>.png`` and shown. A lock left by another
     host (a recycled runtime) is taken over when the run's files have been idle ``idle_minutes``
-    (default 3 x ``checkpoint_minutes``; :func:`pcnn.workdir.break_idle_lock`).
+    (default 3 x ``checkpoint_minutes``; :func:`pcnn.workdir.break_idle_lock`). An interrupted
+    kernel stops the trainer after its batch (it evaluates, exports and saves ``last.pt``); this
+    then raises ``KeyboardInterrupt``, so Run all stops there as an interrupt should.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     workdir = Path(workdir)
@@ -499,10 +501,13 @@ def train_live(config, workdir, until: int, train_data=None, val_data=None, plot
     for e in range(done + 1, until + 1):
         with warnings.catch_warnings(), contextlib.redirect_stderr(_PrecisionOnce(sys.stderr, seen)):
             warnings.filterwarnings("ignore", message=r"resuming with changed settings \['epochs'\]$")
-            train(dataclasses.replace(cfg, epochs=e), workdir, train_data=train_data, val_data=val_data,
-                  resume=(workdir / "last.pt").exists(), progress=progress)
+            rows = train(dataclasses.replace(cfg, epochs=e), workdir, train_data=train_data, val_data=val_data,
+                         resume=(workdir / "last.pt").exists(), progress=progress)
         if plot is not None:
             plot.update(workdir)
+        if rows and rows[-1].get("partial"):   # the kernel was interrupted (or a SIGTERM): the trainer saved last.pt
+            raise KeyboardInterrupt(f"training stopped inside epoch {e}; last.pt is saved: run this cell again "
+                                    "(or Run all) to resume")
         if samples_every and e % samples_every == 0 and (workdir / "model.safetensors").is_file():
             _, grid = save_epoch_samples(workdir, e, samples_per_class)
             import matplotlib.pyplot as plt

@@ -236,6 +236,18 @@ def test_train_live_continues_and_clear_run_is_the_only_deletion(tmp_path, capsy
     assert nb.completed_epochs(wd) == 0 and not (wd / "last.pt").exists()
 
 
+def test_train_live_stops_run_all_after_an_interrupt(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(cfg, workdir, **kw):
+        calls.append(cfg.epochs)
+        return [{"epoch": cfg.epochs, "partial": True}]        # what the trainer returns after a SIGINT
+    monkeypatch.setattr(nb, "train", fake_train)
+    with pytest.raises(KeyboardInterrupt, match="stopped inside epoch 1; last.pt is saved"):
+        nb.train_live(nb.tiny_train_config(), tmp_path / "run", until=3, train_data=None, progress=False)
+    assert calls == [1]                                          # no further epoch after the interrupt
+
+
 RESUME_SCRIPT = """
 import sys, torch
 from pcnn import notebook as nb

@@ -13,7 +13,7 @@
 #
 # **Pick a GPU runtime first** (Colab: *Runtime > Change runtime type*; Kaggle: *Settings > Accelerator*). The set-up prints the GPU it found, and the presets cell what an epoch costs on a GPU we measured (an estimate: yours will differ). On a GPU the trainer picks bf16 or fp16 and its GPU speed-ups by itself: nothing to set.
 #
-# **Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on 1200 of the 3899 training images for 1 + 2 epochs on the project's 2-core CPU machine, shared with another training job: a short budget, so the curves show the start of training only (the shipped model, `configs/cpu_film40.json`, trained for 95 epochs). On a GPU, set `N_TRAIN = None` and raise `EPOCHS`.
+# **Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on 1200 of the 3899 training images for 1 + 2 epochs on the project's 2-core CPU machine, shared with another training job: a short budget, so the curves show the start of training only (the shipped model's recipe, `configs/cpu_film40.json`, ran for many more epochs: notebook 04). On a GPU, set `N_TRAIN = None` and raise `EPOCHS`.
 #
 # With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
 
@@ -112,7 +112,6 @@ cfg = dataclasses.replace(cfg, wandb=WANDB, tensorboard=TENSORBOARD)
 print("\nmodel:", cfg.model)
 print(f"this notebook trains the run to {EPOCHS_FIRST}, then {EPOCHS} epochs (the preset's full run: {cfg.epochs}); "
       f"batch {cfg.batch_size}, lr {cfg.lr}, EMA {cfg.ema}")
-print(nb.gpu_epoch_estimate(cfg.model, N_TRAIN or 3899))
 
 # %%
 from pcnn.data import load_split
@@ -122,6 +121,7 @@ if N_TRAIN:
     train_split = train_split.subset(torch.randperm(len(train_split), generator=torch.Generator().manual_seed(0))[:N_TRAIN])
 print(f"{len(train_split)} training images, {len(train_split) // cfg.batch_size} batches per epoch; "
       f"{len(val_split)} validation images")
+print(nb.gpu_epoch_estimate(cfg.model, len(train_split)))
 
 # %% [markdown]
 # ## Train
