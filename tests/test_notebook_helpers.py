@@ -1,4 +1,5 @@
-"""pcnn.notebook helpers the numbered notebooks call: set-up, paths, progress, CSV, configs."""
+"""pcnn.notebook (the notebook runtime) and pcnn.live (training from a notebook): set-up, paths, progress,
+CSV, configs, runs that outlive the runtime."""
 import csv
 import json
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 import pcnn
-from pcnn import notebook as nb
+from pcnn import live, notebook as nb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,24 +167,24 @@ def test_gpu_report_without_a_gpu_says_how_to_get_one():
 
 def test_gpu_epoch_estimate_reads_the_measured_figures():
     from pcnn.config import ModelConfig
-    figures = nb.gpu_figures(ROOT)
+    figures = live.gpu_figures(ROOT)
     assert figures["gpu"] == "NVIDIA H200" and "issue #26" in figures["source"]
-    small = nb.gpu_epoch_estimate(ModelConfig(nr_filters=40), 3899, figures)
+    small = live.gpu_epoch_estimate(ModelConfig(nr_filters=40), 3899, figures)
     want = min(r["images_per_s"] for r in figures["measured"] if r["nr_filters"] == 40)   # the slower figure
     assert small.startswith(f"estimate: about {3899 / want:.0f} s of training per epoch of 3899 images on one NVIDIA H200")
     assert f"{want:,} img/s" in small
-    wide = nb.gpu_epoch_estimate(ModelConfig(nr_filters=160), 3899, figures)
+    wide = live.gpu_epoch_estimate(ModelConfig(nr_filters=160), 3899, figures)
     assert f"{min(r['images_per_s'] for r in figures['measured'] if r['nr_filters'] == 160):,} img/s" in wide
-    assert nb.gpu_epoch_estimate(ModelConfig(), 10, figures={}) is None
+    assert live.gpu_epoch_estimate(ModelConfig(), 10, figures={}) is None
 
 
 def test_preset_lines_mark_the_shipped_recipe():
-    lines = {line.split()[0]: line for line in nb.preset_lines()}
+    lines = {line.split()[0]: line for line in live.preset_lines()}
     assert {"cpu_film40.json", "cpu_film40_disc.json", "starter.json", "smoke.json"} <= set(lines)
     assert lines["cpu_film40.json"].endswith("<- the shipped model's recipe")
     assert "1/40/5 blocks_film" in lines["cpu_film40.json"] and "phase A" in lines["cpu_film40.json"]
     assert sum("shipped model's recipe" in v for v in lines.values()) == 1
-    assert set(nb.PRESET_USES) == set(lines)                       # every preset says what it is for
+    assert set(live.PRESET_USES) == set(lines)                       # every preset says what it is for
 
 
 # --------------------------------------------------------------------------- runs that outlive the runtime
@@ -220,14 +221,14 @@ def test_train_live_continues_and_clear_run_is_the_only_deletion(tmp_path, capsy
     cfg, data = _tiny_run(tmp_path)
     wd = tmp_path / "run"
     assert "no run yet" in nb.run_status(wd)
-    rows = nb.train_live(cfg, wd, until=1, train_data=data, val_data=data, progress=False)
+    rows = live.train_live(cfg, wd, until=1, train_data=data, val_data=data, progress=False)
     assert [r["epoch"] for r in rows] == [1]
     out = capsys.readouterr()
     assert out.out.count("precision: ") == 1 and "precision: " not in out.err   # once, on stdout
     assert "a run with 1 whole epoch(s)" in nb.run_status(wd)
-    assert nb.train_live(cfg, wd, until=1, train_data=data, val_data=data, progress=False) == rows   # nothing to do
+    assert live.train_live(cfg, wd, until=1, train_data=data, val_data=data, progress=False) == rows   # nothing to do
     assert "nothing to train" in capsys.readouterr().out
-    rows = nb.train_live(cfg, wd, until=2, train_data=data, val_data=data, progress=False, samples_every=2,
+    rows = live.train_live(cfg, wd, until=2, train_data=data, val_data=data, progress=False, samples_every=2,
                          samples_per_class=1)
     assert [r["epoch"] for r in rows] == [1, 2] and nb.completed_epochs(wd) == 2
     assert (wd / "samples" / "epoch_002.png").is_file() and not (wd / "samples" / "epoch_001.png").exists()
@@ -242,19 +243,19 @@ def test_train_live_stops_run_all_after_an_interrupt(tmp_path, monkeypatch):
     def fake_train(cfg, workdir, **kw):
         calls.append(cfg.epochs)
         return [{"epoch": cfg.epochs, "partial": True}]        # what the trainer returns after a SIGINT
-    monkeypatch.setattr(nb, "train", fake_train)
+    monkeypatch.setattr(live, "train", fake_train)
     with pytest.raises(KeyboardInterrupt, match="stopped inside epoch 1; last.pt is saved"):
-        nb.train_live(nb.tiny_train_config(), tmp_path / "run", until=3, train_data=None, progress=False)
+        live.train_live(nb.tiny_train_config(), tmp_path / "run", until=3, train_data=None, progress=False)
     assert calls == [1]                                          # no further epoch after the interrupt
 
 
 RESUME_SCRIPT = """
 import sys, torch
-from pcnn import notebook as nb
+from pcnn import live, notebook as nb
 g = torch.Generator().manual_seed(0)
 data = (torch.randint(0, 256, (8, 3, 8, 8), generator=g, dtype=torch.uint8), torch.arange(8) % 4)
 cfg = nb.tiny_train_config(image_size=8, steps=None, batch_size=4)
-nb.train_live(cfg, sys.argv[1], until=int(sys.argv[2]), train_data=data, val_data=data, progress=False)
+live.train_live(cfg, sys.argv[1], until=int(sys.argv[2]), train_data=data, val_data=data, progress=False)
 """
 
 
@@ -285,10 +286,10 @@ def test_history_and_export_lines_show_raw_and_ema():
     rows = [{"epoch": 1, "train_bpd": 7.1234567, "val_bpd": 6.5, "val_acc": 0.5973, "val_bpd_raw": 6.4,
              "val_acc_raw": 0.5761, "seconds": 101.2},
             {"epoch": 2, "train_bpd": 6.0, "partial": True}]
-    assert nb.history_lines(rows) == ["epoch 1, train 7.1235 bpd, validation EMA 6.5000 bpd / 0.5973 acc, "
+    assert live.history_lines(rows) == ["epoch 1, train 7.1235 bpd, validation EMA 6.5000 bpd / 0.5973 acc, "
                                       "raw 6.4000 bpd / 0.5761 acc, 101 s"]
-    assert nb.history_lines(rows, ema=False)[0] == "epoch 1, train 7.1235 bpd, validation 6.5000 bpd / 0.5973 acc, 101 s"
+    assert live.history_lines(rows, ema=False)[0] == "epoch 1, train 7.1235 bpd, validation 6.5000 bpd / 0.5973 acc, 101 s"
     meta = {"weights": "raw", "epoch": 3, "step": 57, "val_bpd": 6.4, "val_acc": 0.5761, "val_bpd_raw": 6.4,
             "val_bpd_ema": 6.5}
-    assert nb.export_line(meta) == ("export: raw weights after epoch 3 (step 57): validation 6.4000 bpd, "
+    assert live.export_line(meta) == ("export: raw weights after epoch 3 (step 57): validation 6.4000 bpd, "
                                     "accuracy 0.5761; EMA weights 6.5000 bpd")

@@ -64,7 +64,7 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb, plots
+from pcnn import live, notebook as nb, plots
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -93,7 +93,7 @@ if SMOKE or not runs:
     tr = tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:16])
     va = load_split("validation", DATA, show_progress=False)
     cfg = nb.tiny_train_config(steps=None, batch_size=4, val_subset=8)   # configs/smoke.json's network
-    nb.train_live(cfg, tiny_dir, until=TINY_EPOCHS, train_data=tr, val_data=va, progress=False)
+    live.train_live(cfg, tiny_dir, until=TINY_EPOCHS, train_data=tr, val_data=va, progress=False)
     runs = [tiny_dir] + runs
 print(len(runs), "run(s)")
 
