@@ -94,17 +94,24 @@ def preset_lines(names=None) -> list:
 
 class _PrecisionOnce(io.TextIOBase):
     """A stderr stand-in that sends the trainer's ``precision: ...`` line to stdout once (not as a
-    red stderr box on every epoch) and passes everything else through."""
+    red stderr box on every epoch) and passes everything else through. ``print`` writes the line
+    and its newline in two calls: the newline goes with the line."""
 
     def __init__(self, err, seen: set):
         self.err, self.seen = err, seen
+        self._after_precision = False
 
     def write(self, s):
         if s.startswith("precision: "):
             if s not in self.seen:
                 self.seen.add(s)
-                sys.stdout.write(s)
+                sys.stdout.write(s if s.endswith("\n") else s + "\n")
+            self._after_precision = not s.endswith("\n")
             return len(s)
+        if self._after_precision and s == "\n":
+            self._after_precision = False
+            return len(s)
+        self._after_precision = False
         return self.err.write(s)
 
     def flush(self):

@@ -225,6 +225,7 @@ def test_train_live_continues_and_clear_run_is_the_only_deletion(tmp_path, capsy
     assert [r["epoch"] for r in rows] == [1]
     out = capsys.readouterr()
     assert out.out.count("precision: ") == 1 and "precision: " not in out.err   # once, on stdout
+    assert out.err.strip() == ""                               # not even its newline: no empty stderr box
     assert "a run with 1 whole epoch(s)" in nb.run_status(wd)
     assert live.train_live(cfg, wd, until=1, train_data=data, val_data=data, progress=False) == rows   # nothing to do
     assert "nothing to train" in capsys.readouterr().out
@@ -235,6 +236,19 @@ def test_train_live_continues_and_clear_run_is_the_only_deletion(tmp_path, capsy
     removed = nb.clear_run(wd)
     assert {"last.pt", "model.safetensors", "metrics.jsonl", "samples/"} <= set(removed)
     assert nb.completed_epochs(wd) == 0 and not (wd / "last.pt").exists()
+
+
+def test_precision_line_once_on_stdout(capsys):
+    import io
+    import sys
+    err = io.StringIO()
+    stream = live._PrecisionOnce(err, set())
+    for _ in range(2):                                          # two train() calls print it twice
+        print("precision: fp32 (amp=auto: no bf16)", file=stream)
+    print("a warning", file=stream)
+    assert capsys.readouterr().out == "precision: fp32 (amp=auto: no bf16)\n"
+    assert err.getvalue() == "a warning\n"
+    assert sys.stderr is not stream
 
 
 def test_train_live_stops_run_all_after_an_interrupt(tmp_path, monkeypatch):

@@ -79,7 +79,7 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb, plots
+from pcnn import live, notebook as nb, plots
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -106,7 +106,7 @@ print(nb.run_status(WORKDIR))
 # %%
 import dataclasses, json
 from pcnn.train import TrainConfig, apply_overrides
-print("\n".join(nb.preset_lines()))
+print("\n".join(live.preset_lines()))
 cfg = TrainConfig.from_dict(apply_overrides(json.loads(nb.config_path(PRESET).read_text()), OVERRIDES))
 cfg = dataclasses.replace(cfg, wandb=WANDB, tensorboard=TENSORBOARD)
 print("\nmodel:", cfg.model)
@@ -121,7 +121,7 @@ if N_TRAIN:
     train_split = train_split.subset(torch.randperm(len(train_split), generator=torch.Generator().manual_seed(0))[:N_TRAIN])
 print(f"{len(train_split)} training images, {len(train_split) // cfg.batch_size} batches per epoch; "
       f"{len(val_split)} validation images")
-print(nb.gpu_epoch_estimate(cfg.model, len(train_split)))
+print(live.gpu_epoch_estimate(cfg.model, len(train_split)))
 
 # %% [markdown]
 # ## Train
@@ -129,7 +129,7 @@ print(nb.gpu_epoch_estimate(cfg.model, len(train_split)))
 
 # %%
 plot = plots.LiveLossPlot(PRESET, ema=cfg.ema > 0)
-history = nb.train_live(cfg, WORKDIR, until=EPOCHS_FIRST, train_data=train_split, val_data=val_split, plot=plot,
+history = live.train_live(cfg, WORKDIR, until=EPOCHS_FIRST, train_data=train_split, val_data=val_split, plot=plot,
                         samples_every=SAMPLES_EVERY, samples_per_class=N_SAMPLES)
 print(sorted(p.name for p in WORKDIR.iterdir()))
 
@@ -142,9 +142,9 @@ state = torch.load(WORKDIR / "last.pt", weights_only=True)
 print(f"saved state: epoch {state['epoch']}, step {state['step']}")
 del state
 plot = plots.LiveLossPlot(PRESET, ema=cfg.ema > 0)   # a fresh plot in this cell; it reads the whole metrics.jsonl
-history = nb.train_live(cfg, WORKDIR, until=EPOCHS, train_data=train_split, val_data=val_split, plot=plot,
+history = live.train_live(cfg, WORKDIR, until=EPOCHS, train_data=train_split, val_data=val_split, plot=plot,
                         samples_every=SAMPLES_EVERY, samples_per_class=N_SAMPLES)
-print("\n".join(nb.history_lines(history, ema=cfg.ema > 0)))
+print("\n".join(live.history_lines(history, ema=cfg.ema > 0)))
 
 # %% [markdown]
 # ## Export
@@ -154,7 +154,7 @@ print("\n".join(nb.history_lines(history, ema=cfg.ema > 0)))
 model = pcnn.load(WORKDIR / "model.safetensors", device=DEVICE)
 meta = pcnn.read_metadata(WORKDIR / "model.safetensors")
 print(model.config)
-print(nb.export_line(meta))
+print(live.export_line(meta))
 from pcnn.course import export_for_course, load_course_model
 course_file = export_for_course(WORKDIR / "model.safetensors", WORKDIR / "conditional_pixelcnn.pth")
 print(course_file.name, course_file.stat().st_size, "bytes; reloads:", load_course_model(course_file).config == model.config)
