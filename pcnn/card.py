@@ -191,3 +191,39 @@ def card_markdown(card: dict) -> str:
                                       f"{_threads(s.get('threads'))}, amp {s.get('amp', '?')})"
                                       for s in tc["stages"]) + "."]
     return "\n".join(lines)
+
+
+def read_card(path) -> dict:
+    """A ``card.json`` (the file, or the folder holding it)."""
+    path = Path(path)
+    return json.loads((path / "card.json" if path.is_dir() else path).read_text())
+
+
+def card_floors(card: dict, samples: str = "samples (card)", real: str = "real images (card)") -> list:
+    """The card's generation figures beside their real-image floors, each measured under one
+    protocol: ``[{"metric", "lower_better", "images", "values": {samples: x, real: y}}, ...]`` for
+    the course FID@192 (100 images), FID-2048, KID and the Inception-probe accuracy (the card's
+    sample set and its real floor, e.g. 500 images each)."""
+    gen = card["generation"]["sets"]
+    floor = next(v for k, v in gen.items() if k == "real floor")
+    mine = next(v for k, v in gen.items() if k != "real floor")
+    course = card["course_fid_192"]
+    out = [{"metric": f"course FID@192 ({course['images']} images)", "lower_better": True, "images": course["images"],
+            "values": {samples: course["samples"], real: course["real"]}}]
+    for key, name, lower in (("fid_2048", "FID-2048", True), ("kid_mean", "KID", True)):
+        out.append({"metric": f"{name} ({mine['n']} images)", "lower_better": lower, "images": mine["n"],
+                    "values": {samples: mine[key], real: floor[key]}})
+    out.append({"metric": f"probe accuracy ({mine['n']} images)", "lower_better": False, "images": mine["n"],
+                "values": {samples: mine["probe"]["accuracy"], real: floor["probe"]["accuracy"]}})
+    return out
+
+
+def course_fid_sentence(samples: float, real: float, images: int) -> str:
+    """One sentence on what the course's FID@192 can say, from its value for samples and for real
+    images under the same protocol."""
+    if real > samples:
+        return (f"The course's FID@192 scores real validation photos {real:.2f} and these samples {samples:.2f}: it "
+                f"ranks real images behind generated ones, because {images} images cannot estimate a 192-d "
+                "covariance, so it cannot rank generators; FID-2048, KID and the probe put real images far ahead.")
+    return (f"The course's FID@192 scores these samples {samples:.2f} and real validation photos {real:.2f}; with "
+            f"{images} images its 192-d covariance is rank-deficient, so read it beside that floor, not alone.")

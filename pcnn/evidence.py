@@ -91,14 +91,16 @@ def evidence_margin(ev: torch.Tensor, first=None, second=None) -> Margin:
 
 
 def plot_evidence_margin(image: torch.Tensor, ev: torch.Tensor, class_names: Sequence[str] = CPEN455_CLASSES,
-                         true_label: Optional[int] = None, first=None, second=None, axes=None, vmax=None):
+                         true_label: Optional[int] = None, first=None, second=None, axes=None, vmax=None,
+                         label: Optional[str] = None):
     """Draw one image beside its margin map (predicted class vs runner-up by default).
 
     ``image``: uint8 (3, S, S); ``ev``: its evidence (C, S, S) or (1, C, S, S).
     Red pixels favour the first class, blue the second (a diverging colour map
     centred on 0, symmetric at ``vmax``, default the largest |margin|); the title
     gives both classes and the total gap in nats. ``axes``: two matplotlib axes
-    to draw into (else a new figure). Returns the figure.
+    to draw into (else a new figure). ``label`` (e.g. ``"correct"``, ``"mistake"``) heads the
+    image's title. Returns the figure.
     """
     import matplotlib.pyplot as plt
     ev = ev[None] if ev.dim() == 3 else ev
@@ -117,7 +119,7 @@ def plot_evidence_margin(image: torch.Tensor, ev: torch.Tensor, class_names: Seq
     lim = float(vmax) if vmax is not None else max(float(abs(mp).max()), 1e-9)
     axes[0].imshow(image.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
     title = "image" if true_label is None else f"true: {names[int(true_label)]}"
-    axes[0].set_title(title, fontsize=9)
+    axes[0].set_title(title if label is None else f"{label}\n{title}", fontsize=9)
     im = axes[1].imshow(mp, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
     axes[1].set_title(f"{a} - {b}: {float(m.total[0]):+.1f} nats", fontsize=9)
     for ax in axes:

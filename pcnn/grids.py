@@ -107,7 +107,8 @@ def class_grid(images: torch.Tensor, labels, class_names: Optional[Sequence[str]
 
     Classes appear in increasing order; each row holds that class's images (at
     most ``per_row``, default all). With ``real_images``/``real_labels`` a row
-    ``"<name> (real)"`` of real images of the class follows each sample row.
+    ``"<name> (real)"`` of real images of the class follows each sample row, which is then
+    labelled ``"<name> (generated)"``.
     """
     labels = torch.as_tensor(labels).long().cpu()
     if images.shape[0] != labels.shape[0]:
@@ -122,7 +123,7 @@ def class_grid(images: torch.Tensor, labels, class_names: Optional[Sequence[str]
     for c in classes:
         mine = images[labels == c]
         rows.append(list(mine[:per_row] if per_row else mine))
-        row_labels.append(names[c])
+        row_labels.append(names[c] if real_images is None else f"{names[c]} (generated)")
         if real_images is not None:
             real = real_images[real_labels == c]
             n = len(rows[-1])

@@ -1,55 +1,54 @@
-"""Small helpers shared by the numbered notebooks (``notebooks/*.ipynb``).
+"""The notebook runtime: where a numbered notebook (``notebooks/*.ipynb``) runs and what it needs there.
 
-Nothing here trains or scores a model by itself: it finds things (the repository,
-the data, the shipped checkpoint), detects where a notebook runs (Colab, Kaggle,
-local), and draws figures. The notebooks stay thin: they import :mod:`pcnn` and plot.
+* where: :func:`environment` (Colab, Kaggle, local), :func:`device`, :func:`gpu_report` (the GPU
+  named, or how to pick one), :func:`describe_setup`, :func:`setup_plots`, :func:`display_handle`.
+* the data and the checkout: :func:`repo_root`, :func:`ensure_data` (``$PCNN_DATA_DIR``, a Kaggle
+  input data set, ``<repo>/data``), :func:`show_path` / :func:`scrub_paths` (no machine-local
+  paths in outputs), :func:`find_checkpoint`, :func:`get_model`, :func:`tiny_train_config`,
+  :func:`find_runs`.
+* a run that survives the runtime: :func:`runs_root` / :func:`run_workdir` (Google Drive on Colab,
+  ``/kaggle/working`` on Kaggle, ``<repo>/runs`` elsewhere, or ``$PCNN_RUNS_DIR``),
+  :func:`run_status`, :func:`clear_run` (the only deletion, asked for by ``FRESH_RUN = True``).
+* :class:`ProgressLine` -- a one-line progress display whose final state is what a saved notebook shows.
 
-* :func:`environment`, :func:`device`, :func:`repo_root`, :func:`ensure_data`
-  (``$PCNN_DATA_DIR``, a Kaggle input data set, ``<repo>/data``), :func:`describe_setup`,
-  :func:`setup_plots`, :func:`show_path` / :func:`scrub_paths` (no machine-local paths in outputs).
-* :func:`find_checkpoint`, :func:`get_model` -- the shipped checkpoint (an error saying what
-  to do when it is missing); :func:`tiny_train_config` -- ``configs/smoke.json``'s tiny model.
-* :class:`ProgressLine` -- a one-line progress display whose final state is what a saved
-  notebook shows (no frozen ``0%`` bars); :func:`write_predictions` -- the test CSV.
-* plotting: :func:`show_images`, :func:`plot_confusion`, :func:`plot_curves`,
-  :class:`LiveLossPlot` / :func:`train_live` (a loss plot that redraws after each epoch).
-* :func:`strip_notebook` / :func:`strip_file` -- remove execution counts and volatile metadata.
-
-It runs past 400 lines because it gathers the small helpers of all seven notebooks in one
-face; figures with logic of their own live in :mod:`pcnn.plots`.
+Training from a notebook (epoch by epoch with a live plot, presets, GPU estimates) is
+:mod:`pcnn.live`; figures live in :mod:`pcnn.plots`, sample-set files in :mod:`pcnn.sample`,
+notebook-file stripping in ``scripts/notebook_files.py``.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
-import math
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 from . import __version__
 from . import paths
 from .checkpoint import load
-from .classify import write_predictions  # noqa: F401  (nb.write_predictions in the notebooks)
-from .config import CPEN455_CLASSES
 from .data import DataError, verify
 from .download import download as download_data
 from .paths import DATA_ENV_VAR as ENV_VAR
 from .paths import preset_path
 from .precision import resolve_device
-from .sample import grid_path_for, write_sample_set
-from .train import TrainConfig, read_metrics, train  # noqa: F401  (read_metrics: nb.read_metrics)
+from .train import TrainConfig, read_metrics, train
+from .workdir import RUN_FILES, WorkdirLock
 
 #: Environment variable that turns on smoke mode (tiny sizes, used by CI); notebooks read it.
 SMOKE_VAR = "PCNN_SMOKE"
-#: Where Kaggle mounts the data sets added to a notebook.
+#: Environment variable naming the folder that holds notebook runs (overrides the default below).
+RUNS_ENV_VAR = "PCNN_RUNS_DIR"
+#: Where Kaggle mounts the data sets added to a notebook, and its persistent output folder.
 KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+#: Where Colab mounts Google Drive, and the folder of runs on it.
+DRIVE_MOUNT = Path("/content/drive")
+DRIVE_RUNS = DRIVE_MOUNT / "MyDrive" / "pcnn_runs"
 
 
 # --------------------------------------------------------------------------- environment
@@ -66,6 +65,21 @@ def environment() -> str:
 def device() -> torch.device:
     """CUDA when there is a GPU, else CPU (:func:`pcnn.precision.resolve_device`)."""
     return resolve_device("auto")
+
+
+def gpu_report(env: Optional[str] = None, dev: Optional[torch.device] = None) -> str:
+    """One line: the GPU this runtime has (name, memory, bf16 or not) or, without one, how to
+    pick a GPU runtime on Colab / Kaggle."""
+    env = env or environment()
+    dev = dev or device()
+    if dev.type == "cuda":
+        p = torch.cuda.get_device_properties(dev)
+        bf16 = torch.cuda.is_bf16_supported()
+        return (f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, compute capability {p.major}.{p.minor}; "
+                f"training runs in {'bf16' if bf16 else 'fp16 with a gradient scaler'} (amp=auto)")
+    how = {"colab": "Runtime > Change runtime type > a GPU (T4 on the free tier), then run all again",
+           "kaggle": "Settings > Accelerator > GPU, then run all again"}.get(env, "run it on a machine with CUDA")
+    return f"no GPU: training runs on the CPU, minutes per epoch even for the small presets; for a GPU: {how}"
 
 
 def repo_root(start=None) -> Path:
@@ -113,16 +127,21 @@ def ensure_data(root=None, download: Optional[bool] = None) -> Path:
 
 def show_path(path, root=None) -> str:
     """``path`` as a notebook may print it: relative to the checkout (``root``, default
-    :func:`repo_root`) when inside it, ``$PCNN_DATA_DIR`` when it is that folder, else
-    ``<tmp>/...`` inside the temporary folder, else only its last two parts."""
+    :func:`repo_root`) when inside it, ``$PCNN_DATA_DIR`` / ``$PCNN_RUNS_DIR`` when it is (inside)
+    that folder, ``<tmp>/...`` inside the temporary folder, else only its last two parts."""
     import tempfile
     p = Path(path).expanduser().resolve()
     root = Path(root or repo_root()).resolve()
-    env = os.environ.get(ENV_VAR)
-    if env and p == Path(env).expanduser().resolve():
-        return f"${ENV_VAR}"
+    for var in (ENV_VAR, RUNS_ENV_VAR):
+        env = os.environ.get(var)
+        if env and (p == Path(env).expanduser().resolve() or Path(env).expanduser().resolve() in p.parents):
+            rest = p.relative_to(Path(env).expanduser().resolve())
+            return f"${var}" + ("" if str(rest) == "." else f"/{rest}")
     if p == root or root in p.parents:
         return str(p.relative_to(root)) or "."
+    for base, name in ((DRIVE_RUNS, "<Drive>/pcnn_runs"), (KAGGLE_WORKING, "<kaggle working>")):
+        if p == base or base in p.parents:
+            return name + ("" if p == base else f"/{p.relative_to(base)}")
     tmp = Path(tempfile.gettempdir()).resolve()
     if tmp in p.parents:
         return "<tmp>/" + str(p.relative_to(tmp))
@@ -160,7 +179,7 @@ def show_progress() -> bool:
 def setup_plots(dpi: int = 100, font_size: float = 11.0) -> None:
     """Matplotlib defaults readable in a notebook and on GitHub: ``dpi`` and ``font_size`` points
     for text, slightly smaller tick labels, and tight bounding boxes for inline figures."""
-    plt = _plt()
+    import matplotlib.pyplot as plt
     plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": font_size,
                          "axes.titlesize": font_size + 1, "axes.labelsize": font_size,
                          "xtick.labelsize": font_size - 1, "ytick.labelsize": font_size - 1,
@@ -181,14 +200,7 @@ class ProgressLine:
         self.t0 = time.perf_counter()
         self._last = -1e9
         self.text = f"{desc}: starting"
-        self.handle = None
-        try:
-            from IPython import get_ipython
-            if get_ipython() is not None:
-                from IPython.display import display
-                self.handle = display({"text/plain": self.text}, raw=True, display_id=True)
-        except ImportError:  # pragma: no cover - IPython ships with jupyter
-            pass
+        self.handle = display_handle({"text/plain": self.text}, raw=True)
 
     def __call__(self, done: int, total: int) -> None:
         import time
@@ -200,7 +212,19 @@ class ProgressLine:
             self.handle.update({"text/plain": self.text}, raw=True)
 
 
-# --------------------------------------------------------------------------- checkpoints
+def display_handle(obj, **kw):
+    """An IPython display handle showing ``obj``, or None outside IPython."""
+    try:
+        from IPython import get_ipython
+        if get_ipython() is None:
+            return None
+        from IPython.display import display
+        return display(obj, display_id=True, **kw)
+    except ImportError:  # pragma: no cover - IPython ships with jupyter
+        return None
+
+
+# --------------------------------------------------------------------------- checkpoints and presets
 
 def find_checkpoint() -> Optional[Path]:
     """The shipped checkpoint (:func:`pcnn.paths.default_checkpoint`), or None."""
@@ -268,8 +292,6 @@ def _quiet(on: bool = True):
             yield
 
 
-# --------------------------------------------------------------------------- metrics files
-
 def find_runs(*roots) -> list:
     """Folders under ``roots`` (recursively) that hold a non-empty ``metrics.jsonl``, sorted."""
     out = set()
@@ -280,266 +302,80 @@ def find_runs(*roots) -> list:
     return sorted(out)
 
 
-# --------------------------------------------------------------------------- plotting
-
-def _plt():
-    import matplotlib.pyplot as plt
-    return plt
+def completed_epochs(workdir) -> int:
+    """Whole epochs a run in ``workdir`` has finished (its last non-partial metrics row; 0 if none)."""
+    return max((int(r["epoch"]) for r in read_metrics(workdir) if not r.get("partial")), default=0)
 
 
-def to_hwc(img: torch.Tensor):
-    """uint8 (3, H, W) tensor -> (H, W, 3) numpy array for imshow."""
-    return img.detach().cpu().permute(1, 2, 0).numpy()
+# --------------------------------------------------------------------------- runs that outlive the runtime
 
-
-def show_images(images: torch.Tensor, nrow: int = 8, titles: Optional[Sequence[str]] = None,
-                scale: float = 1.5, suptitle: Optional[str] = None, fontsize: int = 10):
-    """A grid of uint8 images (N, 3, H, W), one axis per image with optional titles; returns the figure."""
-    plt = _plt()
-    n = len(images)
-    ncol = max(1, min(nrow, n))
-    nrows = max(1, math.ceil(n / ncol))
-    fig, axes = plt.subplots(nrows, ncol, figsize=(scale * ncol, scale * nrows + (0.3 if suptitle else 0)),
-                             squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            ax.imshow(to_hwc(images[k]), interpolation="nearest")
-            if titles is not None:
-                ax.set_title(titles[k], fontsize=fontsize)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return fig
-
-
-def show_grid(image: torch.Tensor, title: Optional[str] = None, width: Optional[float] = 8.0):
-    """One uint8 (3, H, W) image (e.g. :func:`pcnn.sample.make_grid`) as a figure ``width``
-    inches wide; ``width=None``: at its own pixel size (one image pixel per figure pixel)."""
-    plt = _plt()
-    h, w = image.shape[1:]
-    title_in = 0.3 if title else 0.0
-    if width is None:
-        # Axes fill the figure exactly: tight_layout's margins would shrink (resample) the image
-        # and cut into the row labels drawn at its left edge.
-        dpi = plt.rcParams["figure.dpi"]
-        fig = plt.figure(figsize=(w / dpi, h / dpi + title_in))
-        ax = fig.add_axes((0.0, 0.0, 1.0, (h / dpi) / (h / dpi + title_in)))
-    else:
-        fig, ax = plt.subplots(figsize=(width, width * h / w + title_in))
-    ax.imshow(to_hwc(image), interpolation="nearest")
-    ax.axis("off")
-    if title:
-        ax.set_title(title)
-    if width is not None:
-        fig.tight_layout()
-    return fig
-
-
-def plot_confusion(cm, class_names: Sequence[str] = CPEN455_CLASSES, normalize: bool = False, ax=None,
-                   title: str = "confusion matrix (rows: true class)"):
-    """Confusion matrix (rows true, columns predicted) as an annotated heat map; returns the figure."""
-    import numpy as np
-    plt = _plt()
-    cm = np.asarray(cm, dtype=float)
-    shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    else:
-        fig = ax.figure
-    im = ax.imshow(shown, cmap="Blues", vmin=0)
-    n = len(cm)
-    names = list(class_names)[:n]
-    ax.set_xticks(range(n), names, rotation=30, ha="right")
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    top = shown.max() if shown.size else 1
-    for i in range(n):
-        for j in range(n):
-            txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-            ax.text(j, i, txt, ha="center", va="center", color="white" if shown[i, j] > 0.6 * top else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(runs, ax_bpd=None, ax_acc=None):
-    """Train/validation bits/dim and validation accuracy against epoch for one or several runs.
-
-    ``runs``: a mapping ``{label: workdir or list of metric rows}`` or a list of workdirs
-    (labelled by folder name). Returns the figure.
-    """
-    plt = _plt()
-    if not isinstance(runs, dict):
-        runs = {Path(r).name: r for r in runs}
-    if ax_bpd is None or ax_acc is None:
-        fig, (ax_bpd, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    else:
-        fig = ax_bpd.figure
-    for k, (label, rows) in enumerate(runs.items()):
-        rows = read_metrics(rows) if isinstance(rows, (str, Path)) else list(rows)
-        color = f"C{k % 10}"
-        tr = [(r["epoch"], r["train_bpd"]) for r in rows if r.get("train_bpd") is not None]
-        va = [(r["epoch"], r["val_bpd"]) for r in rows if r.get("val_bpd") is not None]
-        acc = [(r["epoch"], r["val_acc"]) for r in rows if r.get("val_acc") is not None]
-        if tr:
-            ax_bpd.plot(*zip(*tr), "-", color=color, label=f"{label} train")
-        if va:
-            ax_bpd.plot(*zip(*va), "o--", color=color, label=f"{label} val")
-        if acc:
-            ax_acc.plot(*zip(*acc), "o-", color=color, label=label)
-    ax_bpd.set_xlabel("epoch")
-    ax_bpd.set_ylabel("bits / dim")
-    ax_bpd.set_title("negative log-likelihood")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("validation accuracy")
-    ax_acc.set_title("likelihood classification")
-    ax_acc.set_ylim(0, 1)
-    from matplotlib.ticker import MaxNLocator
-    for ax in (ax_bpd, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-class LiveLossPlot:
-    """A loss plot that redraws in place in a notebook (one ``display`` handle).
-
-    ``update(workdir)`` re-reads ``metrics.jsonl`` and redraws; outside IPython it
-    just keeps the latest figure in ``self.fig``.
-    """
-
-    def __init__(self, title: str = "training"):
-        self.title = title
-        self.handle = None
-        self.fig = None
-
-    def update(self, workdir):
-        plt = _plt()
-        if self.fig is not None:
-            plt.close(self.fig)
-        self.fig = plot_curves({self.title: workdir})
+def mount_drive(mount=DRIVE_MOUNT) -> Optional[Path]:
+    """On Colab, mount Google Drive (Colab asks for permission once) and return ``MyDrive``;
+    None when not on Colab or when the mount is refused or fails."""
+    if environment() != "colab":
+        return None
+    mount = Path(mount)
+    if not (mount / "MyDrive").is_dir():
         try:
-            from IPython.display import display
-            if self.handle is None:
-                self.handle = display(self.fig, display_id=True)
-            elif self.handle is not None:
-                self.handle.update(self.fig)
-        except ImportError:  # pragma: no cover - IPython ships with jupyter
-            pass
-        plt.close(self.fig)
-        return self.fig
+            from google.colab import drive  # only on Colab
+            drive.mount(str(mount))
+        except Exception as e:  # a refused permission, a timeout: the run stays on the runtime's disk
+            print(f"note: Google Drive not mounted ({type(e).__name__}: {e})")
+            return None
+    return mount / "MyDrive" if (mount / "MyDrive").is_dir() else None
 
 
-def train_live(config, workdir, epochs: int, train_data=None, val_data=None, plot: Optional[LiveLossPlot] = None,
-               progress: Optional[bool] = None) -> list:
-    """Train ``epochs`` more epochs one :func:`pcnn.train.train` call at a time (``resume=True``),
-    redrawing ``plot`` from ``metrics.jsonl`` after each one. Returns the full history.
-
-    Each call continues exactly from ``workdir/last.pt``; only ``epochs`` (the target)
-    changes between calls, so the run equals one uninterrupted run.
-    """
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    progress = show_progress() if progress is None else progress
-    done = len([r for r in read_metrics(workdir) if not r.get("partial")])
-    history = []
-    for e in range(done + 1, done + epochs + 1):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="resuming with changed settings")
-            history = train(dataclasses.replace(cfg, epochs=e), workdir, train_data=train_data,
-                            val_data=val_data, resume=(Path(workdir) / "last.pt").exists(), progress=progress)
-        if plot is not None:
-            plot.update(workdir)
-    return history
+def runs_root(env: Optional[str] = None, drive: bool = True) -> tuple:
+    """``(folder for runs, one-line note)``: ``$PCNN_RUNS_DIR`` if set; on Colab Google Drive's
+    ``MyDrive/pcnn_runs`` (``drive=True``: mounted here) so a recycled runtime keeps the run;
+    on Kaggle ``/kaggle/working/pcnn_runs``; else ``<repo>/runs``."""
+    env = env or environment()
+    if os.environ.get(RUNS_ENV_VAR):
+        return Path(os.environ[RUNS_ENV_VAR]).expanduser(), f"runs in ${RUNS_ENV_VAR}"
+    if env == "colab":
+        mydrive = mount_drive() if drive else None
+        if mydrive is not None:
+            return mydrive / "pcnn_runs", "runs on Google Drive: a recycled runtime keeps them, run all to resume"
+        return repo_root() / "runs", ("runs on the runtime's disk: a recycled runtime loses them "
+                                      "(mount Google Drive to keep them)")
+    if env == "kaggle":
+        return KAGGLE_WORKING / "pcnn_runs", ("runs in Kaggle's working folder: kept in a saved version's output; "
+                                              "a new session starts empty unless you add that output as input")
+    return repo_root() / "runs", "runs in the checkout's runs/ folder"
 
 
-# --------------------------------------------------------------------------- notebook files
-
-#: Metadata keys removed from cells and notebooks (volatile: timings, jupytext's pairing
-#: stamp, which jupytext.toml already states). Widget state (``metadata.widgets``) is kept:
-#: it is what lets nbviewer, Voila and JupyterLab draw a saved notebook's widgets.
-VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "jupyter", "papermill")
-VOLATILE_NB_METADATA = ("papermill", "toc", "varInspector", "jupytext")
-
-
-def strip_notebook(nb: dict) -> dict:
-    """Strip volatile parts of a notebook (a JSON dict), in place, and return it.
-
-    Execution counts become deterministic: the k-th code cell gets ``k`` (and so do its
-    ``execute_result`` outputs); a cell without outputs gets None. They cannot all be None:
-    nbval treats a cell with outputs and no count as an unrun reference cell and fails it.
-    Cell metadata ``execution``, ``ExecuteTime``... and the notebook's ``jupytext`` stamp go;
-    widget views and the saved widget state stay (with their PNG/text fallbacks).
-    """
-    for key in VOLATILE_NB_METADATA:
-        nb.get("metadata", {}).pop(key, None)
-    k = 0
-    for cell in nb.get("cells", []):
-        md = cell.get("metadata", {})
-        for key in VOLATILE_CELL_METADATA:
-            md.pop(key, None)
-        if cell.get("cell_type") != "code":
-            continue
-        k += 1
-        cell["execution_count"] = k if cell.get("outputs") else None
-        for out in cell.get("outputs", []):
-            if "execution_count" in out:
-                out["execution_count"] = k
-            out.get("metadata", {}).pop("ExecuteTime", None)
-    return nb
+def run_workdir(name: str, env: Optional[str] = None, drive: bool = True) -> Path:
+    """``<runs root>/<name>`` (:func:`runs_root`), created; prints where it is and why there."""
+    root, note = runs_root(env, drive)
+    workdir = root / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"workdir {show_path(workdir)}: {note}")
+    return workdir
 
 
-def strip_file(path) -> None:
-    """:func:`strip_notebook` on an ``.ipynb`` file, rewritten with nbformat's layout."""
-    path = Path(path)
-    nb = json.loads(path.read_text())
-    strip_notebook(nb)
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+def run_status(workdir) -> str:
+    """One line: a new run, or how far the run in ``workdir`` got and that training resumes it."""
+    done = completed_epochs(workdir)
+    last = Path(workdir) / "last.pt"
+    if not last.is_file():
+        return f"{show_path(workdir)}: no run yet, training starts a new one"
+    return (f"{show_path(workdir)}: a run with {done} whole epoch(s) and a last.pt: training resumes it "
+            "(FRESH_RUN = True deletes it and starts again)")
 
 
-# --------------------------------------------------------------------------- sampling for FID
-
-def write_fid_samples(model, out_dir, per_class: int = 25, seed: int = 0, progress: Optional[bool] = None,
-                      **kw) -> tuple:
-    """:func:`pcnn.sample.write_sample_set` into ``out_dir``; returns ``(paths, grid_path)``.
-    ``progress=None``: a bar unless :func:`show_progress` says no."""
-    progress = show_progress() if progress is None else progress
-    paths = write_sample_set(model, out_dir, per_class=per_class, seed=seed, show_progress=progress, **kw)
-    return paths, grid_path_for(out_dir)
-
-
-def read_sample_set(folder) -> tuple:
-    """The images of a sample set (:func:`pcnn.sample.write_sample_set`, files
-    ``Class<c>_image_<nn>.png``) as ``(uint8 (N, 3, S, S), labels (N,))``, by class then name."""
-    import re
-    import numpy as np
-    from PIL import Image
-    found = []
-    for f in Path(folder).glob("Class*_image_*.png"):
-        m = re.fullmatch(r"Class(\d+)_image_(\d+)\.png", f.name)
-        if m:
-            found.append((int(m.group(1)), int(m.group(2)), f))
-    if not found:
-        raise FileNotFoundError(f"no Class<c>_image_<nn>.png files in {folder}")
-    found.sort()
-    imgs = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for _, _, f in found]
-    return torch.stack(imgs), torch.tensor([c for c, _, _ in found])
-
-
-def copy_subset(files: Sequence, dest, n: Optional[int] = None, seed: int = 0) -> Path:
-    """Copy ``n`` of ``files`` (all when None; a seeded random choice otherwise) into ``dest``."""
+def clear_run(workdir) -> list:
+    """Delete the run in ``workdir`` (checkpoints, exports, metrics, config, ``samples/``) while
+    holding its lock, so a run training there is never touched; returns the names removed."""
     import shutil
-    files = sorted(Path(f) for f in files)
-    if n is not None and n < len(files):
-        g = torch.Generator().manual_seed(seed)
-        files = [files[i] for i in sorted(torch.randperm(len(files), generator=g)[:n].tolist())]
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        shutil.copy2(f, dest / f.name)
-    return dest
+    workdir = Path(workdir)
+    removed = []
+    with WorkdirLock(workdir):
+        for n in RUN_FILES:
+            if (workdir / n).exists():
+                (workdir / n).unlink()
+                removed.append(n)
+        if (workdir / "samples").is_dir():
+            shutil.rmtree(workdir / "samples")
+            removed.append("samples/")
+    print(f"FRESH_RUN: removed {', '.join(removed) or 'nothing'} from {show_path(workdir)}")
+    return removed

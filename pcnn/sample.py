@@ -367,3 +367,36 @@ def grid_path_for(out_dir) -> Path:
     """Where :func:`write_sample_set` puts the grid of ``out_dir``: ``<out_dir>_grid.png`` beside it."""
     out_dir = Path(out_dir)
     return out_dir.parent / f"{out_dir.name}_grid.png"
+
+
+def read_sample_set(folder) -> tuple:
+    """The images of a sample set (:func:`write_sample_set`, files ``Class<c>_image_<nn>.png``)
+    as ``(uint8 (N, 3, S, S), labels (N,))``, ordered by class then number."""
+    import re
+    import numpy as np
+    from PIL import Image
+    found = []
+    for f in Path(folder).glob("Class*_image_*.png"):
+        m = re.fullmatch(r"Class(\d+)_image_(\d+)\.png", f.name)
+        if m:
+            found.append((int(m.group(1)), int(m.group(2)), f))
+    if not found:
+        raise FileNotFoundError(f"no Class<c>_image_<nn>.png files in {folder}")
+    found.sort()
+    imgs = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for _, _, f in found]
+    return torch.stack(imgs), torch.tensor([c for c, _, _ in found])
+
+
+def copy_subset(files: Sequence, dest, n: Optional[int] = None, seed: int = 0) -> Path:
+    """Copy ``n`` of ``files`` (all when None; a seeded random choice otherwise) into ``dest``
+    (e.g. a smaller FID reference set); returns ``dest``."""
+    import shutil
+    files = sorted(Path(f) for f in files)
+    if n is not None and n < len(files):
+        g = torch.Generator().manual_seed(seed)
+        files = [files[i] for i in sorted(torch.randperm(len(files), generator=g)[:n].tolist())]
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(f, dest / f.name)
+    return dest

@@ -7,7 +7,9 @@ run ends, also when it ends with an exception. A lock left by a process that no
 longer exists on this host (killed with SIGKILL, a crash, a reboot) is *stale*: it
 is explained on stderr and taken over. A lock written on another host cannot be
 checked from here, so it is reported and left alone (delete it by hand if that run
-is gone).
+is gone), except by :func:`break_idle_lock`, which a notebook calls when a recycled
+runtime (a new host) resumes a run kept on Google Drive: it takes over a lock from
+another host only when none of the run's files has changed for a given time.
 """
 from __future__ import annotations
 
@@ -187,6 +189,31 @@ class WorkdirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def break_idle_lock(workdir, idle_minutes: float, now: Optional[float] = None) -> Optional[str]:
+    """Remove ``workdir``'s lock when it was written on **another host** and neither the lock nor
+    any file a run writes (:data:`RUN_FILES`) has been modified for ``idle_minutes``: a training
+    run saves ``last.pt`` every ``checkpoint_minutes``, so a run that still goes on cannot be idle
+    that long. Returns a one-line note when a lock was removed, else None (no lock, a lock of
+    this host, which :class:`WorkdirLock` judges itself, or a lock that is not idle).
+    """
+    workdir = Path(workdir)
+    path = workdir / LOCK_NAME
+    try:
+        info = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if not isinstance(info, dict) or info.get("host") == socket.gethostname():
+        return None
+    now = time.time() if now is None else now
+    files = [path] + [workdir / n for n in RUN_FILES if (workdir / n).exists()]
+    idle = (now - max(f.stat().st_mtime for f in files)) / 60
+    if idle < idle_minutes:
+        return None
+    path.unlink(missing_ok=True)
+    return (f"note: removed the lock of host {info.get('host')} (PID {info.get('pid')}, since "
+            f"{info.get('started', '?')}): the run's files were idle for {idle:.0f} min, so that runtime is gone")
 
 
 def _has_rows(path: Path, header_lines: int) -> bool:

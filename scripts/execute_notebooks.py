@@ -4,7 +4,8 @@
 Widget state is saved into the notebook (nbviewer, Voila and JupyterLab draw the widgets
 from it) and ``TQDM_DISABLE=1`` keeps tqdm bars out of the committed outputs (they would
 show their first frame, ``0%``); the notebooks' own :class:`pcnn.notebook.ProgressLine`
-lines keep their final state. Edit ``notebooks/src/*.py``, run ``jupytext --sync
+lines keep their final state; volatile metadata is stripped by
+``scripts/notebook_files.py``. Edit ``notebooks/src/*.py``, run ``jupytext --sync
 notebooks/src/*.py``, then this script.
 
     PCNN_DATA_DIR=... python scripts/execute_notebooks.py            # full mode (real checkpoint)
@@ -22,13 +23,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def main(argv=None) -> int:
     import nbformat
     from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
-    from pcnn.notebook import strip_file
+    from notebook_files import strip_file
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", help="notebook names or prefixes (default: all in notebooks/)")

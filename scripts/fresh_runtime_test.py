@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Simulate a fresh Colab / Kaggle runtime and run numbered notebooks there, top to bottom.
 
-    python scripts/fresh_runtime_test.py                 # 03 and 07 at HEAD, smoke mode
+    python scripts/fresh_runtime_test.py                 # 02 (interrupted, resumed), 03, 06, 07 at HEAD, smoke mode
     python scripts/fresh_runtime_test.py 07 --ref issue18 --keep /tmp/fresh
 
 The runtime: a new virtual environment that has this environment's packages (torch,
@@ -13,7 +13,14 @@ checkout>``, ``PCNN_REF=<a commit of it>``, ``PCNN_SMOKE=1`` and ``$PCNN_DATA_DI
 Kaggle data set would be given. Checks, per notebook: no cell failed; the set-up cell
 cloned exactly ``PCNN_REF`` and pip installed pcnn into the new environment; the runtime's
 torch was not replaced; the notebook used the shipped checkpoint. Also checks that with
-the placeholder ``PCNN_REPO`` the set-up cell stops with its one-sentence message.
+the placeholder ``PCNN_REPO``, and with a ``PCNN_REF`` the repository does not carry, the
+set-up cell stops with its one-sentence message.
+
+Notebook 02 walks a student's path: its run lives in ``$PCNN_RUNS_DIR`` (a folder outside the
+runtime, as Google Drive is on Colab); the first runtime runs it up to the end of its first
+training cell and is then thrown away (the kernel, the folder with the notebook and its clone:
+a recycled runtime); a second, new runtime runs it top to bottom. Checks: the second one says
+it resumes, and the run has each epoch once (1, 2), as one uninterrupted run would.
 Exit status 0 when every check passes.
 """
 from __future__ import annotations
@@ -107,7 +114,7 @@ def outputs_text(nb) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("names", nargs="*", default=["03", "07"], help="notebook prefixes (default: 03 07)")
+    p.add_argument("names", nargs="*", default=["02", "03", "06", "07"], help="notebook prefixes (default: 02 03 06 07)")
     p.add_argument("--ref", default=None, help="ref of this checkout to clone (default: HEAD's commit)")
     p.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temporary one)")
     args = p.parse_args(argv)
@@ -141,22 +148,53 @@ def main(argv=None) -> int:
     else:
         print("placeholder PCNN_REPO: the set-up cell stops with its message", flush=True)
 
-    # 2. Each notebook alone in an empty folder, top to bottom.
+    # 1b. A ref the repository does not carry: one sentence, not a traceback.
+    folder = base / "missing_ref"
+    folder.mkdir()
+    shutil.copy2(first, folder / first.name)
+    nb, err = execute(folder / first.name, folder, {**env, "PCNN_REF": "no-such-ref-in-this-repository"}, cells=3)
+    text = outputs_text(nb) + (str(err) if err else "")
+    if "Could not fetch PCNN_REF=no-such-ref-in-this-repository" not in text or "Traceback" in text:
+        failures.append(f"missing PCNN_REF: no one-sentence stop ({text[-300:]!r})")
+    else:
+        print("missing PCNN_REF: the set-up cell stops with one sentence", flush=True)
+
+    # 2. Each notebook alone in an empty folder, top to bottom (02: interrupted, then resumed in a new runtime).
+    drive = base / "drive"                     # outlives the runtimes, as Google Drive does on Colab
+    env["PCNN_RUNS_DIR"] = str(drive)
     for name in args.names:
         found = sorted((ROOT / "notebooks").glob(f"{name}*.ipynb"))
         if len(found) != 1:
             raise SystemExit(f"no single notebook matches {name!r}")
         src = found[0]
+        problems = []
+        t1 = time.perf_counter()
+        if src.stem.startswith("02"):
+            import nbformat
+            cells = nbformat.read(str(src), as_version=4).cells
+            stop = next(k for k, c in enumerate(cells) if "until=EPOCHS_FIRST" in c.source) + 1
+            subprocess.run([py, "-m", "pip", "uninstall", "-q", "-y", "pcnn"], capture_output=True)
+            first_runtime = base / "content_02_first"
+            first_runtime.mkdir()
+            shutil.copy2(src, first_runtime / src.name)
+            nb, err = execute(first_runtime / src.name, first_runtime, env, cells=stop)
+            if err is not None:
+                problems.append(f"the first runtime failed: {str(err)[-1500:]}")
+            shutil.rmtree(first_runtime)       # the runtime is recycled: its disk is gone, the run on "Drive" stays
         subprocess.run([py, "-m", "pip", "uninstall", "-q", "-y", "pcnn"], capture_output=True)
         folder = base / f"content_{src.stem[:2]}"
         folder.mkdir()
         shutil.copy2(src, folder / src.name)
-        t1 = time.perf_counter()
         nb, err = execute(folder / src.name, folder, env)
         text = outputs_text(nb)
-        problems = []
         if err is not None:
             problems.append(f"a cell failed: {str(err)[-1500:]}")
+        if src.stem.startswith("02"):
+            rows = [json.loads(line) for line in (drive / "notebook_02" / "metrics.jsonl").read_text().splitlines()
+                    if line.strip()]
+            epochs = [r["epoch"] for r in rows if not r.get("partial")]
+            if "resuming $PCNN_RUNS_DIR/notebook_02 after epoch 1" not in text or epochs != [1, 2]:
+                problems.append(f"02 did not resume the run kept outside the runtime (epochs {epochs})")
         checkout = folder / "pcnn_repo"
         got = subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
         if got != commit:
@@ -169,7 +207,10 @@ def main(argv=None) -> int:
         torch_dir = Path(run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()) / "torch"
         if not torch_dir.is_symlink():
             problems.append("the runtime's torch was replaced by the install")
-        if f"shipped checkpoint {CHECKPOINT}" not in text:
+        if src.stem.startswith("02"):
+            if "the shipped model's recipe" not in text:
+                problems.append("02 did not find the shipped checkpoint's recipe among the presets")
+        elif f"shipped checkpoint {CHECKPOINT}" not in text:
             problems.append("the notebook did not report the shipped checkpoint")
         if len(list(folder.iterdir())) < 2:
             problems.append("nothing was cloned next to the notebook")

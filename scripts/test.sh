@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: unit tests, then every notebook in smoke mode under nbval; with CI=true
-# (or PCNN_E2E=1) also the fresh Colab/Kaggle runtime simulation (notebooks 03 and 07 opened
-# alone, set-up cell cloning this checkout) and the real-browser test of notebook 07's widget,
+# (or PCNN_E2E=1) also the fresh Colab/Kaggle runtime simulation (notebook 02 interrupted and
+# resumed in a new runtime, then 03, 06 and 07, each opened alone, set-up cell cloning this checkout) and the real-browser test of notebook 07's widget,
 # side by side (each is mostly one thread).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ fi
 if [ "${CI:-}" = "true" ] || [ "${PCNN_E2E:-0}" = "1" ]; then
   mkdir -p artifacts
   start=$(date +%s)
-  python scripts/fresh_runtime_test.py 03 07 > artifacts/fresh_runtime.log 2>&1 & fresh=$!
+  python scripts/fresh_runtime_test.py 02 03 06 07 > artifacts/fresh_runtime.log 2>&1 & fresh=$!
   python scripts/browser_test.py --out artifacts/browser > artifacts/browser_test.log 2>&1 & browser=$!
   rc=0
   wait $fresh || rc=1

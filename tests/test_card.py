@@ -73,3 +73,26 @@ def test_card_markdown_counts_threads_in_words():
     from pcnn.card import _threads
 
     assert (_threads(1), _threads(2), _threads(None)) == ("1 thread", "2 threads", "? threads")
+
+
+def test_card_floors_read_from_the_shipped_card():
+    """Notebook 06's floors come from the card file, never typed by hand."""
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "results" / "shipped" / "card_film40"
+    c = card.read_card(path)
+    assert c == card.read_card(path / "card.json")
+    rows = card.card_floors(c)
+    assert [r["metric"].split(" (")[0] for r in rows] == ["course FID@192", "FID-2048", "KID", "probe accuracy"]
+    assert rows[0]["values"] == {"samples (card)": c["course_fid_192"]["samples"],
+                                 "real images (card)": c["course_fid_192"]["real"]}
+    floor, mine = c["generation"]["sets"]["real floor"], c["generation"]["sets"]["results/shipped/card_film40/samples"]
+    assert rows[1]["values"] == {"samples (card)": mine["fid_2048"], "real images (card)": floor["fid_2048"]}
+    assert rows[3]["values"]["real images (card)"] == floor["probe"]["accuracy"] and not rows[3]["lower_better"]
+    assert rows[1]["metric"] == f"FID-2048 ({mine['n']} images)"
+
+
+def test_course_fid_sentence():
+    s = card.course_fid_sentence(23.66, 33.66, 100)
+    assert s.startswith("The course's FID@192 scores real validation photos 33.66 and these samples 23.66")
+    assert "cannot rank generators" in s and s.count(". ") == 0 and s.endswith(".")
+    assert "read it beside that floor" in card.course_fid_sentence(40.0, 30.0, 100)

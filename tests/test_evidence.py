@@ -71,6 +71,8 @@ def test_plot_helper(tiny):
     fig = pcnn.plot_evidence_margin(img, ev[0], true_label=1)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "true: panda" and "nats" in titles[1]
+    plt_fig = pcnn.plot_evidence_margin(img, ev[0], true_label=1, label="mistake")
+    assert plt_fig.axes[0].get_title() == "mistake\ntrue: panda"
     with pytest.raises(ValueError, match="one image at a time"):
         pcnn.plot_evidence_margin(img, ev.expand(2, -1, -1, -1))
     import matplotlib.pyplot as plt

@@ -49,6 +49,16 @@ def test_class_grid_with_real_rows():
     assert plain.shape[1] == 3 * (16 + 2) + 2 and both.shape[1] == 6 * (16 + 2) + 2
 
 
+def test_class_grid_labels_generated_rows_beside_real(monkeypatch):
+    import pcnn.grids as grids
+    seen = []
+    monkeypatch.setattr(grids, "labeled_grid", lambda rows, labels, **kw: seen.append(labels))
+    imgs, labels = _tiles(2), torch.tensor([0, 1])
+    grids.class_grid(imgs, labels, ["a", "b"])
+    grids.class_grid(imgs, labels, ["a", "b"], real_images=_tiles(2, 1), real_labels=labels)
+    assert seen == [["a", "b"], ["a (generated)", "a (real)", "b (generated)", "b (real)"]]
+
+
 def test_same_noise_every_class(tiny):
     imgs, labels = same_noise_samples(tiny, per_class=2, seed=3)
     for c in range(4):

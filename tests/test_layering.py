@@ -4,7 +4,7 @@
   classify, sample, fast_sample, guidance, checkpoint, and the helpers they use: paths, precision,
   grids, evidence) imports no module outside the core.
 * Nothing imports cli except pcnn/__main__.py; no library module imports the faces
-  (notebook, widgets, cli).
+  (notebook, live, widgets, cli).
 * Imports of pcnn modules sit at the top of a file, unless the line or the one above it
   says why (a comment), e.g. an optional heavy dependency.
 """
@@ -16,7 +16,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "pcnn"
 CORE = {"config", "layers", "fusion", "model", "likelihood", "classify", "sample", "fast_sample", "guidance",
         "checkpoint", "paths", "precision", "grids", "evidence", "__init__"}
-FACES = {"notebook", "widgets", "cli", "__main__"}
+FACES = {"notebook", "live", "widgets", "cli", "__main__"}
 
 
 def modules():
@@ -77,7 +77,7 @@ def test_layering(name):
         if imported == "cli":
             assert name == "__main__", f"{where}: nothing imports the CLI"
         if imported in FACES and top not in FACES:
-            pytest.fail(f"{where}: a library module imports a face (notebook, widgets, cli)")
+            pytest.fail(f"{where}: a library module imports a face (notebook, live, widgets, cli)")
         if nested:
             assert commented, f"{where} inside a function without a comment saying why"
 

@@ -1,4 +1,5 @@
-"""pcnn.notebook helpers the numbered notebooks call: set-up, paths, progress, CSV, configs."""
+"""pcnn.notebook (the notebook runtime) and pcnn.live (training from a notebook): set-up, paths, progress,
+CSV, configs, runs that outlive the runtime."""
 import csv
 import json
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 import pcnn
-from pcnn import notebook as nb
+from pcnn import live, notebook as nb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,8 @@ def test_write_predictions_with_class_names(tmp_path):
     assert rows[0] == ["id", "label", "loglik_hamburger", "loglik_panda", "loglik_koala", "loglik_pizza"]
     assert rows[1] == ["test/1.jpg", "0", "-1.000000", "-2.000000", "-3.000000", "-4.000000"]
     assert rows[2] == ["test/2.jpg", "3", "-9.000000", "-2.500000", "-3.000000", "-1.250000"]
-    assert nb.write_predictions is write_predictions
+    out = write_predictions(tmp_path / "course.csv", ["test/1.jpg", "test/2.jpg"], ll.argmax(1), course_format=True)
+    assert out.read_text().splitlines() == ["test/1.jpg,0", "test/2.jpg,3"]   # notebook 03's submission file
 
 
 def test_tiny_train_config_reads_smoke_json():
@@ -112,58 +114,196 @@ def test_get_model_uses_the_shipped_checkpoint_or_says_what_to_do(tmp_path, monk
         nb.get_model()
 
 
-def test_read_sample_set(tmp_path):
-    from pcnn.sample import save_png
+def test_read_sample_set_and_copy_subset(tmp_path):
+    from pcnn.sample import copy_subset, read_sample_set, save_png
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (3, 3, 4, 4), generator=g, dtype=torch.uint8)
     for img, name in zip(imgs, ["Class1_image_00.png", "Class0_image_01.png", "Class0_image_00.png"]):
         save_png(img, tmp_path / name)
     (tmp_path / "samples_grid.png").write_bytes(b"")             # other files are ignored
-    got, labels = nb.read_sample_set(tmp_path)
+    got, labels = read_sample_set(tmp_path)
     assert labels.tolist() == [0, 0, 1]
     assert torch.equal(got, imgs[[2, 1, 0]])
     with pytest.raises(FileNotFoundError):
-        nb.read_sample_set(tmp_path / "empty")
+        read_sample_set(tmp_path / "empty")
+    files = sorted(tmp_path.glob("Class*.png"))
+    two = copy_subset(files, tmp_path / "two", n=2, seed=1)
+    assert len(list(two.iterdir())) == 2 and {p.name for p in two.iterdir()} <= {f.name for f in files}
+    assert {p.name for p in copy_subset(files, tmp_path / "all").iterdir()} == {f.name for f in files}
 
 
 def test_show_grid_native_size():
     import matplotlib.pyplot as plt
+    from pcnn.plots import show_grid
     img = torch.randint(0, 256, (3, 50, 200), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    fig = nb.show_grid(img, width=None)
+    fig = show_grid(img, width=None)
     w, h = fig.get_size_inches() * fig.dpi
     assert (round(w), round(h)) == (200, 50)
     fig.canvas.draw()  # one figure pixel per image pixel: no margin, no resampling of the labels
     shown = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()).permute(2, 0, 1)
     assert torch.equal(shown, img)
     plt.close(fig)
-    fig = nb.show_grid(img, title="t", width=None)  # a title adds a strip above, the image stays 1:1
+    fig = show_grid(img, title="t", width=None)  # a title adds a strip above, the image stays 1:1
     fig.canvas.draw()
     shown = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()).permute(2, 0, 1)
     assert torch.equal(shown[:, -50:], img)
     plt.close(fig)
 
 
-def test_show_progress_follows_tqdm_disable(monkeypatch, tmp_path):
+def test_show_progress_follows_tqdm_disable(monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     assert nb.show_progress()
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert not nb.show_progress()
-    seen = {}
-    monkeypatch.setattr(nb, "write_sample_set", lambda *a, **kw: seen.update(kw) or [])
-    nb.write_fid_samples(None, tmp_path / "g", per_class=1)
-    assert seen["show_progress"] is False                       # recorded runs draw no bar
-    nb.write_fid_samples(None, tmp_path / "g", per_class=1, progress=True)
-    assert seen["show_progress"] is True
 
 
-def test_plot_curves_whole_epochs_and_readable_legend():
-    import matplotlib.pyplot as plt
-    rows = [{"epoch": e, "train_bpd": 5.0 - 0.1 * e, "val_bpd": 5.1 - 0.1 * e, "val_acc": 0.3 + 0.1 * e} for e in (1, 2, 3)]
-    fig = nb.plot_curves({"run": rows})
-    ax_bpd, ax_acc = fig.axes[:2]
-    ticks = [t for t in ax_bpd.get_xticks() if 1 <= t <= 3]
-    assert ticks == [1.0, 2.0, 3.0]
-    assert [t.get_text() for t in ax_bpd.get_legend().get_texts()] == ["run train", "run val"]
-    assert ax_bpd.get_legend().get_texts()[0].get_fontsize() >= 9
-    assert list(ax_acc.get_lines()[0].get_ydata()) == pytest.approx([0.4, 0.5, 0.6])
-    plt.close(fig)
+# --------------------------------------------------------------------------- the runtime: GPU, presets
+
+def test_gpu_report_without_a_gpu_says_how_to_get_one():
+    line = nb.gpu_report("colab", torch.device("cpu"))
+    assert line.startswith("no GPU: ") and "Runtime > Change runtime type" in line
+    assert "Settings > Accelerator" in nb.gpu_report("kaggle", torch.device("cpu"))
+
+
+def test_gpu_epoch_estimate_reads_the_measured_figures():
+    from pcnn.config import ModelConfig
+    figures = live.gpu_figures(ROOT)
+    assert figures["gpu"] == "NVIDIA H200" and "issue #26" in figures["source"]
+    small = live.gpu_epoch_estimate(ModelConfig(nr_filters=40), 3899, figures)
+    want = min(r["images_per_s"] for r in figures["measured"] if r["nr_filters"] == 40)   # the slower figure
+    assert small.startswith(f"estimate: about {3899 / want:.0f} s of training per epoch of 3899 images on one NVIDIA H200")
+    assert f"{want:,} img/s" in small
+    wide = live.gpu_epoch_estimate(ModelConfig(nr_filters=160), 3899, figures)
+    assert f"{min(r['images_per_s'] for r in figures['measured'] if r['nr_filters'] == 160):,} img/s" in wide
+    assert live.gpu_epoch_estimate(ModelConfig(), 10, figures={}) is None
+
+
+def test_preset_lines_mark_the_shipped_recipe():
+    lines = {line.split()[0]: line for line in live.preset_lines()}
+    assert {"cpu_film40.json", "cpu_film40_disc.json", "starter.json", "smoke.json"} <= set(lines)
+    assert lines["cpu_film40.json"].endswith("<- the shipped model's recipe")
+    assert "1/40/5 blocks_film" in lines["cpu_film40.json"] and "phase A" in lines["cpu_film40.json"]
+    assert sum("shipped model's recipe" in v for v in lines.values()) == 1
+    assert set(live.PRESET_USES) == set(lines)                       # every preset says what it is for
+
+
+# --------------------------------------------------------------------------- runs that outlive the runtime
+
+def test_runs_root_per_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("PCNN_RUNS_DIR", raising=False)
+    root, note = nb.runs_root("local")
+    assert root == nb.repo_root() / "runs" and "runs/" in note
+    root, note = nb.runs_root("kaggle")
+    assert root == nb.KAGGLE_WORKING / "pcnn_runs" and "saved version" in note
+    monkeypatch.setattr(nb, "mount_drive", lambda: None)           # Drive refused: the runtime's disk, said so
+    root, note = nb.runs_root("colab")
+    assert root == nb.repo_root() / "runs" and "loses them" in note
+    monkeypatch.setattr(nb, "mount_drive", lambda: tmp_path / "MyDrive")
+    root, note = nb.runs_root("colab")
+    assert root == tmp_path / "MyDrive" / "pcnn_runs" and "Google Drive" in note
+    monkeypatch.setenv("PCNN_RUNS_DIR", str(tmp_path / "mine"))
+    assert nb.runs_root("colab")[0] == tmp_path / "mine"
+    wd = nb.run_workdir("x")
+    assert wd == tmp_path / "mine" / "x" and wd.is_dir()
+    assert nb.show_path(wd) == "$PCNN_RUNS_DIR/x"
+
+
+def _tiny_run(tmp_path):
+    from pcnn.train import TrainConfig
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randint(0, 256, (8, 3, 8, 8), generator=g, dtype=torch.uint8), torch.arange(8) % 4)
+    cfg = nb.tiny_train_config(image_size=8, steps=None, batch_size=4, checkpoint_minutes=10.0)
+    assert isinstance(cfg, TrainConfig)
+    return cfg, data
+
+
+def test_train_live_continues_and_clear_run_is_the_only_deletion(tmp_path, capsys):
+    cfg, data = _tiny_run(tmp_path)
+    wd = tmp_path / "run"
+    assert "no run yet" in nb.run_status(wd)
+    rows = live.train_live(cfg, wd, until=1, train_data=data, val_data=data, progress=False)
+    assert [r["epoch"] for r in rows] == [1]
+    out = capsys.readouterr()
+    assert out.out.count("precision: ") == 1 and "precision: " not in out.err   # once, on stdout
+    assert out.err.strip() == ""                               # not even its newline: no empty stderr box
+    assert "a run with 1 whole epoch(s)" in nb.run_status(wd)
+    assert live.train_live(cfg, wd, until=1, train_data=data, val_data=data, progress=False) == rows   # nothing to do
+    assert "nothing to train" in capsys.readouterr().out
+    rows = live.train_live(cfg, wd, until=2, train_data=data, val_data=data, progress=False, samples_every=2,
+                         samples_per_class=1)
+    assert [r["epoch"] for r in rows] == [1, 2] and nb.completed_epochs(wd) == 2
+    assert (wd / "samples" / "epoch_002.png").is_file() and not (wd / "samples" / "epoch_001.png").exists()
+    removed = nb.clear_run(wd)
+    assert {"last.pt", "model.safetensors", "metrics.jsonl", "samples/"} <= set(removed)
+    assert nb.completed_epochs(wd) == 0 and not (wd / "last.pt").exists()
+
+
+def test_precision_line_once_on_stdout(capsys):
+    import io
+    import sys
+    err = io.StringIO()
+    stream = live._PrecisionOnce(err, set())
+    for _ in range(2):                                          # two train() calls print it twice
+        print("precision: fp32 (amp=auto: no bf16)", file=stream)
+    print("a warning", file=stream)
+    assert capsys.readouterr().out == "precision: fp32 (amp=auto: no bf16)\n"
+    assert err.getvalue() == "a warning\n"
+    assert sys.stderr is not stream
+
+
+def test_train_live_stops_run_all_after_an_interrupt(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(cfg, workdir, **kw):
+        calls.append(cfg.epochs)
+        return [{"epoch": cfg.epochs, "partial": True}]        # what the trainer returns after a SIGINT
+    monkeypatch.setattr(live, "train", fake_train)
+    with pytest.raises(KeyboardInterrupt, match="stopped inside epoch 1; last.pt is saved"):
+        live.train_live(nb.tiny_train_config(), tmp_path / "run", until=3, train_data=None, progress=False)
+    assert calls == [1]                                          # no further epoch after the interrupt
+
+
+RESUME_SCRIPT = """
+import sys, torch
+from pcnn import live, notebook as nb
+g = torch.Generator().manual_seed(0)
+data = (torch.randint(0, 256, (8, 3, 8, 8), generator=g, dtype=torch.uint8), torch.arange(8) % 4)
+cfg = nb.tiny_train_config(image_size=8, steps=None, batch_size=4)
+live.train_live(cfg, sys.argv[1], until=int(sys.argv[2]), train_data=data, val_data=data, progress=False)
+"""
+
+
+def test_resume_across_a_recycled_runtime_equals_one_run(tmp_path):
+    """Run, new process (a recycled runtime with the run kept on Drive), resume: the same as one run."""
+    import subprocess
+    import sys
+    script = tmp_path / "train.py"
+    script.write_text(RESUME_SCRIPT)
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+    def run(wd, until):
+        subprocess.run([sys.executable, str(script), str(wd), str(until)], check=True, env=env, cwd=tmp_path,
+                       capture_output=True, text=True)
+    run(tmp_path / "drive" / "split", 1)
+    run(tmp_path / "drive" / "split", 2)          # a new process: the first one and its memory are gone
+    run(tmp_path / "drive" / "whole", 2)
+    keys = ("epoch", "step", "train_bpd", "val_bpd", "val_bpd_raw", "val_acc")
+    split = [{k: r[k] for k in keys} for r in nb.read_metrics(tmp_path / "drive" / "split")]
+    whole = [{k: r[k] for k in keys} for r in nb.read_metrics(tmp_path / "drive" / "whole")]
+    assert [r["epoch"] for r in split] == [1, 2] and split == whole
+    a = torch.load(tmp_path / "drive" / "split" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "drive" / "whole" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_history_and_export_lines_show_raw_and_ema():
+    rows = [{"epoch": 1, "train_bpd": 7.1234567, "val_bpd": 6.5, "val_acc": 0.5973, "val_bpd_raw": 6.4,
+             "val_acc_raw": 0.5761, "seconds": 101.2},
+            {"epoch": 2, "train_bpd": 6.0, "partial": True}]
+    assert live.history_lines(rows) == ["epoch 1, train 7.1235 bpd, validation EMA 6.5000 bpd / 0.5973 acc, "
+                                      "raw 6.4000 bpd / 0.5761 acc, 101 s"]
+    assert live.history_lines(rows, ema=False)[0] == "epoch 1, train 7.1235 bpd, validation 6.5000 bpd / 0.5973 acc, 101 s"
+    meta = {"weights": "raw", "epoch": 3, "step": 57, "val_bpd": 6.4, "val_acc": 0.5761, "val_bpd_raw": 6.4,
+            "val_bpd_ema": 6.5}
+    assert live.export_line(meta) == ("export: raw weights after epoch 3 (step 57): validation 6.4000 bpd, "
+                                    "accuracy 0.5761; EMA weights 6.5000 bpd")

@@ -1,13 +1,14 @@
 """Static checks of the committed notebooks (they are executed by nbval in scripts/test.sh)."""
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from pcnn.notebook import strip_notebook
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from notebook_files import strip_notebook  # noqa: E402  (scripts/ is not a package)
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = ["01_data_exploration_and_augmentation", "02_training", "03_classification", "04_loss_curves",
             "05_fusion_comparison", "06_fid_evaluation", "07_interactive_sampling"]
@@ -52,7 +53,7 @@ def test_no_errors_and_small_outputs(notebook):
 def test_volatile_metadata_stripped(notebook):
     path, nb = notebook
     stripped = strip_notebook(json.loads(json.dumps(nb)))
-    assert stripped == nb, f"{path.name}: run scripts/execute_notebooks.py (or pcnn.notebook.strip_file)"
+    assert stripped == nb, f"{path.name}: run scripts/execute_notebooks.py (or scripts/notebook_files.py)"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     for k, cell in enumerate(code, 1):  # deterministic counts (nbval needs one on every cell with outputs)
         assert cell["execution_count"] == (k if cell["outputs"] else None)
@@ -75,7 +76,7 @@ def test_first_cells(notebook):
     assert "Committed outputs" in "".join(first["source"])
     code = _code(nb)
     assert 'SMOKE = os.environ.get("PCNN_SMOKE") == "1"' in code[0], f"{path.name}: first code cell must read PCNN_SMOKE"
-    assert 'PCNN_REF = os.environ.get("PCNN_REF", "v' in "\n".join(code)
+    assert 'PCNN_REF = os.environ.get("PCNN_REF", "' in "\n".join(code)
 
 
 def test_class_counts_cell_is_checked():
@@ -121,17 +122,58 @@ def _setup_cell(nb):
 
 
 def test_setup_cell_is_the_same_everywhere_and_pinned():
-    import pcnn
     cells = {p.stem: _setup_cell(_load(p)) for p in NOTEBOOKS}
     assert len(set(cells.values())) == 1, "the set-up cells differ between notebooks"
     cell = next(iter(cells.values()))
-    assert f'PCNN_REF = os.environ.get("PCNN_REF", "v{pcnn.__version__}")' in cell
+    ref = re.search(r'PCNN_REF = os\.environ\.get\("PCNN_REF", "([^"]+)"\)', cell).group(1)
+    # A ref the repository carries: a commit (scripts/set_repo.py writes one) or main, with a warning.
+    assert re.fullmatch(r"[0-9a-f]{40}", ref) or (ref == "main" and 'if PCNN_REF == "main":' in cell)
     assert '"--depth", "1", PCNN_REPO, PCNN_REF' in cell and "os.chdir(checkout)" in cell
     assert '"-c", str(keep)' in cell and "torch==" in cell            # the runtime's torch is kept
     assert "Set PCNN_REPO" in cell and "/OWNER/" in cell              # the placeholder stops with a sentence
+    assert "Could not fetch PCNN_REF=" in cell and "check=True" not in cell   # a failed fetch: one sentence
     for p in NOTEBOOKS:
         code = _code(_load(p))
         assert code.index(cells[p.stem]) == 1                          # right after the smoke flag
+
+
+def _run_setup_cell(tmp_path, monkeypatch, ref):
+    """The set-up cell's code, run as the Colab path against a local repository without ``ref``."""
+    import os
+    import subprocess
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    content = tmp_path / "content"
+    content.mkdir()
+    monkeypatch.chdir(content)
+    monkeypatch.setenv("PCNN_SETUP", "remote")
+    monkeypatch.setenv("PCNN_REPO", f"file://{repo}")
+    monkeypatch.setenv("PCNN_REF", ref)
+    cell = _setup_cell(_load(NOTEBOOKS[0]))
+    with pytest.raises(SystemExit) as e:
+        exec(compile(cell, "setup", "exec"), {"os": os, "sys": sys, "__name__": "__main__"})
+    return str(e.value)
+
+
+def test_setup_cell_stops_with_one_sentence_when_the_ref_is_missing(tmp_path, monkeypatch):
+    msg = _run_setup_cell(tmp_path, monkeypatch, "no-such-ref")
+    assert msg.startswith("Could not fetch PCNN_REF=no-such-ref from file://") and msg.endswith("Internet is on.")
+    assert "\n" not in msg and "Traceback" not in msg
+
+
+def test_no_notebook_deletes_a_run_by_run_all():
+    """Only 02 deletes anything, through nb.clear_run, and only under ``if FRESH_RUN:`` with False as default."""
+    for p in NOTEBOOKS:
+        text = "\n".join(_code(_load(p)))
+        assert "rmtree" not in text and ".unlink(" not in text, f"{p.name} deletes files"
+        if p.stem == "02_training":
+            assert re.search(r"^FRESH_RUN = False\b", text, re.M)
+            assert re.search(r"^if FRESH_RUN:\n    nb\.clear_run\(WORKDIR\)", text, re.M)
+            assert text.count("clear_run") == 1
+        else:
+            assert "clear_run" not in text
 
 
 LOCAL_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/content/|/kaggle/|[A-Z]:\\\\Users)")
@@ -179,12 +221,19 @@ def test_set_repo_points_notebooks_and_links_at_a_fork(tmp_path):
     shutil.copy2(NOTEBOOKS[-1], tmp_path / "notebooks" / NOTEBOOKS[-1].name)
     shutil.copy2(SOURCES / f"{NOTEBOOKS[-1].stem}.py", tmp_path / "notebooks" / "src")
     shutil.copy2(ROOT / "README.md", tmp_path / "README.md")
-    changed = mod.set_repo("https://github.com/alice/pcnn-fork.git", tmp_path)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    changed = mod.set_repo("https://github.com/alice/pcnn-fork.git", tmp_path, ref=commit)
     assert len(changed) == 3
     nb = json.loads((tmp_path / "notebooks" / NOTEBOOKS[-1].name).read_text())
-    assert 'os.environ.get("PCNN_REPO", "https://github.com/alice/pcnn-fork")' in _setup_cell(nb)
+    cell = _setup_cell(nb)
+    assert 'os.environ.get("PCNN_REPO", "https://github.com/alice/pcnn-fork")' in cell
+    assert f'os.environ.get("PCNN_REF", "{commit}")' in cell
+    assert f'os.environ.get("PCNN_REF", "{commit}")' in (tmp_path / "notebooks" / "src" / f"{NOTEBOOKS[-1].stem}.py").read_text()
     readme = (tmp_path / "README.md").read_text()
     assert "colab.research.google.com/github/alice/pcnn-fork/blob/" in readme and "github/OWNER/" not in readme
-    assert mod.set_repo("https://github.com/alice/pcnn-fork", tmp_path) == []     # idempotent
+    assert mod.set_repo("https://github.com/alice/pcnn-fork", tmp_path, ref=commit) == []     # idempotent
+    assert re.fullmatch(r"[0-9a-f]{40}", mod.head_commit(ROOT))                                # default: HEAD
     with pytest.raises(ValueError):
-        mod.set_repo("git@github.com:alice/pcnn", tmp_path)
+        mod.set_repo("git@github.com:alice/pcnn", tmp_path, ref=commit)
+    with pytest.raises(ValueError):
+        mod.set_repo("https://github.com/alice/pcnn", tmp_path, ref="a b")

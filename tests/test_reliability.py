@@ -588,3 +588,30 @@ def test_exports_respect_the_umask(tmp_path):
               tmp_path / "run" / "last.pt", tmp_path / "run" / "metrics.jsonl"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+def test_break_idle_lock_only_takes_an_idle_lock_of_another_host(tmp_path):
+    """A recycled Colab runtime (a new host) resuming a run kept on Drive: the old host's lock goes only
+    when the run's files have been idle long enough that no run can still be writing there."""
+    import json as _json
+    import os as _os
+    import socket
+    import time as _time
+    from pcnn.workdir import LOCK_NAME, break_idle_lock
+    wd = tmp_path / "run"
+    wd.mkdir()
+    assert break_idle_lock(wd, 30) is None                                    # no lock
+    lock = wd / LOCK_NAME
+    (wd / "last.pt").write_bytes(b"x")
+    lock.write_text(_json.dumps({"pid": 1, "host": socket.gethostname()}))
+    assert break_idle_lock(wd, 0) is None and lock.exists()                   # this host: WorkdirLock judges it
+    lock.write_text(_json.dumps({"pid": 1, "host": "old-runtime", "started": "then"}))
+    now = _time.time()
+    assert break_idle_lock(wd, 30, now=now + 29 * 60) is None and lock.exists()   # busy 29 min ago: kept
+    old = now - 31 * 60
+    _os.utime(lock, (old, old))
+    _os.utime(wd / "last.pt", (now, now))
+    assert break_idle_lock(wd, 30, now=now + 60) is None and lock.exists()        # last.pt is fresh: kept
+    _os.utime(wd / "last.pt", (old, old))
+    note = break_idle_lock(wd, 30, now=now)
+    assert note.startswith("note: removed the lock of host old-runtime") and not lock.exists()

@@ -25,31 +25,38 @@ N_AUG = 4 if SMOKE else 8               # images in the augmentation previews
 # %%
 # Set-up. On Colab or Kaggle (or with PCNN_SETUP=remote) clone the project at a pinned ref, install it
 # (keeping the runtime's torch) and work inside the checkout, where configs/, checkpoints/ and results/
-# are. In a local checkout this cell does nothing. A fork: put its URL in PCNN_REPO (README "Forks").
+# are. In a local checkout this cell does nothing. A fork: scripts/set_repo.py writes its URL and commit here.
 import subprocess, tempfile
 from pathlib import Path
 PCNN_REPO = os.environ.get("PCNN_REPO", "https://github.com/OWNER/pcnn")
-PCNN_REF = os.environ.get("PCNN_REF", "v0.1.0")   # pinned: the tag v<pcnn.__version__>, or a commit
+PCNN_REF = os.environ.get("PCNN_REF", "main")   # a commit (scripts/set_repo.py pins one), a tag or a branch
 REMOTE = ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
           or os.environ.get("PCNN_SETUP") == "remote")
 if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.py").is_file()):
     if "/OWNER/" in PCNN_REPO:
         raise SystemExit("Set PCNN_REPO (in this cell or the environment) to your pcnn repository's URL, "
                          "e.g. https://github.com/<you>/pcnn, then run this cell again.")
+    if PCNN_REF == "main":
+        print("note: PCNN_REF is the branch main, which moves; scripts/set_repo.py pins a commit.")
     checkout = Path("pcnn_repo").resolve()
     if not (checkout / "pyproject.toml").is_file():
-        git = lambda *a: subprocess.run(["git", "-C", str(checkout), *a], check=True)  # noqa: E731
         checkout.mkdir(exist_ok=True)
-        git("init", "-q")
-        git("fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF)
-        git("checkout", "-q", "FETCH_HEAD")
+        for step in (["init", "-q"], ["fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF], ["checkout", "-q", "FETCH_HEAD"]):
+            got = subprocess.run(["git", "-C", str(checkout), *step], capture_output=True, text=True)
+            if got.returncode != 0:
+                why = (got.stderr.strip().splitlines() or ["git failed"])[-1]
+                raise SystemExit(f"Could not fetch PCNN_REF={PCNN_REF} from {PCNN_REPO} ({why}): check that the "
+                                 "repository and the ref exist and are pushed, and on Kaggle that Internet is on.")
     from importlib.metadata import PackageNotFoundError, version
     keep = Path(tempfile.mkdtemp(), "keep-torch.txt")   # pip may add packages but must not replace torch
     try:
         keep.write_text(f"torch=={version('torch')}\n")
     except PackageNotFoundError:
         keep.write_text("")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)], check=True)
+    got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        raise SystemExit(f"pip could not install pcnn from the checkout ({(got.stderr.strip().splitlines() or ['?'])[-1]}).")
     os.chdir(checkout)
 
 # %%
@@ -58,7 +65,7 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb
+from pcnn import notebook as nb, plots
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -96,14 +103,13 @@ for c, name in enumerate(CLASS_NAMES):
     idx = (train.labels == c).nonzero().flatten()
     idx = idx[torch.randperm(len(idx), generator=g)[:N_PER_CLASS]]
     picks.append(train.images[idx]); titles += [name] * len(idx)
-nb.show_images(torch.cat(picks), nrow=N_PER_CLASS, titles=titles, scale=1.4)
+plots.show_images(torch.cat(picks), nrow=N_PER_CLASS, titles=titles, scale=1.4)
 plt.show()
 
 # %% [markdown]
 # ## Per-channel pixel histograms and mean image per class
 
 # %%
-from pcnn import plots
 plots.pixel_histograms(train.images, train.labels, CLASS_NAMES, per_class=N_STATS)
 plt.show()
 mean, std = pcnn.data.channel_stats(train)
@@ -124,7 +130,7 @@ for split in (train, val):
 idx = [train.paths.index(p) for p, _ in gray["train"][:8]]
 if idx:
     assert all(torch.equal(train.images[i, 0], train.images[i, 2]) for i in idx)   # replicated channels
-    nb.show_images(train.images[idx], titles=[CLASS_NAMES[int(train.labels[i])] for i in idx], scale=1.4)
+    plots.show_images(train.images[idx], titles=[CLASS_NAMES[int(train.labels[i])] for i in idx], scale=1.4)
     plt.show()
 
 # %% [markdown]
@@ -139,19 +145,19 @@ small = resize_uint8(orig, 32)
 assert torch.equal(small, train.images[:4])   # exactly what load_split gives
 fig, axes = plt.subplots(2, 4, figsize=(8, 4.4))
 for k in range(4):
-    axes[0, k].imshow(nb.to_hwc(orig[k])); axes[0, k].set_title("x".join(map(str, orig.shape[-2:])) + " file")
-    axes[1, k].imshow(nb.to_hwc(small[k]), interpolation="nearest"); axes[1, k].set_title("32x32 model input")
+    axes[0, k].imshow(plots.to_hwc(orig[k])); axes[0, k].set_title("x".join(map(str, orig.shape[-2:])) + " file")
+    axes[1, k].imshow(plots.to_hwc(small[k]), interpolation="nearest"); axes[1, k].set_title("32x32 model input")
 for ax in axes.flat: ax.axis("off")
 fig.tight_layout(); plt.show()
 
 # %% [markdown]
 # ## Every augmentation
-# `pcnn.data.augment` draws each step per image from one generator and rounds back onto the 8-bit grid once, so the output is again a valid input of the discretised likelihood. Training uses horizontal flips only by default (`AugmentConfig()`).
+# `pcnn.data.augment` draws each step per image from one generator and rounds back onto the 8-bit grid once, so the output is again a valid input of the discretised likelihood. Training uses horizontal flips only by default (`AugmentConfig()`), each image flipped with probability 0.5: the "hflip" row flips about half of its images and leaves the rest as they are. Under each row's name: how many of its images the augmentation changed.
 
 # %%
 from pcnn.data import AugmentConfig
 base = train.images[:N_AUG]
-variants = {"original": AugmentConfig(hflip=False), "hflip": AugmentConfig(), "rotate 15 deg": AugmentConfig(hflip=False, rotate_deg=15),
+variants = {"original": AugmentConfig(hflip=False), "hflip (p = 0.5)": AugmentConfig(), "rotate 15 deg": AugmentConfig(hflip=False, rotate_deg=15),
             "translate 4 px": AugmentConfig(hflip=False, translate=4), "colour jitter 0.3": AugmentConfig(hflip=False, color_jitter=0.3),
             "noise std 8": AugmentConfig(hflip=False, noise_std=8.0), "cutout 10 px": AugmentConfig(hflip=False, cutout=10),
             "all": AugmentConfig(rotate_deg=10, translate=2, color_jitter=0.2, noise_std=4.0, cutout=8)}

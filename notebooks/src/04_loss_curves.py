@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 04 Loss curves
 #
-# Train / validation bits per dimension and validation accuracy against epochs for one or several runs, read from their `metrics.jsonl` (in `results/` and `runs/`).
+# Train / validation bits per dimension and validation accuracy against epochs for one or several runs, read from their `metrics.jsonl` (in `results/` and `runs/`). The bits/dim axes show the lowest 90 % of the points, so the differences late in training stay visible; a note in the corner counts the first epochs left above the axis.
 #
 # **Committed outputs:** the metric logs of the shipped `checkpoints/pcnn_cpu_film40.safetensors` (see `checkpoints/README.md`): phase A of issue #15 in two sessions (`results/shipped/5_film40_pretrain`, `results/shipped/5_film40_pretrain_b`) and the phase-B fine-tune that did not ship (`results/shipped/6_film40_disc`); and those of the previous shipped model, `checkpoints/stages/pcnn_cpu_blocks40_stage4.safetensors`: its four training stages (`results/shipped/1_pretrain`, `results/shipped/2_disc_finetune`, `results/shipped/3_disc_finetune_lowlr`, `results/shipped/4_disc_finetune_dropout01`), a stopped try (`results/levers/disc_weight_002`) and a 4-epoch dropout-0 probe (`results/levers/dropout_0`).
 #
@@ -24,31 +24,38 @@ MAX_RUNS = 8                          # most runs drawn in one figure
 # %%
 # Set-up. On Colab or Kaggle (or with PCNN_SETUP=remote) clone the project at a pinned ref, install it
 # (keeping the runtime's torch) and work inside the checkout, where configs/, checkpoints/ and results/
-# are. In a local checkout this cell does nothing. A fork: put its URL in PCNN_REPO (README "Forks").
+# are. In a local checkout this cell does nothing. A fork: scripts/set_repo.py writes its URL and commit here.
 import subprocess, tempfile
 from pathlib import Path
 PCNN_REPO = os.environ.get("PCNN_REPO", "https://github.com/OWNER/pcnn")
-PCNN_REF = os.environ.get("PCNN_REF", "v0.1.0")   # pinned: the tag v<pcnn.__version__>, or a commit
+PCNN_REF = os.environ.get("PCNN_REF", "main")   # a commit (scripts/set_repo.py pins one), a tag or a branch
 REMOTE = ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
           or os.environ.get("PCNN_SETUP") == "remote")
 if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.py").is_file()):
     if "/OWNER/" in PCNN_REPO:
         raise SystemExit("Set PCNN_REPO (in this cell or the environment) to your pcnn repository's URL, "
                          "e.g. https://github.com/<you>/pcnn, then run this cell again.")
+    if PCNN_REF == "main":
+        print("note: PCNN_REF is the branch main, which moves; scripts/set_repo.py pins a commit.")
     checkout = Path("pcnn_repo").resolve()
     if not (checkout / "pyproject.toml").is_file():
-        git = lambda *a: subprocess.run(["git", "-C", str(checkout), *a], check=True)  # noqa: E731
         checkout.mkdir(exist_ok=True)
-        git("init", "-q")
-        git("fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF)
-        git("checkout", "-q", "FETCH_HEAD")
+        for step in (["init", "-q"], ["fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF], ["checkout", "-q", "FETCH_HEAD"]):
+            got = subprocess.run(["git", "-C", str(checkout), *step], capture_output=True, text=True)
+            if got.returncode != 0:
+                why = (got.stderr.strip().splitlines() or ["git failed"])[-1]
+                raise SystemExit(f"Could not fetch PCNN_REF={PCNN_REF} from {PCNN_REPO} ({why}): check that the "
+                                 "repository and the ref exist and are pushed, and on Kaggle that Internet is on.")
     from importlib.metadata import PackageNotFoundError, version
     keep = Path(tempfile.mkdtemp(), "keep-torch.txt")   # pip may add packages but must not replace torch
     try:
         keep.write_text(f"torch=={version('torch')}\n")
     except PackageNotFoundError:
         keep.write_text("")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)], check=True)
+    got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        raise SystemExit(f"pip could not install pcnn from the checkout ({(got.stderr.strip().splitlines() or ['?'])[-1]}).")
     os.chdir(checkout)
 
 # %%
@@ -57,7 +64,7 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb
+from pcnn import live, notebook as nb, plots
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -68,10 +75,10 @@ print(nb.describe_setup(DATA, DEVICE, SMOKE))
 
 # %%
 runs = nb.find_runs(ROOT / "results", ROOT / "runs")
-runs = [r for r in runs if r.name != "notebook_tiny_curves"]
 for r in runs:
-    rows = nb.read_metrics(r)
-    print(f"{nb.show_path(r):<45} {len(rows):>4} epochs, last val bpd {next((x['val_bpd'] for x in reversed(rows) if x.get('val_bpd') is not None), None)}")
+    got = plots.run_summary(r)
+    print(f"{nb.show_path(r):<45} {got['epochs']:>4} epochs ({got['partial_rows']} partial row(s)), "
+          f"last validation bits/dim {got['last_val_bpd']}")
 
 # %% [markdown]
 # ## A tiny run
@@ -79,15 +86,14 @@ for r in runs:
 
 # %%
 if SMOKE or not runs:
-    import shutil
+    import tempfile
     from pcnn.data import load_split
-    tiny_dir = ROOT / "runs" / "notebook_tiny_curves"
-    shutil.rmtree(tiny_dir, ignore_errors=True)
+    tiny_dir = Path(tempfile.mkdtemp(prefix="pcnn-tiny-curves-")) / "tiny_run"   # a new folder: nothing is replaced
     tr = load_split("train", DATA, show_progress=False)
     tr = tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:16])
     va = load_split("validation", DATA, show_progress=False)
     cfg = nb.tiny_train_config(steps=None, batch_size=4, val_subset=8)   # configs/smoke.json's network
-    nb.train_live(cfg, tiny_dir, epochs=TINY_EPOCHS, train_data=tr, val_data=va, progress=False)
+    live.train_live(cfg, tiny_dir, until=TINY_EPOCHS, train_data=tr, val_data=va, progress=False)
     runs = [tiny_dir] + runs
 print(len(runs), "run(s)")
 
@@ -102,7 +108,6 @@ print(len(runs), "run(s)")
 # eval-mode gap is in `results/shipped/5_film40_pretrain_b/fit_gap.json`.
 
 # %%
-from pcnn import plots
 PHASE_A = {name: ROOT / "results" / "shipped" / name for name in ("5_film40_pretrain", "5_film40_pretrain_b",
                                                                   "6_film40_disc")}
 PHASE_A = {k: v for k, v in PHASE_A.items() if v.is_dir()}
@@ -110,7 +115,7 @@ if PHASE_A:
     plots.plot_training_curves(PHASE_A, plots.chain_offsets(PHASE_A),
                                title="1/40/5 FiLM: phase A (shipped, two sessions) and phase B (disc fine-tune)")
     plt.show()
-print({k: len(nb.read_metrics(v)) for k, v in PHASE_A.items()})
+print({k: plots.run_summary(v)["epochs"] for k, v in PHASE_A.items()}, "epochs")
 
 # %% [markdown]
 # ## The previous shipped checkpoint's four stages, one after another
@@ -127,12 +132,12 @@ shown = dict(STAGES)
 for lever, after in (("disc_weight_002", "2_disc_finetune"), ("dropout_0", "4_disc_finetune_dropout01")):
     if (ROOT / "results" / "levers" / lever).is_dir() and after in STAGES:
         shown[f"lever {lever}"] = ROOT / "results" / "levers" / lever
-        offsets[f"lever {lever}"] = offsets[after] + len(nb.read_metrics(STAGES[after]))
+        offsets[f"lever {lever}"] = offsets[after] + plots.run_summary(STAGES[after])["epochs"]
 if shown:
     plots.plot_training_curves(shown, offsets,
                                title="previous shipped checkpoint (1/40/5 blocks): 4 stages and 2 lever runs")
     plt.show()
-print({k: v for k, v in offsets.items()})
+print("epochs before each run:", offsets)
 
 # %% [markdown]
 # ## Every other run found (each from epoch 1)

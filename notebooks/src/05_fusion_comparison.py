@@ -28,31 +28,38 @@ FID_DIMS = (192,) if SMOKE else (192, 2048)
 # %%
 # Set-up. On Colab or Kaggle (or with PCNN_SETUP=remote) clone the project at a pinned ref, install it
 # (keeping the runtime's torch) and work inside the checkout, where configs/, checkpoints/ and results/
-# are. In a local checkout this cell does nothing. A fork: put its URL in PCNN_REPO (README "Forks").
+# are. In a local checkout this cell does nothing. A fork: scripts/set_repo.py writes its URL and commit here.
 import subprocess, tempfile
 from pathlib import Path
 PCNN_REPO = os.environ.get("PCNN_REPO", "https://github.com/OWNER/pcnn")
-PCNN_REF = os.environ.get("PCNN_REF", "v0.1.0")   # pinned: the tag v<pcnn.__version__>, or a commit
+PCNN_REF = os.environ.get("PCNN_REF", "main")   # a commit (scripts/set_repo.py pins one), a tag or a branch
 REMOTE = ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
           or os.environ.get("PCNN_SETUP") == "remote")
 if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.py").is_file()):
     if "/OWNER/" in PCNN_REPO:
         raise SystemExit("Set PCNN_REPO (in this cell or the environment) to your pcnn repository's URL, "
                          "e.g. https://github.com/<you>/pcnn, then run this cell again.")
+    if PCNN_REF == "main":
+        print("note: PCNN_REF is the branch main, which moves; scripts/set_repo.py pins a commit.")
     checkout = Path("pcnn_repo").resolve()
     if not (checkout / "pyproject.toml").is_file():
-        git = lambda *a: subprocess.run(["git", "-C", str(checkout), *a], check=True)  # noqa: E731
         checkout.mkdir(exist_ok=True)
-        git("init", "-q")
-        git("fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF)
-        git("checkout", "-q", "FETCH_HEAD")
+        for step in (["init", "-q"], ["fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF], ["checkout", "-q", "FETCH_HEAD"]):
+            got = subprocess.run(["git", "-C", str(checkout), *step], capture_output=True, text=True)
+            if got.returncode != 0:
+                why = (got.stderr.strip().splitlines() or ["git failed"])[-1]
+                raise SystemExit(f"Could not fetch PCNN_REF={PCNN_REF} from {PCNN_REPO} ({why}): check that the "
+                                 "repository and the ref exist and are pushed, and on Kaggle that Internet is on.")
     from importlib.metadata import PackageNotFoundError, version
     keep = Path(tempfile.mkdtemp(), "keep-torch.txt")   # pip may add packages but must not replace torch
     try:
         keep.write_text(f"torch=={version('torch')}\n")
     except PackageNotFoundError:
         keep.write_text("")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)], check=True)
+    got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        raise SystemExit(f"pip could not install pcnn from the checkout ({(got.stderr.strip().splitlines() or ['?'])[-1]}).")
     os.chdir(checkout)
 
 # %%
@@ -61,7 +68,7 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb
+from pcnn import notebook as nb, plots
 import pcnn.fid
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
@@ -86,10 +93,11 @@ if SMOKE or not results:
     import tempfile
     from pcnn.data import load_split
     from pcnn.fid import list_images
+    from pcnn.sample import copy_subset
     tmp = Path(tempfile.mkdtemp(prefix="pcnn-fusion-"))
     tr = load_split("train", DATA, size=TINY_SIZE, show_progress=False)
     va = load_split("validation", DATA, size=TINY_SIZE, show_progress=False)
-    ref = nb.copy_subset(list_images(DATA / "test"), tmp / "ref", n=N_REF)
+    ref = copy_subset(list_images(DATA / "test"), tmp / "ref", n=N_REF)
     inception = pcnn.fid.load_inception("cpu")    # loaded once for all runs
     print("Inception weights:", inception.weights)
     for name in STRATEGIES:
@@ -110,10 +118,17 @@ print("FID weights:", sorted({r["final"].get("fid_weights") or "-" for r in resu
 
 # %% [markdown]
 # ## Bar plots
-# One panel per metric, a row per run; the outlined bar is the best run. The bits/dim panel is zoomed
-# onto the values (it does not start at 0): the runs differ by hundredths of a bit.
+# One panel per metric, a row per run. Accuracy and macro F1 show the raw weights (solid) and the EMA weights (hatched) of each run: after two epochs the EMA average lags behind the raw weights in bits/dim but classifies better, and the two rank the runs differently. Accuracy carries +-1 standard error (one seed per run, on the validation images) and a dotted chance line; no accuracy bar is marked best, because most of the runs are within noise of each other. The other panels outline their best run; the bits/dim panel is zoomed onto the values (it does not start at 0): the runs differ by hundredths of a bit.
 
 # %%
-from pcnn import plots
-plots.plot_results(results)
+from pcnn.data import verify
+N_VAL = verify(DATA)["validation"]["n"] if not SMOKE else 8   # images each accuracy was measured on
+plots.plot_results(results, n_eval=N_VAL)
 plt.show()
+
+# %% [markdown]
+# ## What it shows
+# Read from the results files above: which runs are within two standard errors of the best (so one seed cannot separate them), whether raw and EMA weights agree, and the likelihood ranking.
+
+# %%
+print("\n".join(plots.fusion_conclusion(results, N_VAL)))

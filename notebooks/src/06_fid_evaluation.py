@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 06 FID evaluation
 #
-# 25 generated images per class (the course protocol) with `pcnn.sample.write_sample_set`, a grid per class, and FID at 192 and 2048 Inception dims against the test images with `pcnn.fid.fid_from_dirs` (offline Inception weights; the notebook prints which).
+# 25 generated images per class (the course protocol) with `pcnn.sample.write_sample_set`, shown beside real images, and every generation figure beside its **real-image floor**: the same figure for real validation images under the same protocol. The course's FID (192 Inception dims, 100 images) is computed here for the samples and for 100 real images; FID-2048, KID and the Inception-probe accuracy need 500 images and a probe trained on 3899 features (about an hour on a CPU), so they are read from the shipped model's card (`results/shipped/card_film40/card.json`, `python -m pcnn evaluate`).
 #
 # **Committed outputs:** `checkpoints/pcnn_cpu_film40.safetensors` (see `checkpoints/README.md`); 25 images per class, FID against the 519 test images, CPU.
 #
@@ -26,31 +26,38 @@ FID_DIMS = (64, 192) if SMOKE else (192, 2048)   # 2048-d: a 2048x2048 matrix sq
 # %%
 # Set-up. On Colab or Kaggle (or with PCNN_SETUP=remote) clone the project at a pinned ref, install it
 # (keeping the runtime's torch) and work inside the checkout, where configs/, checkpoints/ and results/
-# are. In a local checkout this cell does nothing. A fork: put its URL in PCNN_REPO (README "Forks").
+# are. In a local checkout this cell does nothing. A fork: scripts/set_repo.py writes its URL and commit here.
 import subprocess, tempfile
 from pathlib import Path
 PCNN_REPO = os.environ.get("PCNN_REPO", "https://github.com/OWNER/pcnn")
-PCNN_REF = os.environ.get("PCNN_REF", "v0.1.0")   # pinned: the tag v<pcnn.__version__>, or a commit
+PCNN_REF = os.environ.get("PCNN_REF", "main")   # a commit (scripts/set_repo.py pins one), a tag or a branch
 REMOTE = ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
           or os.environ.get("PCNN_SETUP") == "remote")
 if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.py").is_file()):
     if "/OWNER/" in PCNN_REPO:
         raise SystemExit("Set PCNN_REPO (in this cell or the environment) to your pcnn repository's URL, "
                          "e.g. https://github.com/<you>/pcnn, then run this cell again.")
+    if PCNN_REF == "main":
+        print("note: PCNN_REF is the branch main, which moves; scripts/set_repo.py pins a commit.")
     checkout = Path("pcnn_repo").resolve()
     if not (checkout / "pyproject.toml").is_file():
-        git = lambda *a: subprocess.run(["git", "-C", str(checkout), *a], check=True)  # noqa: E731
         checkout.mkdir(exist_ok=True)
-        git("init", "-q")
-        git("fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF)
-        git("checkout", "-q", "FETCH_HEAD")
+        for step in (["init", "-q"], ["fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF], ["checkout", "-q", "FETCH_HEAD"]):
+            got = subprocess.run(["git", "-C", str(checkout), *step], capture_output=True, text=True)
+            if got.returncode != 0:
+                why = (got.stderr.strip().splitlines() or ["git failed"])[-1]
+                raise SystemExit(f"Could not fetch PCNN_REF={PCNN_REF} from {PCNN_REPO} ({why}): check that the "
+                                 "repository and the ref exist and are pushed, and on Kaggle that Internet is on.")
     from importlib.metadata import PackageNotFoundError, version
     keep = Path(tempfile.mkdtemp(), "keep-torch.txt")   # pip may add packages but must not replace torch
     try:
         keep.write_text(f"torch=={version('torch')}\n")
     except PackageNotFoundError:
         keep.write_text("")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)], check=True)
+    got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        raise SystemExit(f"pip could not install pcnn from the checkout ({(got.stderr.strip().splitlines() or ['?'])[-1]}).")
     os.chdir(checkout)
 
 # %%
@@ -59,7 +66,8 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb
+import pcnn.card
+from pcnn import notebook as nb, plots
 from pcnn.fid import fid_from_dirs
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
@@ -74,41 +82,60 @@ model, source = nb.get_model(dev=DEVICE)
 print("model:", source)
 
 # %%
-import tempfile
-from pathlib import Path
-from pcnn.data import CLASS_NAMES
+from pcnn.data import CLASS_NAMES, load_split
 from pcnn.fid import list_images
-OUT = Path(tempfile.mkdtemp(prefix="pcnn-fid-"))
-paths, grid = nb.write_fid_samples(model, OUT / "generated", per_class=PER_CLASS, seed=0)
-print(len(paths), "images, e.g.", paths[0].name)
+from pcnn.sample import copy_subset, read_sample_set, write_sample_set
+OUT = ROOT / "runs" / "notebook_06"     # samples, the real-image set and the reference subset (smoke)
+paths = write_sample_set(model, OUT / "generated", per_class=PER_CLASS, seed=0, show_progress=nb.show_progress())
+val = load_split("validation", DATA, show_progress=False)
+real_dir = pcnn.card.real_course_set(val, OUT / "real", PER_CLASS)   # the first PER_CLASS validation images per class
+print(len(paths), "generated images in", nb.show_path(OUT / "generated"), "e.g.", paths[0].name,
+      f"| {len(list_images(real_dir))} real validation images in", nb.show_path(real_dir))
 
 # %% [markdown]
 # ## Generated beside real
-# For each class a row of generated images (the first `SHOW` of the set) and below it a row of real
-# validation images of that class, at 2x (64 px per 32 px image), drawn at their own pixel size.
+# For each class a row of generated images (the first `SHOW` of the set, labelled "(generated)") and below it a row of real
+# validation images of that class ("(real)"), at 2x (64 px per 32 px image), drawn at their own pixel size.
 
 # %%
-from pcnn.data import load_split
-gen, gen_labels = nb.read_sample_set(OUT / "generated")
-val = load_split("validation", DATA, show_progress=False)
+gen, gen_labels = read_sample_set(OUT / "generated")
 grid = pcnn.class_grid(gen, gen_labels, CLASS_NAMES, real_images=val.images, real_labels=val.labels,
                        per_row=SHOW, scale=2, font_size=13)
-nb.show_grid(grid, width=None)
+plots.show_grid(grid, width=None)
 plt.show()
 
 # %% [markdown]
-# ## FID
-# The reference statistics are cached (keyed by the files' contents), so a second run only scores the generated images. With 100 generated images the 192- and 2048-d covariances are rank-deficient (the course protocol); the warnings say so.
+# ## FID, generated and real, same protocol
+# The reference statistics are cached (keyed by the files' contents), so a second run only scores the new images. With 100 images the 192- and 2048-d covariances are rank-deficient (the course protocol); the warnings say so, and the real images' figure is the floor each number must be read against.
 
 # %%
 import warnings
-ref_dir = DATA / "test" if N_REF is None else nb.copy_subset(list_images(DATA / "test"), OUT / "ref", n=N_REF)
+ref_dir = DATA / "test" if N_REF is None else copy_subset(list_images(DATA / "test"), OUT / "ref", n=N_REF)
+scores = {}
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    res = fid_from_dirs(OUT / "generated", ref_dir, dims=FID_DIMS, device=str(DEVICE))
-for d, v in res["fid"].items():
-    print(f"FID {d:>4} dims: {v:.2f}")
-print(f"{res['n_gen']} generated vs {res['n_ref']} reference images")
-print("Inception weights:", res["weights"])
-for w in res["warnings"]:
+    for name, folder in (("generated", OUT / "generated"), ("real", real_dir)):
+        scores[name] = fid_from_dirs(folder, ref_dir, dims=FID_DIMS, device=str(DEVICE))
+for d in FID_DIMS:
+    print(f"FID {d:>4} dims: generated {scores['generated']['fid'][d]:.2f}, real validation images {scores['real']['fid'][d]:.2f}")
+print(f"{scores['generated']['n_gen']} generated / {scores['real']['n_gen']} real vs {scores['generated']['n_ref']} reference images")
+print("Inception weights:", scores["generated"]["weights"])
+for w in scores["generated"]["warnings"]:
     print("note:", nb.scrub_paths(w, OUT, DATA))
+course_dims = 192 if 192 in FID_DIMS else FID_DIMS[-1]
+print(pcnn.card.course_fid_sentence(scores["generated"]["fid"][course_dims], scores["real"]["fid"][course_dims],
+                                    scores["generated"]["n_gen"]))
+
+# %% [markdown]
+# ## Every figure beside its floor (the shipped model's card)
+# FID-2048 and KID compare Inception features of 500 samples (125 per class, seed 3) with the test images; the probe is a logistic regression trained on real training images' features, and its accuracy on the samples says how often a sample looks like its intended class. Gray bars: real validation images under the same protocol. Lower is better except for the probe.
+
+# %%
+card = pcnn.card.read_card(ROOT / "results" / "shipped" / "card_film40")
+floors = pcnn.card.card_floors(card)
+for row in floors:
+    print(f"{row['metric']:<32}", ", ".join(f"{k} {v:.4g}" for k, v in row["values"].items()))
+plots.plot_beside_floor(floors, title=f"{card['checkpoint']}: generated images beside real ones")
+plt.show()
+course = card["course_fid_192"]
+print(pcnn.card.course_fid_sentence(course["samples"], course["real"], course["images"]))

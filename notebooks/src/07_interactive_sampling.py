@@ -19,35 +19,44 @@
 import os, sys
 SMOKE = os.environ.get("PCNN_SMOKE") == "1"   # CI: shrink every size, skip nothing
 COUNT = 2 if SMOKE else 8        # images per click in the scripted run below
+SEED = 0                         # seed of the scripted sampler, the same-noise grid and the completions
+KEEP_ROWS = 16                   # rows of the 32 kept in the scripted completions
 
 # %%
 # Set-up. On Colab or Kaggle (or with PCNN_SETUP=remote) clone the project at a pinned ref, install it
 # (keeping the runtime's torch) and work inside the checkout, where configs/, checkpoints/ and results/
-# are. In a local checkout this cell does nothing. A fork: put its URL in PCNN_REPO (README "Forks").
+# are. In a local checkout this cell does nothing. A fork: scripts/set_repo.py writes its URL and commit here.
 import subprocess, tempfile
 from pathlib import Path
 PCNN_REPO = os.environ.get("PCNN_REPO", "https://github.com/OWNER/pcnn")
-PCNN_REF = os.environ.get("PCNN_REF", "v0.1.0")   # pinned: the tag v<pcnn.__version__>, or a commit
+PCNN_REF = os.environ.get("PCNN_REF", "main")   # a commit (scripts/set_repo.py pins one), a tag or a branch
 REMOTE = ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
           or os.environ.get("PCNN_SETUP") == "remote")
 if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.py").is_file()):
     if "/OWNER/" in PCNN_REPO:
         raise SystemExit("Set PCNN_REPO (in this cell or the environment) to your pcnn repository's URL, "
                          "e.g. https://github.com/<you>/pcnn, then run this cell again.")
+    if PCNN_REF == "main":
+        print("note: PCNN_REF is the branch main, which moves; scripts/set_repo.py pins a commit.")
     checkout = Path("pcnn_repo").resolve()
     if not (checkout / "pyproject.toml").is_file():
-        git = lambda *a: subprocess.run(["git", "-C", str(checkout), *a], check=True)  # noqa: E731
         checkout.mkdir(exist_ok=True)
-        git("init", "-q")
-        git("fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF)
-        git("checkout", "-q", "FETCH_HEAD")
+        for step in (["init", "-q"], ["fetch", "-q", "--depth", "1", PCNN_REPO, PCNN_REF], ["checkout", "-q", "FETCH_HEAD"]):
+            got = subprocess.run(["git", "-C", str(checkout), *step], capture_output=True, text=True)
+            if got.returncode != 0:
+                why = (got.stderr.strip().splitlines() or ["git failed"])[-1]
+                raise SystemExit(f"Could not fetch PCNN_REF={PCNN_REF} from {PCNN_REPO} ({why}): check that the "
+                                 "repository and the ref exist and are pushed, and on Kaggle that Internet is on.")
     from importlib.metadata import PackageNotFoundError, version
     keep = Path(tempfile.mkdtemp(), "keep-torch.txt")   # pip may add packages but must not replace torch
     try:
         keep.write_text(f"torch=={version('torch')}\n")
     except PackageNotFoundError:
         keep.write_text("")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)], check=True)
+    got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", str(keep), str(checkout)],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        raise SystemExit(f"pip could not install pcnn from the checkout ({(got.stderr.strip().splitlines() or ['?'])[-1]}).")
     os.chdir(checkout)
 
 # %%
@@ -56,7 +65,7 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb
+from pcnn import notebook as nb, plots
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -78,9 +87,9 @@ w = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07")
 w.display();
 
 # %% [markdown]
-# ## Finish this panda as a pizza: class-conditional completion
+# ## Class-conditional completion
 # Interactive: pick an image index, the rows to keep and a seed, press **Complete**.
-# `pcnn.complete` keeps the top `KEEP_ROWS` rows of a validation image and samples the rest under each class, with the same noise (the cached sampler, its layer caches filled from the kept rows).
+# `pcnn.complete` keeps the top rows of a validation image and samples the rest under each class, with the same noise (the cached sampler, its layer caches filled from the kept rows). "Finish this panda as a pizza" is the question it asks; with half the image kept, the kept rows constrain the rest strongly, so expect the completions to differ between classes mostly in colour and texture, much less than the rows of the same-noise grid below, where the class shapes the whole image.
 
 # %%
 from pcnn.data import load_split
@@ -100,10 +109,11 @@ cw.display();
 ws = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07")
 ws.class_dropdown.value = 1      # panda
 ws.count.value = COUNT
-ws.seed.value = 0
+ws.seed.value = SEED
 images = ws.on_sample(ws.sample_button)
 saved = ws.on_save(ws.save_button)
-print(ws.status.value, "|", [p.name for p in saved])
+print(f"class {pcnn.config.CPEN455_CLASSES[ws.class_dropdown.value]}, seed {SEED}:", ws.status.value, "|",
+      [p.name for p in saved])
 ws.display();
 
 # %% [markdown]
@@ -112,18 +122,18 @@ ws.display();
 
 # %%
 PER_CLASS = 2 if SMOKE else 6
-grid = pcnn.same_noise_grid(model, per_class=PER_CLASS, seed=0)
-nb.show_grid(grid, width=None)
+grid = pcnn.same_noise_grid(model, per_class=PER_CLASS, seed=SEED)
+plots.show_grid(grid, title=f"rows: class; column k: noise draw k of seed {SEED}", width=None)
 plt.show()
 
 # %% [markdown]
-# Completion, scripted: the first panda and the first pizza of the validation split, top half kept.
+# Completion, scripted: the first panda and the first pizza of the validation split, the top `KEEP_ROWS` rows kept (set in the first cell), each completed as every class with the same noise.
 
 # %%
-KEEP_ROWS = 16                    # of 32
 picks = [int((val.labels == c).nonzero()[0]) for c in (1, 3)]   # the first panda and the first pizza
 originals = val.images[picks]
-completions = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=0)   # (2, 4, 3, 32, 32)
+completions = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=SEED)   # (2, 4, 3, 32, 32)
 assert torch.equal(completions[:, :, :, :KEEP_ROWS], originals[:, None, :, :KEEP_ROWS].expand_as(completions[:, :, :, :KEEP_ROWS]))
-nb.show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS), width=None)
+plots.show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS, row_labels=[pcnn.config.CPEN455_CLASSES[c] for c in (1, 3)]),
+                title=f"validation images, top {KEEP_ROWS} of 32 rows kept, seed {SEED}", width=None)
 plt.show()

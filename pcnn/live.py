@@ -1,0 +1,208 @@
+"""Training from a notebook: the presets and what each is for, what an epoch costs on a measured
+GPU, and :func:`train_live` -- a run trained epoch by epoch with a live plot and samples every N
+epochs, continued (never replaced) when it already exists, also from a new runtime.
+
+Notebook 02 is its user (04 trains a tiny run with it). Where a run lives, and the only way to
+delete one, are in :mod:`pcnn.notebook`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from . import paths
+from .checkpoint import load, read_metadata
+from .notebook import completed_epochs, config_path, device, display_handle, find_checkpoint, repo_root, show_path
+from .notebook import show_progress
+from .plots import LiveLossPlot, show_grid
+from .sample import same_noise_grid, save_png
+from .train import TrainConfig, read_metrics, train
+from .workdir import break_idle_lock
+
+#: Measured GPU speeds the notebooks quote (labelled as estimates), relative to the checkout.
+GPU_FIGURES = Path("results") / "gpu" / "h200_issue26.json"
+
+#: What each preset in ``configs/`` is for (the files' own ``description`` says how it was run).
+PRESET_USES = {
+    "starter.json": "the course starter's size (1/40/5, class bias in every block): a first run",
+    "cpu_film40.json": "1/40/5 with FiLM in every block, likelihood only: phase A of the shipped model",
+    "cpu_film40_disc.json": "phase B: fine-tunes the phase-A export with the discriminative term "
+                            "(more accuracy, higher bits/dim: not shipped); needs its init_from file",
+    "film_large.json": "1/160/5, FiLM + input planes + bottleneck + mixture bias: a GPU run",
+    "report_chan.json": "a course report's best model (3/90/5, first_conv): a GPU run",
+    "report_shakouri.json": "a course report's model (2/100/5, four fusions): a GPU run",
+    "fusion_budget.json": "the 2-epoch budget of the fusion comparison (notebook 05)",
+    "scaling_probe.json": "the recipe scripts/scaling_probe.py sizes (results/scaling)",
+    "shipped_cpu.json": "stage 1 of the previous shipped model (history, notebook 04)",
+    "shipped_cpu_disc.json": "stage 2 of the previous shipped model (history)",
+    "shipped_cpu_disc2_w002.json": "a stopped stage-3 try of the previous model (history)",
+    "shipped_cpu_disc3.json": "stage 3 of the previous shipped model (history)",
+    "shipped_cpu_disc4.json": "stage 4 of the previous shipped model (history)",
+    "lever_dropout0.json": "a 4-epoch lever probe, dropout 0 (history)",
+    "smoke.json": "a tiny network for tests: seconds, not a model worth keeping",
+}
+
+
+def gpu_figures(root=None) -> Optional[dict]:
+    """The measured GPU speeds in ``results/gpu/h200_issue26.json`` (None outside a checkout)."""
+    path = Path(root or repo_root()) / GPU_FIGURES
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def gpu_epoch_estimate(model_config, n_train: int, figures: Optional[dict] = None) -> Optional[str]:
+    """An estimate of the training seconds per epoch on the GPU of ``figures`` (default
+    :func:`gpu_figures`) for a model like ``model_config`` and ``n_train`` images: the measured
+    images/s of the nearest measured network (by ``nr_filters``; the slowest figure measured for
+    it), labelled as an estimate."""
+    figures = figures if figures is not None else gpu_figures()
+    if not figures:
+        return None
+    rows = sorted(figures["measured"], key=lambda r: (abs(r["nr_filters"] - model_config.nr_filters), r["images_per_s"]))
+    r = rows[0]
+    secs = n_train / r["images_per_s"]
+    return (f"estimate: about {secs:.0f} s of training per epoch of {n_train} images on one {figures['gpu']} "
+            f"({r['images_per_s']:,} img/s measured for {r['what']}, {figures['source']}); validation adds to it, "
+            f"a free T4 is slower (not measured here), and the trainer's GPU fast path is faster")
+
+
+def preset_lines(names=None) -> list:
+    """One line per preset (default: every ``configs/*.json``): file name, network
+    (nr_resnet/nr_filters/K, fusion), epochs, and what it is for (:data:`PRESET_USES`, else its
+    description); the preset whose description matches the shipped checkpoint's is marked."""
+    shipped = None
+    ck = find_checkpoint()
+    if ck is not None:
+        shipped = (read_metadata(ck).get("train_config") or {}).get("description")
+    out = []
+    for name in names or [f"{n}.json" for n in paths.preset_names()]:
+        d = json.loads(config_path(name).read_text())
+        m = d.get("model", {})
+        fusion = m.get("fusion", "")
+        fusion = "+".join(fusion) if isinstance(fusion, list) else fusion
+        net = f"{m.get('nr_resnet', '?')}/{m.get('nr_filters', '?')}/{m.get('nr_logistic_mix', '?')} {fusion}"
+        use = PRESET_USES.get(name) or d.get("description", "").split(". ")[0]
+        mark = "  <- the shipped model's recipe" if shipped and d.get("description") == shipped else ""
+        out.append(f"{name:<28} {net:<40} {d.get('epochs', '?'):>4} epochs  {use}{mark}")
+    return out
+
+
+class _PrecisionOnce(io.TextIOBase):
+    """A stderr stand-in that sends the trainer's ``precision: ...`` line to stdout once (not as a
+    red stderr box on every epoch) and passes everything else through. ``print`` writes the line
+    and its newline in two calls: the newline goes with the line."""
+
+    def __init__(self, err, seen: set):
+        self.err, self.seen = err, seen
+        self._after_precision = False
+
+    def write(self, s):
+        if s.startswith("precision: "):
+            if s not in self.seen:
+                self.seen.add(s)
+                sys.stdout.write(s if s.endswith("\n") else s + "\n")
+            self._after_precision = not s.endswith("\n")
+            return len(s)
+        if self._after_precision and s == "\n":
+            self._after_precision = False
+            return len(s)
+        self._after_precision = False
+        return self.err.write(s)
+
+    def flush(self):
+        self.err.flush()
+
+
+def train_live(config, workdir, until: int, train_data=None, val_data=None, plot: Optional[LiveLossPlot] = None,
+               progress: Optional[bool] = None, samples_every: int = 0, samples_per_class: int = 4,
+               idle_minutes: Optional[float] = None) -> list:
+    """Train the run in ``workdir`` until it has ``until`` whole epochs, one :func:`pcnn.train.train`
+    call per epoch (``resume=True`` once a ``last.pt`` exists), redrawing ``plot`` from
+    ``metrics.jsonl`` after each. Returns the full history; a run already there is continued
+    (nothing is trained when it has ``until`` epochs), never replaced.
+
+    Each call continues exactly from ``workdir/last.pt``; only ``epochs`` changes between calls,
+    so the run equals one uninterrupted run, also across a restarted kernel or a new runtime.
+    ``samples_every`` > 0: after every such epoch, a same-noise grid of ``samples_per_class`` per
+    class from the export is saved as ``samples/epoch_<e>.png`` and shown. A lock left by another
+    host (a recycled runtime) is taken over when the run's files have been idle ``idle_minutes``
+    (default 3 x ``checkpoint_minutes``; :func:`pcnn.workdir.break_idle_lock`). An interrupted
+    kernel stops the trainer after its batch (it evaluates, exports and saves ``last.pt``); this
+    then raises ``KeyboardInterrupt``, so Run all stops there as an interrupt should.
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    workdir = Path(workdir)
+    progress = show_progress() if progress is None else progress
+    note = break_idle_lock(workdir, idle_minutes if idle_minutes is not None else 3 * cfg.checkpoint_minutes)
+    if note:
+        print(note)
+    done = completed_epochs(workdir)
+    if done >= until:
+        print(f"{show_path(workdir)} already has {done} epoch(s) (target {until}): nothing to train")
+    elif done:
+        print(f"resuming {show_path(workdir)} after epoch {done}")
+    seen: set = set()
+    sample_handle = None
+    for e in range(done + 1, until + 1):
+        with warnings.catch_warnings(), contextlib.redirect_stderr(_PrecisionOnce(sys.stderr, seen)):
+            warnings.filterwarnings("ignore", message=r"resuming with changed settings \['epochs'\]$")
+            rows = train(dataclasses.replace(cfg, epochs=e), workdir, train_data=train_data, val_data=val_data,
+                         resume=(workdir / "last.pt").exists(), progress=progress)
+        if plot is not None:
+            plot.update(workdir)
+        if rows and rows[-1].get("partial"):   # the kernel was interrupted (or a SIGTERM): the trainer saved last.pt
+            raise KeyboardInterrupt(f"training stopped inside epoch {e}; last.pt is saved: run this cell again "
+                                    "(or Run all) to resume")
+        if samples_every and e % samples_every == 0 and (workdir / "model.safetensors").is_file():
+            _, grid = save_epoch_samples(workdir, e, samples_per_class)
+            import matplotlib.pyplot as plt
+            fig = show_grid(grid, title=f"samples after epoch {e} (export, seed 0)", width=None)
+            if sample_handle is None:
+                sample_handle = display_handle(fig)
+            else:
+                sample_handle.update(fig)
+            plt.close(fig)
+    return read_metrics(workdir)
+
+
+def save_epoch_samples(workdir, epoch: int, per_class: int = 4, seed: int = 0) -> tuple:
+    """A same-noise grid (:func:`pcnn.sample.same_noise_grid`) of the export in ``workdir`` saved as
+    ``workdir/samples/epoch_<epoch>.png``; returns ``(path, grid)``."""
+    model = load(Path(workdir) / "model.safetensors", device=device())
+    grid = same_noise_grid(model, per_class=per_class, seed=seed, scale=2)
+    return save_png(grid, Path(workdir) / "samples" / f"epoch_{epoch:03d}.png"), grid
+
+
+def history_lines(rows, ema: bool = True) -> list:
+    """One line per whole epoch: train bits/dim, validation bits/dim and accuracy of the EMA
+    weights and of the raw weights (both where they differ), seconds; 4 decimals."""
+    out = []
+    for r in rows:
+        if r.get("partial"):
+            continue
+        parts = [f"epoch {r['epoch']}", f"train {r['train_bpd']:.4f} bpd" if r.get("train_bpd") is not None else ""]
+        if r.get("val_bpd") is not None:
+            if ema:
+                parts.append(f"validation EMA {r['val_bpd']:.4f} bpd / {r['val_acc']:.4f} acc")
+                parts.append(f"raw {r['val_bpd_raw']:.4f} bpd / {r['val_acc_raw']:.4f} acc")
+            else:
+                parts.append(f"validation {r['val_bpd']:.4f} bpd / {r['val_acc']:.4f} acc")
+        if r.get("seconds") is not None:
+            parts.append(f"{r['seconds']:.0f} s")
+        out.append(", ".join(p for p in parts if p))
+    return out
+
+
+def export_line(meta: dict) -> str:
+    """What ``model.safetensors`` holds, from its metadata: which weights (EMA or raw, the lower
+    validation bits/dim) and their figures, beside the other weights' bits/dim."""
+    other = "raw" if meta.get("weights") == "ema" else "EMA"
+    other_bpd = meta.get("val_bpd_raw") if other == "raw" else meta.get("val_bpd_ema")
+    tail = f"; {other} weights {other_bpd:.4f} bpd" if other_bpd is not None else ""
+    return (f"export: {meta.get('weights')} weights after epoch {meta.get('epoch')} (step {meta.get('step')}): "
+            f"validation {meta['val_bpd']:.4f} bpd, accuracy {meta['val_acc']:.4f}{tail}")
