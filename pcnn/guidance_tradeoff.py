@@ -25,7 +25,7 @@ from .data import load_split
 from .fid import fid_from_dirs
 from .generation import evaluate_generation
 from .guidance import GUIDES, TEMPER, check_guidance
-from .paths import resolve_data_dir
+from .paths import repo_root, resolve_data_dir
 from .precision import describe_cpu
 from .sample import write_sample_set
 
@@ -149,3 +149,24 @@ def pick_default(res: dict, probe_target: float = 0.80) -> Optional[dict]:
     if hit:
         return min(hit, key=lambda r: (r["w"], r["fid_2048"]))
     return max(ok, key=lambda r: (r["probe"], -r["fid_2048"]))
+
+
+def default_guidance(path=None) -> dict:
+    """The guided setting the measured trade-off picks by its rule (:func:`pick_default`), for the
+    widget and notebook 07: ``{"guide", "w", "probe", "fid_2048", "source"}``, read from
+    ``path`` (default ``<checkout>/results/guidance/tradeoff.json``). ``w`` is 0 (guidance off by
+    default) when no guided set keeps FID-2048 at or below w = 0's, and when there is no file;
+    ``guide`` is then the one with the highest probe accuracy at its largest w (what to show), or
+    ``"flat"`` without a file."""
+    if path is None:
+        root = repo_root()
+        path = None if root is None else root / "results" / "guidance" / "tradeoff.json"
+    if path is None or not Path(path).is_file():
+        return {"guide": "flat", "w": 0.0, "probe": None, "fid_2048": None, "source": None}
+    res = json.loads(Path(path).read_text())
+    pick = pick_default(res)
+    if pick is None:
+        top = max((r for r in res["rows"] if r["w"] > 0), key=lambda r: (r["w"], r["probe"]))
+        return {"guide": top["guide"], "w": 0.0, "probe": None, "fid_2048": None, "source": str(path)}
+    return {"guide": pick["guide"], "w": float(pick["w"]), "probe": pick["probe"], "fid_2048": pick["fid_2048"],
+            "source": str(path)}

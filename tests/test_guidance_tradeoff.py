@@ -78,3 +78,18 @@ def test_bad_arguments(world, tmp_path):
         guidance_tradeoff(world["model"], tmp_path, world["data"], weights=(-1,), progress=False)
     with pytest.raises(ValueError, match="unknown guide"):
         guidance_tradeoff(world["model"], tmp_path, world["data"], guides=("nope",), progress=False)
+
+
+def test_default_guidance_reads_the_rule_from_a_results_file(world, tmp_path):
+    from pcnn.guidance_tradeoff import default_guidance
+    assert default_guidance(tmp_path / "missing.json")["w"] == 0.0
+    res = json.loads(json.dumps(world["res"]))
+    res["rows"][0].update(fid_2048=100.0, probe=0.5)
+    res["rows"][1].update(fid_2048=99.0, probe=0.82)
+    res["rows"][2].update(fid_2048=150.0, probe=0.95)
+    (tmp_path / "t.json").write_text(json.dumps(res))
+    d = default_guidance(tmp_path / "t.json")
+    assert (d["guide"], d["w"], d["probe"]) == ("posterior", 2.0, 0.82)
+    res["rows"][1].update(fid_2048=120.0)
+    (tmp_path / "t.json").write_text(json.dumps(res))
+    assert default_guidance(tmp_path / "t.json")["w"] == 0.0

@@ -77,13 +77,20 @@ print(nb.describe_setup(DATA, DEVICE, SMOKE))
 # %% [markdown]
 # ## Sample a class
 # Choose the class, the number of images (1-16; tiles stay 128 px whatever the count) and a seed, then
-# press **Sample**. The same seed and class give the same images.
+# press **Sample**. The same seed and class give the same images. **guidance** w steers each sub-pixel
+# toward what the model itself recognises as the class (`pcnn.guidance`; 0 = the model's own
+# distribution, C = 4 times the work); one seed gives the same noise at every w, so moving the slider
+# shows only what guidance changes. The slider starts at the setting the measured trade-off picked by
+# its rule (`results/guidance/`), or at 0 when no guided setting kept FID-2048 at w = 0's.
 
 # %%
+from pcnn.guidance_tradeoff import default_guidance
 from pcnn.widgets import SamplerWidget
 model, source = nb.get_model(dev=DEVICE)
 print("model:", source)
-w = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07")
+GUIDED = default_guidance()          # {"guide", "w", ...} from results/guidance/tradeoff.json
+print(f"guidance default: w = {GUIDED['w']:g} ({GUIDED['guide']})")
+w = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07", guidance=GUIDED["w"], guide=GUIDED["guide"])
 w.display();
 
 # %% [markdown]
@@ -127,6 +134,20 @@ plots.show_grid(grid, title=f"rows: class; column k: noise draw k of seed {SEED}
 plt.show()
 
 # %% [markdown]
+# ## Class guidance: the same noise at every w
+# One class per grid, one row per guidance weight w, column k always the same noise draw: what changes
+# down a column is only how hard the sample is steered toward what the model recognises as the class.
+# Panda and hamburger are the classes an Inception probe recognises least in unguided samples.
+
+# %%
+WEIGHTS = (0.0, 1.0, 2.0, 4.0)
+for cls in (1, 0):   # panda, hamburger
+    g = pcnn.guidance_grid(model, cls, WEIGHTS, per_row=PER_CLASS, seed=SEED, guide=GUIDED["guide"])
+    plots.show_grid(g, title=f"{pcnn.config.CPEN455_CLASSES[cls]}: rows w = {', '.join(f'{v:g}' for v in WEIGHTS)} "
+                    f"(guide {GUIDED['guide']}); column k: noise draw k of seed {SEED}", width=None)
+    plt.show()
+
+# %% [markdown]
 # Completion, scripted: the first panda and the first pizza of the validation split, the top `KEEP_ROWS` rows kept (set in the first cell), each completed as every class with the same noise.
 
 # %%
@@ -136,4 +157,16 @@ completions = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=SEE
 assert torch.equal(completions[:, :, :, :KEEP_ROWS], originals[:, None, :, :KEEP_ROWS].expand_as(completions[:, :, :, :KEEP_ROWS]))
 plots.show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS, row_labels=[pcnn.config.CPEN455_CLASSES[c] for c in (1, 3)]),
                 title=f"validation images, top {KEEP_ROWS} of 32 rows kept, seed {SEED}", width=None)
+plt.show()
+
+# %% [markdown]
+# The same completions with class guidance: the kept rows count as evidence for the running class
+# weights, so completing the panda "as a pizza" is steered away from the panda the kept rows show.
+
+# %%
+W_SHOW = GUIDED["w"] or 2.0          # the rule's default, or 2 when guidance is off by default
+guided = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=SEED, guidance=W_SHOW, guide=GUIDED["guide"])
+assert torch.equal(guided[:, :, :, :KEEP_ROWS], completions[:, :, :, :KEEP_ROWS])
+plots.show_grid(pcnn.completion_grid(originals, guided, KEEP_ROWS, row_labels=[pcnn.config.CPEN455_CLASSES[c] for c in (1, 3)]),
+                title=f"the same, guidance w = {W_SHOW:g} ({GUIDED['guide']}), seed {SEED}", width=None)
 plt.show()
