@@ -17,6 +17,8 @@ from typing import Optional
 DATA_ENV_VAR = "PCNN_DATA_DIR"
 #: The checkpoint that ships (checkpoints/<this>); changed only by a ship decision (checkpoints/README.md).
 SHIPPED_CHECKPOINT = "pcnn_cpu_film40_disc.safetensors"
+#: Its model card (``python -m pcnn evaluate``), under the checkout's results/shipped/; changes with it.
+SHIPPED_CARD = "card_film40_disc"
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -54,6 +56,14 @@ def default_checkpoint() -> Optional[Path]:
     root = repo_root()
     path = root / "checkpoints" / SHIPPED_CHECKPOINT if root is not None else None
     return path if path is not None and path.is_file() else None
+
+
+def shipped_card_dir() -> Optional[Path]:
+    """``<checkout>/results/shipped/<SHIPPED_CARD>``, the shipped checkpoint's card folder, or None
+    when it is not here (a wheel, or a checkout without it)."""
+    root = repo_root()
+    path = root / "results" / "shipped" / SHIPPED_CARD if root is not None else None
+    return path if path is not None and (path / "card.json").is_file() else None
 
 
 def preset_path(name: str) -> Path:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Notebook 07's sampling widget in a real browser: Voila serves the notebook on 127.0.0.1,
 Debian's chromium (headless, driven by Selenium through the system chromedriver: nothing
-downloads a browser) picks a class and a count, clicks **Sample** and waits for the images.
+downloads a browser) picks a class and a count, clicks **Sample** and waits for the images,
+then moves the guidance slider and samples again (class guidance, the same seed).
 
     python scripts/browser_test.py                      # smoke mode, screenshot in artifacts/browser/
     python scripts/browser_test.py --count 5 --cls panda
@@ -141,8 +142,29 @@ def main(argv=None) -> int:
         assert abs(stats["shown"] - stats["w"]) < 1.5, f"grid drawn {stats['shown']} px wide for a {stats['w']} px PNG"
         blank = [k for k, s in enumerate(stats["std"]) if s < 3.0]
         assert not blank, f"blank tiles {blank} (std per tile {stats['std']})"
+        # Class guidance: move the guidance slider (the second slider readout) to another w and sample
+        # again with the same seed: the same count of tiles, other images, the status names the w.
+        g_readout = sampler.find_elements(By.CSS_SELECTOR, ".widget-readout")[1]
+        w_new = "4" if g_readout.text.strip() in ("2", "2.0") else "2"
+        g_readout.click()
+        g_readout.send_keys(Keys.CONTROL, "a")
+        g_readout.send_keys(w_new, Keys.ENTER)
+        wait.until(lambda d: float(g_readout.text.strip()) == float(w_new))
+        unguided = img.get_attribute("src") or ""
+        button.click()
+        t2 = time.perf_counter()
+        wait.until(lambda d: status.text.startswith("done") and f"guidance {w_new} " in status.text)
+        print(f"sampled with guidance {w_new} in {time.perf_counter() - t2:.0f} s: {status.text}", flush=True)
+        wait.until(lambda d: (img.get_attribute("src") or "") != unguided
+                   and d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img))
+        stats = driver.execute_script(TILE_STATS_JS, img, tile, PAD * UPSCALE, args.count, NCOL)
+        driver.save_screenshot(str(out / "07_sampler_guided.png"))
+        assert (stats["w"], stats["h"]) == want, f"guided grid of {stats['w']}x{stats['h']} px, want {want}"
+        blank = [k for k, s in enumerate(stats["std"]) if s < 3.0]
+        assert not blank, f"blank guided tiles {blank} (std per tile {stats['std']})"
         print(f"browser test passed in {time.perf_counter() - t0:.0f} s: {args.count} non-blank tiles of "
-              f"{tile} px ({stats['w']}x{stats['h']}), screenshot {out / '07_sampler.png'}")
+              f"{tile} px ({stats['w']}x{stats['h']}) unguided and with guidance {w_new}, screenshots "
+              f"{out / '07_sampler.png'}, {out / '07_sampler_guided.png'}")
         return 0
     except Exception as e:
         if driver is not None:

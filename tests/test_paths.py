@@ -105,3 +105,12 @@ def test_read_image(tmp_path):
         read_image(tmp_path / "bad.jpg", 32)
     with pytest.raises(ValueError, match="cannot read image"):
         read_image(tmp_path / "missing.png", 32)
+
+
+def test_the_shipped_card_is_the_shipped_checkpoints():
+    """results/shipped/<SHIPPED_CARD>/card.json measures checkpoints/<SHIPPED_CHECKPOINT> (a ship
+    decision changes both, and notebook 06 reads the floors from this card)."""
+    import json
+    card = paths.shipped_card_dir()
+    assert card is not None and card.name == paths.SHIPPED_CARD
+    assert json.loads((card / "card.json").read_text())["checkpoint"] == paths.SHIPPED_CHECKPOINT

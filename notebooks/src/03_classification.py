@@ -11,7 +11,7 @@
 #
 # `predict(x) = argmax_c log p(x | c)`: accuracy, macro F1, per-class accuracy and the confusion matrix on the validation split, how (over)confident the posterior is, the most confident mistakes and the pixels that decided them, and the test-split predictions in the course's submission layout.
 #
-# **Committed outputs:** `checkpoints/pcnn_cpu_film40.safetensors` (see `checkpoints/README.md`), trained on the project's 2-core CPU machine; full validation and test splits.
+# **Committed outputs:** `checkpoints/pcnn_cpu_film40_disc.safetensors` (see `checkpoints/README.md`), trained on the project's 2-core CPU machine; full validation and test splits.
 #
 # With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
 

@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 06 FID evaluation
 #
-# 25 generated images per class (the course protocol) with `pcnn.sample.write_sample_set`, shown beside real images, and every generation figure beside its **real-image floor**: the same figure for real validation images under the same protocol. The course's FID (192 Inception dims, 100 images) is computed here for the samples and for 100 real images; FID-2048, KID and the Inception-probe accuracy need 500 images and a probe trained on 3899 features (about an hour on a CPU), so they are read from the shipped model's card (`results/shipped/card_film40/card.json`, `python -m pcnn evaluate`).
+# 25 generated images per class (the course protocol) with `pcnn.sample.write_sample_set`, shown beside real images, and every generation figure beside its **real-image floor**: the same figure for real validation images under the same protocol. The course's FID (192 Inception dims, 100 images) is computed here for the samples and for 100 real images; FID-2048, KID and the Inception-probe accuracy need 500 images and a probe trained on 3899 features (about an hour on a CPU), so they are read from the shipped model's card (`results/shipped/<card>/card.json`, `pcnn.paths.shipped_card_dir()`, made by `python -m pcnn evaluate`).
 #
 # **Committed outputs:** `checkpoints/pcnn_cpu_film40.safetensors` (see `checkpoints/README.md`); 25 images per class, FID against the 519 test images, CPU.
 #
@@ -131,7 +131,7 @@ print(pcnn.card.course_fid_sentence(scores["generated"]["fid"][course_dims], sco
 # FID-2048 and KID compare Inception features of 500 samples (125 per class, seed 3) with the test images; the probe is a logistic regression trained on real training images' features, and its accuracy on the samples says how often a sample looks like its intended class. Gray bars: real validation images under the same protocol. Lower is better except for the probe.
 
 # %%
-card = pcnn.card.read_card(ROOT / "results" / "shipped" / "card_film40")
+card = pcnn.card.read_card(pcnn.paths.shipped_card_dir())   # the shipped checkpoint's own card
 floors = pcnn.card.card_floors(card)
 for row in floors:
     print(f"{row['metric']:<32}", ", ".join(f"{k} {v:.4g}" for k, v in row["values"].items()))

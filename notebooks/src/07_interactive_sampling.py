@@ -11,7 +11,7 @@
 #
 # Pick a class by name, the number of images and a seed, press **Sample**: the progress bar advances row by row and the images form row by row as they are sampled (rows not sampled yet are grey; the grid is redrawn every 4 rows). **Save PNGs** writes them to `runs/notebook_07/` and offers them as one zip to download. Below the interactive part, a scripted section runs the same code path so CI can check it; it uses its own widget and leaves yours alone.
 #
-# **Committed outputs:** `checkpoints/pcnn_cpu_film40.safetensors` (see `checkpoints/README.md`), on the 2-core CPU machine.
+# **Committed outputs:** `checkpoints/pcnn_cpu_film40_disc.safetensors` (see `checkpoints/README.md`), on the 2-core CPU machine.
 #
 # With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
 
