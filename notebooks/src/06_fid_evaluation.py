@@ -11,7 +11,7 @@
 #
 # 25 generated images per class (the course protocol) with `pcnn.sample.write_sample_set`, shown beside real images, and every generation figure beside its **real-image floor**: the same figure for real validation images under the same protocol. The course's FID (192 Inception dims, 100 images) is computed here for the samples and for 100 real images; FID-2048, KID and the Inception-probe accuracy need 500 images and a probe trained on 3899 features (about an hour on a CPU), so they are read from the shipped model's card (`results/shipped/<card>/card.json`, `pcnn.paths.shipped_card_dir()`, made by `python -m pcnn evaluate`).
 #
-# **Committed outputs:** `checkpoints/pcnn_cpu_film40.safetensors` (see `checkpoints/README.md`); 25 images per class, FID against the 519 test images, CPU.
+# **Committed outputs:** `checkpoints/pcnn_cpu_film40_disc.safetensors` (see `checkpoints/README.md`); 25 images per class, FID against the 519 test images, CPU.
 #
 # With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
 
