@@ -290,14 +290,14 @@ class Trainer(FastSteps, RunState):
             obj = {k: validation_objective(v, cfg.disc_weight) for k, v in (("raw", raw), ("ema", ema)) if v}
             res = {"val_bpd": shown["bpd"], "val_acc": shown["acc"], "val_f1": shown["f1"],
                    "val_bpd_raw": raw["bpd"], "val_acc_raw": raw["acc"], "val_f1_raw": raw["f1"],
-                   "val_ce": shown["ce"], "val_objective": obj["ema" if ema else "raw"],
-                   "val_ce_raw": raw["ce"], "val_objective_raw": obj["raw"]}
+                   "val_ce": shown.get("ce"), "val_objective": obj["ema" if ema else "raw"],
+                   "val_ce_raw": raw.get("ce"), "val_objective_raw": obj["raw"]}
             use_ema = exports_ema(obj.get("ema"), obj["raw"])
             chosen, kind = (ema, "ema") if use_ema else (raw, "raw")
             model = self.ema_model if use_ema else self.model
             meta = {"weights": kind, "epoch": self.epoch + 1, "step": self.step,
                     "val_bpd": chosen["bpd"], "val_acc": chosen["acc"], "val_f1": chosen["f1"],
-                    "val_ce": chosen["ce"], "val_objective": obj[kind], "disc_weight": cfg.disc_weight,
+                    "val_ce": chosen.get("ce"), "val_objective": obj[kind], "disc_weight": cfg.disc_weight,
                     "val_bpd_raw": raw["bpd"], "val_bpd_ema": ema["bpd"] if ema else None,
                     "val_n": len(self.val_y), "train_config": cfg.to_dict(), "amp": self.amp.to_dict()}
             save_model(wd / "model.safetensors", model, metadata=meta)
