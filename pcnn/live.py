@@ -33,7 +33,8 @@ PRESET_USES = {
     "starter.json": "the course starter's size (1/40/5, class bias in every block): a first run",
     "cpu_film40.json": "1/40/5 with FiLM in every block, likelihood only: phase A of the shipped model",
     "cpu_film40_disc.json": "phase B: fine-tunes the phase-A export with the discriminative term "
-                            "(more accuracy, higher bits/dim: not shipped); needs its init_from file",
+                            "(more accuracy, a little higher bits/dim): the shipped model; needs its init_from file",
+    "cpu_film40_disc_c.json": "phase C: continues phase B from the shipped export (issue #27, in timed invocations)",
     "film_large.json": "1/160/5, FiLM + input planes + bottleneck + mixture bias: a GPU run",
     "report_chan.json": "a course report's best model (3/90/5, first_conv): a GPU run",
     "report_shakouri.json": "a course report's model (2/100/5, four fusions): a GPU run",
@@ -93,16 +94,16 @@ def preset_lines(names=None) -> list:
 
 
 class _PrecisionOnce(io.TextIOBase):
-    """A stderr stand-in that sends the trainer's ``precision: ...`` line to stdout once (not as a
-    red stderr box on every epoch) and passes everything else through. ``print`` writes the line
-    and its newline in two calls: the newline goes with the line."""
+    """A stderr stand-in that sends the trainer's ``precision: ...`` and ``fast path: ...`` lines to
+    stdout once each (not as a red stderr box on every epoch) and passes everything else through.
+    ``print`` writes a line and its newline in two calls: the newline goes with the line."""
 
     def __init__(self, err, seen: set):
         self.err, self.seen = err, seen
         self._after_precision = False
 
     def write(self, s):
-        if s.startswith("precision: "):
+        if s.startswith(("precision: ", "fast path: ")):
             if s not in self.seen:
                 self.seen.add(s)
                 sys.stdout.write(s if s.endswith("\n") else s + "\n")

@@ -181,8 +181,9 @@ def test_gpu_epoch_estimate_reads_the_measured_figures():
 def test_preset_lines_mark_the_shipped_recipe():
     lines = {line.split()[0]: line for line in live.preset_lines()}
     assert {"cpu_film40.json", "cpu_film40_disc.json", "starter.json", "smoke.json"} <= set(lines)
-    assert lines["cpu_film40.json"].endswith("<- the shipped model's recipe")
-    assert "1/40/5 blocks_film" in lines["cpu_film40.json"] and "phase A" in lines["cpu_film40.json"]
+    # the shipped pcnn_cpu_film40_disc is phase B's export: its recipe is cpu_film40_disc.json
+    assert lines["cpu_film40_disc.json"].endswith("<- the shipped model's recipe")
+    assert "1/40/5 blocks_film" in lines["cpu_film40_disc.json"] and "phase A" in lines["cpu_film40.json"]
     assert sum("shipped model's recipe" in v for v in lines.values()) == 1
     assert set(live.PRESET_USES) == set(lines)                       # every preset says what it is for
 
