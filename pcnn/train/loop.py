@@ -32,7 +32,7 @@ from ..precision import resolve_amp
 from ..workdir import WorkdirError, WorkdirLock, claim_for_run
 from .accel import DeviceData, FastSteps, LossFunction, make_optimizer, resolve_fast_path
 from .config import TrainConfig, ema_decay_at, exports_ema, lr_at
-from .objective import evaluate, grad_norm, training_loss, validation_objective
+from .objective import evaluate, grad_norm, validation_objective
 from .distributed import DistContext
 from .inputs import as_training_data
 from .metrics import METRIC_COLUMNS, MetricLoggers, write_metric_files
