@@ -22,7 +22,8 @@ Also: FLOPs per image of one step (torch.utils.flop_counter, forward + backward)
 achieved TFLOP/s and its share of a measured bf16 matmul on the same device, the seconds
 the first fast step took (compilation), and the real trainer end to end (pcnn.train.train
 with the fast path on in-memory data: gather, flips, step, EMA; the images/s of its second
-epoch, so compilation is not in it). On a CPU it runs as a smoke test (tests/test_benchmarks.py).
+epoch, so compilation is not in it), and scoring (pcnn.log_likelihoods eager against compiled
+at one fixed batch). On a CPU it runs as a smoke test (tests/test_benchmarks.py).
 """
 from __future__ import annotations
 
@@ -127,6 +128,37 @@ def trainer_end_to_end(size: str, batch: int, amp: str, steps: int, device, data
             "steps_per_epoch": n // batch, "total_s": seconds}
 
 
+def scoring(size: str, batch: int, n: int, device, rounds: int, data) -> dict:
+    """Classification by likelihood (pcnn.log_likelihoods, fp32) of ``n`` images under every
+    class, eager against compiled at one fixed batch of ``batch`` (image, class) pairs (issue 26,
+    item 2; reduce-overhead on CUDA, default elsewhere), alternated, medians of images/s. The
+    first compiled call is timed apart (compilation); the two agree within float rounding."""
+    from pcnn import PixelCNNpp, log_likelihoods  # the core's scorer; this file is not a library
+    from pcnn.data import to_float
+    images, _ = data
+    x = to_float(images.repeat(-(-n // len(images)), 1, 1, 1)[:n]).to(device)
+    torch.manual_seed(0)
+    model = PixelCNNpp(model_config(size)).to(device).eval()
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    t = time.perf_counter()
+    compiled = log_likelihoods(model, x, batch_size=batch, compile=mode)
+    sync(device)
+    compile_s = time.perf_counter() - t
+    eager = log_likelihoods(model, x, batch_size=batch)
+    rates = {"eager": [], mode: []}
+    for _ in range(rounds):
+        for name in rates:
+            sync(device)
+            t = time.perf_counter()
+            log_likelihoods(model, x, batch_size=batch, compile="off" if name == "eager" else mode)
+            sync(device)
+            rates[name].append(n / (time.perf_counter() - t))
+    return {"size": size, "batch": batch, "images": n, "mode": mode, "first_compiled_call_s": compile_s,
+            "rates": rates, "medians": {k: statistics.median(v) for k, v in rates.items()},
+            "max_abs_diff_nats": float((compiled - eager).abs().max()),
+            "argmax_agree": float((compiled.argmax(1) == eager.argmax(1)).float().mean())}
+
+
 def run(a) -> dict:
     device = torch.device(a.device)
     try:
@@ -192,7 +224,12 @@ def run(a) -> dict:
             size, batch = a.sizes[-1], a.batches[0]
             _, _, data, _ = batch_of_images(batch, random_data=a.random_data)
             e2e = {"size": size, "batch": batch, **trainer_end_to_end(size, batch, a.amp, a.trainer_steps, device, data)}
-    return {"facts": facts, "results": results, "trainer": e2e, "rounds": a.rounds, "steps": a.steps}
+        score = None
+        if a.score_images:
+            _, _, data, _ = batch_of_images(a.batches[-1], random_data=a.random_data)
+            score = scoring(a.sizes[-1], a.batches[-1], a.score_images, device, a.rounds, data)
+    return {"facts": facts, "results": results, "trainer": e2e, "scoring": score, "rounds": a.rounds,
+            "steps": a.steps}
 
 
 def _on_device(PixelCNN, starter_loss, size, device):
@@ -240,6 +277,14 @@ def table(res: dict) -> list:
         lines += ["", f"Real trainer end to end (fast path auto, {t['size']}, batch {t['batch']}, "
                       f"{t['steps_per_epoch']} steps per epoch): {t['images_per_s']:.1f} img/s in its second epoch "
                       f"(first epoch, compilation included if any: {t['first_epoch_s']:.1f} s)."]
+    sc = res.get("scoring")
+    if sc:
+        m = sc["medians"]
+        lines += ["", f"Scoring (pcnn.log_likelihoods, fp32, {sc['size']}, {sc['images']} images x every class, "
+                      f"{sc['batch']} pairs per forward): eager {m['eager']:.1f} img/s, compile={sc['mode']} "
+                      f"{m[sc['mode']]:.1f} img/s ({m[sc['mode']] / m['eager']:.2f}x; first compiled call "
+                      f"{sc['first_compiled_call_s']:.1f} s; max difference {sc['max_abs_diff_nats']:.2g} nats, "
+                      f"argmax agreement {sc['argmax_agree'] * 100:.1f} %)."]
     return lines
 
 
@@ -255,6 +300,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--amp", default="auto", help="precision of the pcnn variants: auto | off | bf16 | fp16")
     ap.add_argument("--compile", default=None, help="override pcnn-fast's compile mode (off | default | reduce-overhead)")
     ap.add_argument("--trainer-steps", type=int, default=40, help="steps per epoch of the end-to-end run (0: skip)")
+    ap.add_argument("--score-images", type=int, default=256,
+                    help="images scored eager vs compiled at the last size and batch (0: skip)")
     ap.add_argument("--peak-size", type=int, default=None, help="matmul size of the bf16 peak (CUDA 8192, CPU 1024)")
     ap.add_argument("--random-data", action="store_true", help="random images instead of the training split")
     ap.add_argument("--out", default=None, help="write the markdown table here (and a .json beside it)")

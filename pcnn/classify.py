@@ -6,6 +6,7 @@ pass per class. Metrics come from scikit-learn.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -16,7 +17,7 @@ from torch.nn.utils import parametrize
 
 from .likelihood import bits_per_dim, class_nll, nll
 from .model import check_images
-from .precision import autocast
+from .precision import autocast, compiled_model, resolve_scoring_compile
 
 
 def _model_device(model) -> torch.device:
@@ -41,7 +42,7 @@ def check_finite_weights(model) -> None:
 @torch.no_grad()
 def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, flip_average: bool = False,
                     progress: Optional[Callable[[int, int], None]] = None,
-                    precision: str = "fp32") -> torch.Tensor:
+                    precision: str = "fp32", compile: str = "off") -> torch.Tensor:
     """log p(x | c) in nats for every class: x (B, 3, S, S) in [-1, 1] -> (B, num_classes).
 
     ``batch_size`` bounds how many (image, class) pairs go through the network at
@@ -51,7 +52,11 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
     is called after each chunk. ``precision="bf16"`` runs the network (not the
     likelihood, which stays float32) under bf16 autocast; the default is float32
     because bf16 flips some predictions (benchmarks/results/bf16_scoring_cpu.md).
-    The result is float64 for a float64 model, float32 otherwise.
+    The result is float64 for a float64 model, float32 otherwise. ``compile`` ("off",
+    "default", "reduce-overhead": :func:`pcnn.precision.resolve_scoring_compile`) runs the
+    network through ``torch.compile`` at one fixed batch of ``batch_size`` pairs (the last
+    chunk is padded), so a whole split runs on one graph; the numbers are the eager model's
+    within float rounding.
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -69,21 +74,29 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
     out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     out = torch.zeros(len(views), c, n, dtype=out_dtype)
     dtype = torch.bfloat16 if precision == "bf16" else None
-    for v_idx, labels, img_idx, imgs, out_net in class_pair_outputs(model, views, batch_size, progress, dtype):
+    for v_idx, labels, img_idx, imgs, out_net in class_pair_outputs(model, views, batch_size, progress, dtype,
+                                                                    compile=compile):
         out[v_idx, labels, img_idx] = (-nll(imgs, out_net, cfg.nr_logistic_mix)).to(out_dtype).cpu()
     return out.mean(dim=0).T.contiguous()
 
 
 def class_pair_outputs(model, views: torch.Tensor, batch_size: int,
-                       progress: Optional[Callable[[int, int], None]] = None, autocast_dtype=None):
+                       progress: Optional[Callable[[int, int], None]] = None, autocast_dtype=None,
+                       compile: str = "off"):
     """Network outputs for every (view, class, image) pair, ``batch_size`` pairs per forward:
     views (V, B, 3, S, S) -> yields ``(view_idx, class_idx, image_idx, images, outputs)`` per chunk,
     image fastest, then class, then view (the order :func:`log_likelihoods` and
     :func:`pcnn.evidence.evidence` both use, so their numbers agree). Half-precision outputs are
     cast to float32: the likelihood never runs in half precision. Eval mode for the call,
-    restored afterwards; weight norm is computed once, not per chunk."""
+    restored afterwards; weight norm is computed once, not per chunk. With ``compile`` other
+    than "off" the network is the compiled one (:func:`pcnn.precision.compiled_model`) and
+    every forward has exactly ``batch_size`` rows: a short last chunk is padded with copies of
+    its first pair, whose outputs are dropped (one graph, no recompile at the end of a split).
+    Weight norm is then left to the compiled graph, which fuses it."""
     cfg = model.config
     device = _model_device(model)
+    mode = resolve_scoring_compile(compile, device)
+    net = model if mode == "off" else compiled_model(model, mode)
     n, c = views.shape[1], cfg.num_classes if cfg.conditional else 1
     v_all = torch.arange(len(views)).repeat_interleave(c * n)
     c_all = torch.arange(c).repeat_interleave(n).repeat(len(views))
@@ -91,15 +104,23 @@ def class_pair_outputs(model, views: torch.Tensor, batch_size: int,
     was_training = model.training
     model.eval()
     try:
-        with parametrize.cached():
+        # parametrize.cached() stores weight-normed weights outside the graph; compiled, the graph computes them.
+        with parametrize.cached() if mode == "off" else contextlib.nullcontext():
             total = len(v_all)
             for start in range(0, total, batch_size):
                 sl = slice(start, start + batch_size)
                 v_idx, labels, img_idx = v_all[sl], c_all[sl], i_all[sl]
                 imgs = views[v_idx, img_idx].to(device)
                 y = labels.to(device) if cfg.conditional else None
+                k = len(imgs)
+                if mode != "off" and k < batch_size:  # pad to the graph's one shape
+                    imgs = torch.cat([imgs, imgs[:1].expand(batch_size - k, *imgs.shape[1:])])
+                    y = None if y is None else torch.cat([y, y[:1].expand(batch_size - k)])
                 with autocast(device, autocast_dtype):
-                    out_net = model(imgs, y, check=False)
+                    out_net = net(imgs, y, check=False)
+                if mode != "off":
+                    # CUDA graphs reuse their output buffer at the next replay: keep our own copy.
+                    out_net, imgs = out_net[:k].clone(), imgs[:k]
                 if out_net.dtype in (torch.float16, torch.bfloat16):
                     out_net = out_net.float()
                 yield v_idx, labels, img_idx, imgs, out_net

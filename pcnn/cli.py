@@ -35,7 +35,7 @@ from .generation import KID_SUBSETS, MIN_FID2048_IMAGES, evaluate_generation, fo
 from .grids import class_names_for, completion_grid
 from .guidance import GUIDES
 from .paths import DATA_ENV_VAR, default_checkpoint, load_preset, resolve_data_dir
-from .precision import resolve_device
+from .precision import SCORING_COMPILE_MODES, resolve_device
 from .sample import complete_as_every_class, grid_path_for, save_png, write_sample_set
 from .train import TrainConfig, TrainingStopped, load_run_config, read_data_tensors, train
 
@@ -114,11 +114,11 @@ def cmd_classify(args) -> int:
         bar.n = done
         bar.refresh()
     ll = log_likelihoods(model, to_float(split.images), batch_size=args.batch_size, flip_average=args.flip_average,
-                         progress=tick, precision=args.precision)
+                         progress=tick, precision=args.precision, compile=args.compile)
     bar.close()
     pred = ll.argmax(1)
     result = {"checkpoint": str(args.checkpoint), "split": args.split, "n": len(split),
-              "flip_average": args.flip_average, "precision": args.precision}
+              "flip_average": args.flip_average, "precision": args.precision, "compile": args.compile}
     labelled = split.labels >= 0
     if labelled.all():
         result.update(metrics(split.labels.numpy(), pred.numpy(), model.config.num_classes))
@@ -368,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="network precision (the likelihood is always fp32); bf16 is faster on CPUs with bf16 "
                         "but flips some predictions (benchmarks/results/bf16_scoring_cpu.md), so fp32 is the default")
+    c.add_argument("--compile", choices=SCORING_COMPILE_MODES, default="off",
+                   help="run the network through torch.compile at one fixed batch (reduce-overhead: plus CUDA "
+                        "graphs, CUDA only); compiling takes about a minute, so it pays on long jobs only")
     c.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     c.add_argument("--pretty", action="store_true", help="indent the JSON result")
     c.add_argument("--quiet", action="store_true", help="no progress bar")

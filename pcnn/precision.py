@@ -30,7 +30,9 @@ import contextlib
 import json
 import os
 import platform
+import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -232,3 +234,54 @@ def resolve_device(name: Optional[str] = None, what: str = "device") -> torch.de
     elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"{what} {name}: MPS (Apple GPU) is not available here; use cpu or auto")
     return dev
+
+
+#: ``compile`` values of scoring (:func:`pcnn.classify.log_likelihoods`): "off" (eager, the default),
+#: "default" (inductor) or "reduce-overhead" (inductor + CUDA graphs; CUDA only).
+SCORING_COMPILE_MODES = ("off", "default", "reduce-overhead")
+
+
+def compile_supported() -> bool:
+    """Whether torch.compile can run in this interpreter (dynamo lacks some Python versions and platforms)."""
+    try:
+        return bool(torch._dynamo.is_dynamo_supported())
+    except Exception:  # an unusual build without dynamo
+        return False
+
+
+def resolve_scoring_compile(mode: str, device) -> str:
+    """A scoring ``compile`` value on ``device`` -> the mode that runs (see :data:`SCORING_COMPILE_MODES`).
+
+    ``ValueError`` for an unknown mode. CUDA graphs exist only on CUDA, so "reduce-overhead"
+    elsewhere runs as "default"; where dynamo cannot run, scoring runs eagerly. Both fallbacks
+    say so in a ``RuntimeWarning``. Scoring is eager unless asked: compiling costs about a
+    minute once per model and mode, more than an eager pass over the validation split takes
+    on a GPU, so it pays only for long scoring jobs (benchmarks/bench_gpu.py measures both).
+    """
+    if mode not in SCORING_COMPILE_MODES:
+        raise ValueError(f"compile must be one of {list(SCORING_COMPILE_MODES)}, got {mode!r}")
+    dev = torch.device(device)
+    if mode == "reduce-overhead" and dev.type != "cuda":
+        warnings.warn(f"compile=reduce-overhead needs CUDA graphs, which {dev.type} does not have; "
+                      "compiling with mode=default instead", RuntimeWarning, stacklevel=3)
+        mode = "default"
+    if mode != "off" and not compile_supported():
+        warnings.warn(f"torch.compile is not supported here (Python {sys.version.split()[0]}, torch "
+                      f"{torch.__version__}); scoring eagerly", RuntimeWarning, stacklevel=3)
+        mode = "off"
+    return mode
+
+
+def compiled_model(model, mode: str):
+    """``torch.compile(model, mode=mode)`` with static shapes, made once per model and mode.
+
+    The compiled wrapper is kept in the model's ``__dict__`` (not as a submodule, so it is
+    neither saved nor moved with the model) and reused by later calls: a second scoring call
+    does not compile again. Its guards recompile by themselves if the model changes mode or
+    device. Callers feed it one batch shape (:func:`pcnn.classify.class_pair_outputs` pads
+    the last chunk), so nothing recompiles at the end of a split.
+    """
+    cache = model.__dict__.setdefault("_pcnn_compiled", {})
+    if mode not in cache:
+        cache[mode] = torch.compile(model, mode=mode, dynamic=False)
+    return cache[mode]

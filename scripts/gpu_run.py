@@ -270,7 +270,7 @@ def run_bench(a, out: Path) -> dict:
     import bench_gpu  # benchmarks/bench_gpu.py (on sys.path above)
     argv = ["--device", a.device, "--sizes", *a.sizes, "--batches", *map(str, a.batches), "--rounds",
             str(a.bench_rounds), "--steps", str(a.bench_steps), "--trainer-steps", str(a.bench_trainer_steps),
-            "--out", str(out / "bench.md"), "--random-data"]
+            "--out", str(out / "bench.md"), "--random-data", "--score-images", str(a.bench_score_images)]
     if a.starter_dir:
         argv += ["--starter-dir", a.starter_dir]
     if a.peak_size:
@@ -304,6 +304,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-rounds", type=int, default=3)
     ap.add_argument("--bench-steps", type=int, default=20)
     ap.add_argument("--bench-trainer-steps", type=int, default=40)
+    ap.add_argument("--bench-score-images", type=int, default=1024,
+                    help="images the benchmark scores eager vs compiled (issue 26, item 2; 0: skip)")
     ap.add_argument("--starter-dir", default=None,
                     help="the course starter (default ../shared/cpen455-starter, which does not travel to a lent "
                          "machine by itself: without it the bench has no starter rows)")

@@ -2,6 +2,7 @@
 fallbacks, batches gathered on the device, deferred finite checks (bad steps skipped on the
 device and counted, nothing non-finite saved or exported) and torch.compile with inductor on
 the CPU (same loss as eager, no recompile on the last batch or after evaluation)."""
+import contextlib
 import warnings
 
 import pytest
@@ -244,14 +245,18 @@ def test_deferred_checks_never_export_nonfinite_weights(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ torch.compile (inductor on the CPU)
 
-def test_compiled_fast_path_matches_eager_and_never_recompiles(tmp_path, monkeypatch, capsys):
+def test_compiled_fast_path_matches_eager_and_never_recompiles(tmp_path, request, capsys):
     """Every lever at once on the tiniest model, as CUDA's auto runs it minus the CUDA graphs:
     inductor, channels-last, fused optimizer, device-held data, deferred checks. 36 images at
     batch 8 leave a partial last batch (dropped), and each epoch evaluates in between."""
     import torch._dynamo
     import torch._inductor.config
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's dropout masks
+    # config.patch, not monkeypatch: these configs keep their values in a table, and monkeypatch's
+    # undo would delete the attributes for every later test in the process.
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch._dynamo.config.patch(error_on_recompile=True))
+    stack.enter_context(torch._inductor.config.patch(fallback_random=True))  # eager's dropout masks
+    request.addfinalizer(stack.close)
     torch._dynamo.reset()
     images, labels = fake_data(36)
     data = ((images, labels), (images[:8], labels[:8]))

@@ -101,14 +101,26 @@ def test_bf16_scoring_table(tmp_path, monkeypatch):
     assert "of 8" in rows[1] and "Decision" in out.read_text()
 
 
-def test_gpu_bench_runs_on_the_cpu_without_the_starter(tmp_path, one_thread):
+def test_gpu_bench_runs_on_the_cpu_without_the_starter(tmp_path, one_thread, monkeypatch):
     """bench_gpu.py with the starter (scripts/gpu_run.py's dry run, tests/test_gpu_run.py) and without it
-    (a lent machine where ../shared did not travel): the pcnn rows, FLOPs and the trainer row remain."""
+    (a lent machine where ../shared did not travel): the pcnn rows, FLOPs, the trainer row and the
+    scoring row remain. Scoring compiles with dynamo's eager backend here (inductor on the CPU is
+    tests/test_scoring_compile.py's)."""
+    import torch
+    import torch._dynamo
     import bench_gpu
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, mode=None, dynamic=None: real(m, backend="eager", dynamic=dynamic))
+    torch._dynamo.reset()
     out = tmp_path / "gpu.md"
     res = bench_gpu.main(["--device", "cpu", "--starter-dir", str(tmp_path / "nowhere"), "--sizes", "1/8/2",
                           "--batches", "4", "--rounds", "2", "--steps", "1", "--warmup", "1", "--trainer-steps", "2",
-                          "--peak-size", "64", "--random-data", "--out", str(out)])
+                          "--peak-size", "64", "--random-data", "--score-images", "3", "--out", str(out)])
+    torch._dynamo.reset()
+    sc = res["scoring"]
+    assert sc["images"] == 3 and sc["mode"] == "default" and sc["argmax_agree"] == 1.0
+    assert sc["max_abs_diff_nats"] < 1e-2 and all(len(v) == 2 and min(v) > 0 for v in sc["rates"].values())
+    assert "Scoring (pcnn.log_likelihoods" in out.read_text()
     assert [r["variant"] for r in res["results"]] == ["pcnn-eager", "pcnn-fast"]
     assert res["facts"]["starter"].startswith("no starter rows") and res["facts"]["bf16_matmul_tflops"] > 0
     eager, fast = res["results"]

@@ -39,6 +39,28 @@ def test_classify_labelled_and_test_split(fake_data, ckpt, tmp_path, capsys):
     assert "accuracy" not in res and len(list(csv.reader(open(tmp_path / "test.csv")))) == 4
 
 
+def test_classify_compile_flag_gives_the_eager_numbers(fake_data, ckpt, tmp_path, capsys, monkeypatch):
+    """``--compile default`` scores through torch.compile (dynamo's eager backend here, to stay
+    quick; tests/test_scoring_compile.py runs inductor) and writes the eager model's numbers."""
+    import torch._dynamo
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, mode=None, dynamic=None: real(m, backend="eager", dynamic=dynamic))
+    torch._dynamo.reset()
+    outs = {}
+    for mode in ("off", "default"):
+        outs[mode] = tmp_path / f"{mode}.csv"
+        assert main(["classify", "--checkpoint", str(ckpt), "--data-dir", str(fake_data), "--out", str(outs[mode]),
+                     "--quiet", "--device", "cpu", "--batch-size", "5", "--compile", mode]) == 0
+        assert json.loads(capsys.readouterr().out)["compile"] == mode
+    torch._dynamo.reset()
+    a, b = (list(csv.reader(open(outs[m])))[1:] for m in ("off", "default"))
+    assert [r[1] for r in a] == [r[1] for r in b]
+    assert [float(v) for r in b for v in r[2:]] == pytest.approx([float(v) for r in a for v in r[2:]], rel=1e-6)
+    with pytest.raises(SystemExit):
+        main(["classify", "--checkpoint", str(ckpt), "--data-dir", str(fake_data), "--compile", "max"])
+    assert "invalid choice: 'max'" in capsys.readouterr().err
+
+
 def test_sample_writes_course_named_pngs_and_grid(ckpt, tmp_path, capsys):
     out = tmp_path / "samples"
     assert main(["sample", "--checkpoint", str(ckpt), "--per-class", "2", "--out", str(out), "--quiet",

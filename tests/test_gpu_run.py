@@ -31,7 +31,7 @@ def test_cpu_dry_run_returns_everything_in_at_most_8_files(tmp_path):
     rc = gpu_run.main(["--device", "cpu", "--budget-minutes", "6", "--reserve-minutes", "0.5", "--minutes", "0.1",
                        "--preset", str(ROOT / "configs" / "smoke.json"), "--set", "val_subset=0",
                        "--data-tensors", str(data), "--sizes", "1/8/2", "--batches", "4", "--bench-rounds", "1",
-                       "--bench-steps", "1", "--bench-trainer-steps", "2", "--peak-size", "64",
+                       "--bench-steps", "1", "--bench-trainer-steps", "2", "--bench-score-images", "0", "--peak-size", "64",
                        "--starter-dir", str(STARTER), "--samples-per-class", "2", "--tests-timeout", "240",
                        "--out", str(out)])
     assert rc == 0

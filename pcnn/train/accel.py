@@ -40,6 +40,7 @@ import torch
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from ..data import augment, to_float
+from ..precision import compile_supported
 from .config import TrainConfig, lr_at
 from .objective import grad_norm, training_loss
 from .state import TrainingStopped
@@ -69,14 +70,6 @@ class FastPath:
 
 def _fallback(msg: str) -> None:
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
-
-
-def compile_supported() -> bool:
-    """Whether torch.compile can run in this interpreter (dynamo lacks some Python versions and platforms)."""
-    try:
-        return bool(torch._dynamo.is_dynamo_supported())
-    except Exception:  # an unusual build without dynamo
-        return False
 
 
 def resolve_fast_path(cfg: TrainConfig, device, world: int = 1) -> FastPath:
