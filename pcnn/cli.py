@@ -33,7 +33,7 @@ from .fid import SUPPORTED_DIMS, FIDError, FIDRankWarning, fid_from_dirs
 from .grading import grade
 from .generation import KID_SUBSETS, MIN_FID2048_IMAGES, evaluate_generation, format_table
 from .grids import class_names_for, completion_grid
-from .guidance import GUIDES
+from .guidance import DEFAULT_GUIDE, GUIDES
 from .paths import DATA_ENV_VAR, default_checkpoint, load_preset, resolve_data_dir
 from .precision import SCORING_COMPILE_MODES, resolve_device
 from .sample import complete_as_every_class, grid_path_for, save_png, write_sample_set
@@ -157,8 +157,9 @@ def _guidance_args(p) -> None:
     p.add_argument("--guidance", type=float, default=0.0,
                    help="class guidance w >= 0 by the model's own classifier (default 0: the model's own "
                         "distribution; results/guidance/ measures the trade-off); C times the work")
-    p.add_argument("--guide", default="posterior", choices=list(GUIDES),
-                   help="class weights guidance compares against (default posterior; see pcnn.guidance)")
+    p.add_argument("--guide", default=DEFAULT_GUIDE, choices=list(GUIDES),
+                   help=f"class weights guidance compares against (default {DEFAULT_GUIDE}, the one that measured "
+                        "best in results/guidance/; see pcnn.guidance)")
 
 
 def cmd_complete(args) -> int:

@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from .config import CPEN455_CLASSES, ModelConfig
+from .guidance import DEFAULT_GUIDE
 from .checkpoint import atomic_write, load
 from .classify import log_likelihoods
 from .likelihood import quantize
@@ -144,7 +145,7 @@ def get_label(model, model_input, device):
 
 
 def my_sample(model, gen_data_dir, sample_batch_size=100, obs=(3, 32, 32), sample_op=None, guidance=0.0,
-              guide="posterior"):
+              guide=DEFAULT_GUIDE):
     """Write :data:`PER_CLASS` (25) images per class into ``gen_data_dir`` as ``Class<c>_image_<nn>.png``.
 
     ``sample_batch_size`` bounds the images sampled at once; ``obs`` must match the

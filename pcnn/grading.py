@@ -33,7 +33,7 @@ import torch
 
 from .course import DEFAULT_PATH, export_for_course
 from .fid import PYTORCH_FID_FILE, load_inception
-from .guidance import check_guidance
+from .guidance import DEFAULT_GUIDE, check_guidance
 
 CLASSIFICATION_SCRIPT = "classification_evaluation.py"
 GENERATION_SCRIPT = "generation_evaluation.py"
@@ -135,20 +135,20 @@ def _parse(pattern, text: str, script: str, proc) -> float:
     return float(m[-1])
 
 
-def generation_blocks(guidance: float = 0.0, guide: str = "posterior") -> tuple:
+def generation_blocks(guidance: float = 0.0, guide: str = DEFAULT_GUIDE) -> tuple:
     """The generation script's two blocks; with ``guidance`` > 0 the sampling line asks for
     class guidance (``my_sample(..., guidance=w)``), everything else as :data:`GENERATION_BLOCKS`."""
     w = check_guidance(guidance, guide)
     if w == 0:
         return GENERATION_BLOCKS
-    extra = f", guidance={w!r}" + ("" if guide == "posterior" else f", guide={guide!r}")
+    extra = f", guidance={w!r}, guide={guide!r}"  # explicit: the block reads the same if the default moves
     return (GENERATION_BLOCKS[0], GENERATION_BLOCKS[1].replace("gen_data_dir=gen_data_dir)",
                                                                f"gen_data_dir=gen_data_dir{extra})"))
 
 
 def grade(starter_dir, checkpoint, data_dir, workdir, mode: str = "validation", generation: bool = True,
           threads: Optional[int] = None, timeout: float = 3600.0, guidance: float = 0.0,
-          guide: str = "posterior") -> Dict:
+          guide: str = DEFAULT_GUIDE) -> Dict:
     """Prepare ``workdir`` and run the course's scripts; returns what they printed, parsed.
 
     ``{"classification": {"mode", "accuracy", "seconds"}, "generation": {"fid_192",

@@ -38,6 +38,10 @@ import torch
 from .likelihood import LOG_WEIGHT_MIN, logistic_bin_log_prob, mixture_params
 
 GUIDES = ("posterior", "flat", "tempered")
+#: The guide used when none is named: the one that measured best (results/guidance/: at w = 4
+#: flat reaches 90.8 % probe accuracy and FID-2048 214.5 against w = 0's 56.8 % and 230.6; the
+#: running posterior saturates and stays at 56 to 58 % at every w; tempered reaches 70.2 %).
+DEFAULT_GUIDE = "flat"
 #: Scale of the accumulated log-likelihoods in the ``"tempered"`` weights, fixed before the
 #: trade-off was measured: a whole image's median class margin (about 24 nats on the shipped
 #: model) becomes about 1.2 nats, so the weights never saturate.
@@ -46,7 +50,7 @@ TEMPER = 0.05
 MAX_GUIDANCE = 64.0
 
 
-def check_guidance(w, guide: str = "posterior") -> float:
+def check_guidance(w, guide: str = DEFAULT_GUIDE) -> float:
     """``w`` as a float; ``ValueError`` unless finite and in [0, MAX_GUIDANCE] and ``guide`` is known."""
     if isinstance(w, bool) or not isinstance(w, numbers.Real):
         raise ValueError(f"guidance must be a number >= 0 (0 = the model's own distribution), got {w!r}")
@@ -122,7 +126,7 @@ class GuidedDraw:
     """
 
     def __init__(self, targets: torch.Tensor, num_classes: int, nr_mix: int, u: torch.Tensor, w: float,
-                 guide: str = "posterior", temperature: float = 1.0):
+                 guide: str = DEFAULT_GUIDE, temperature: float = 1.0):
         self.w = check_guidance(w, guide)
         self.guide, self.C, self.K, self.T = guide, num_classes, nr_mix, float(temperature)
         self.targets, self.u = targets, u

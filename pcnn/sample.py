@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .fast_sample import cached_sample
-from .guidance import GuidedDraw, check_guidance
+from .guidance import DEFAULT_GUIDE, GuidedDraw, check_guidance
 from .grids import class_grid, class_names_for, labeled_grid
 from .likelihood import check_temperature, draw_noise, mixture_params, sample_from_params, to_uint8
 from .model import check_labels
@@ -71,7 +71,7 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
            return_float: bool = False,
            preview: Optional[Callable[[int, torch.Tensor], None]] = None,
            temperature: float = 1.0, return_outputs: bool = False, guidance: float = 0.0,
-           guide: str = "posterior", exact_bins: bool = False):
+           guide: str = DEFAULT_GUIDE, exact_bins: bool = False):
     """Sample images of the given classes: labels (B,) -> uint8 images (B, 3, S, S).
 
     ``method``: ``"cached"`` (default) computes each layer only where a new pixel
@@ -94,8 +94,9 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     one teacher-forced forward pass on the images.
     ``guidance`` w (>= 0, default 0): class guidance by the model's own likelihood classifier,
     each sub-pixel drawn exactly from ``p(x_i | x_<i, c) * p(c | x_<=i)^w`` over its 256 bins
-    (:mod:`pcnn.guidance`; ``guide`` chooses the class weights: ``"posterior"``, ``"flat"`` or
-    ``"tempered"``). The network then runs on every class at once (C times the work).
+    (:mod:`pcnn.guidance`; ``guide`` chooses the class weights: ``"flat"``, the default and the
+    one that measured best in results/guidance/, ``"posterior"`` or ``"tempered"``). The network
+    then runs on every class at once (C times the work).
     ``exact_bins=True`` uses that draw even at w = 0 (the model's own distribution, drawn
     per sub-pixel by inverse CDF, the network on the image's own class only), so images at
     several w from one seed share their noise and differ only by w. Without either, the mixture is drawn as above (bitwise today's).
@@ -106,7 +107,7 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
 
 def _run(model, labels, generator, method, progress, return_float, preview, temperature,
          known=None, keep_rows: int = 0, return_outputs: bool = False, guidance: float = 0.0,
-         guide: str = "posterior", exact_bins: bool = False):
+         guide: str = DEFAULT_GUIDE, exact_bins: bool = False):
     """The shared body of :func:`sample` and :func:`complete`."""
     temperature = check_temperature(temperature)
     guidance = check_guidance(guidance, guide)
@@ -175,7 +176,7 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
              method: str = "cached", temperature: float = 1.0,
              progress: Optional[Callable[[int, int], None]] = None, return_float: bool = False,
              preview: Optional[Callable[[int, torch.Tensor], None]] = None, guidance: float = 0.0,
-             guide: str = "posterior", exact_bins: bool = False) -> torch.Tensor:
+             guide: str = DEFAULT_GUIDE, exact_bins: bool = False) -> torch.Tensor:
     """Class-conditional completion: keep the first ``keep_rows`` rows of each image, sample the rest.
 
     ``images``: uint8 (B, 3, S, S) at the model's size (e.g. ``load_split(...).images``);
@@ -214,7 +215,7 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
 
 def complete_as_every_class(model, images: torch.Tensor, keep_rows: int, seed: int = 0,
                             classes: Optional[Sequence[int]] = None, method: str = "cached",
-                            temperature: float = 1.0, guidance: float = 0.0, guide: str = "posterior",
+                            temperature: float = 1.0, guidance: float = 0.0, guide: str = DEFAULT_GUIDE,
                             exact_bins: bool = False) -> torch.Tensor:
     """Complete every image as every class: uint8 (N, 3, S, S) -> uint8 (N, C, 3, S, S).
 
@@ -263,7 +264,7 @@ def same_noise_grid(model, per_class: int = 8, seed: int = 0, classes: Optional[
 
 
 def guidance_rows(model, cls: int, weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0), per_row: int = 8, seed: int = 0,
-                  guide: str = "posterior", method: str = "cached") -> torch.Tensor:
+                  guide: str = DEFAULT_GUIDE, method: str = "cached") -> torch.Tensor:
     """``per_row`` images of class ``cls`` at every guidance weight, one noise draw for all:
     uint8 (len(weights), per_row, 3, S, S). Every row uses the exact 256-bin draw
     (``exact_bins=True``) with ``torch.Generator().manual_seed(seed)``, so column k of every row
@@ -275,7 +276,7 @@ def guidance_rows(model, cls: int, weights: Sequence[float] = (0.0, 1.0, 2.0, 4.
 
 
 def guidance_grid(model, cls: int, weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0), per_row: int = 8, seed: int = 0,
-                  guide: str = "posterior", class_names: Optional[Sequence[str]] = None, scale: int = 4,
+                  guide: str = DEFAULT_GUIDE, class_names: Optional[Sequence[str]] = None, scale: int = 4,
                   method: str = "cached") -> torch.Tensor:
     """The "same noise, every w" grid of :func:`guidance_rows`: row = guidance weight (labelled
     ``<class> w=<w>``), column k = noise draw k."""
@@ -308,7 +309,7 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
                      file_names: Optional[Sequence[str]] = None, show_progress: bool = True,
                      temperature: float = 1.0, real: Optional[tuple] = None,
                      grid_per_row: int = 10, grid_scale: int = 3, guidance: float = 0.0,
-                     guide: str = "posterior", exact_bins: bool = False) -> list[Path]:
+                     guide: str = DEFAULT_GUIDE, exact_bins: bool = False) -> list[Path]:
     """Generate ``per_class`` images of each class into ``out_dir`` as PNG, plus a grid image.
 
     The grid goes *beside* the folder (:func:`grid_path_for`: ``samples/`` ->

@@ -29,7 +29,7 @@ import torch
 
 from .config import CPEN455_CLASSES
 from .grids import completion_grid
-from .guidance import GUIDES
+from .guidance import DEFAULT_GUIDE, GUIDES
 from .sample import complete, make_grid, sample, save_png
 
 
@@ -92,7 +92,7 @@ class SamplerWidget:
 
     def __init__(self, model, class_names: Sequence[str] = CPEN455_CLASSES, out_dir="samples/widget",
                  max_count: int = 16, upscale: int = 4, method: Optional[str] = None,
-                 preview_every: int = 4, ncol: int = 8, guidance: float = 0.0, guide: str = "posterior"):
+                 preview_every: int = 4, ncol: int = 8, guidance: float = 0.0, guide: str = DEFAULT_GUIDE):
         import ipywidgets as W
         self.preview_every = max(1, int(preview_every))  # redraw the forming images every N rows
         self.preview_frames = 0

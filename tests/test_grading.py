@@ -166,7 +166,8 @@ def test_generation_blocks_ask_for_guidance_only_when_set():
     blocks = grading.generation_blocks(1.5, "flat")
     assert blocks[0] == grading.GENERATION_BLOCKS[0]
     assert blocks[1].endswith("my_sample(model=model, gen_data_dir=gen_data_dir, guidance=1.5, guide='flat')")
-    assert "guidance=2.0)" in grading.generation_blocks(2)[1]
+    assert "guidance=2.0, guide='flat')" in grading.generation_blocks(2)[1]  # the default guide, named
+    assert "guide='posterior')" in grading.generation_blocks(2, "posterior")[1]
     with pytest.raises(ValueError, match="guidance"):
         grading.generation_blocks(-1.0)
     if STARTER.is_dir():
