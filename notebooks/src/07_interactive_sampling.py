@@ -113,8 +113,8 @@ cw.display();
 # touched.
 
 # %%
-ws = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07")
-ws.class_dropdown.value = 1      # panda
+ws = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07", guidance=GUIDED["w"], guide=GUIDED["guide"])
+ws.class_dropdown.value = 1      # panda, at the guidance the slider above starts at
 ws.count.value = COUNT
 ws.seed.value = SEED
 images = ws.on_sample(ws.sample_button)
