@@ -102,7 +102,7 @@ w.display();
 from pcnn.data import load_split
 from pcnn.widgets import CompletionWidget
 val = load_split("validation", DATA, show_progress=False)
-cw = CompletionWidget(model, val.images, val.labels)   # pick an image index, the rows to keep, press Complete
+cw = CompletionWidget(model, val.images, val.labels, guidance=GUIDED["w"])   # pick an image, the rows to keep, press Complete
 cw.display();
 
 # %% [markdown]
