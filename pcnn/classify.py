@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -90,9 +91,10 @@ def class_pair_outputs(model, views: torch.Tensor, batch_size: int,
     cast to float32: the likelihood never runs in half precision. Eval mode for the call,
     restored afterwards; weight norm is computed once, not per chunk. With ``compile`` other
     than "off" the network is the compiled one (:func:`pcnn.precision.compiled_model`) and
-    every forward has exactly ``batch_size`` rows: a short last chunk is padded with copies of
-    its first pair, whose outputs are dropped (one graph, no recompile at the end of a split).
-    Weight norm is then left to the compiled graph, which fuses it."""
+    every forward has exactly ``min(batch_size, pairs)`` rows: a short last chunk is padded with
+    copies of its first pair, whose outputs are dropped (one graph, no recompile at the end of a
+    split). Weight norm is then left to the compiled graph, which fuses it. If compiling fails at
+    the first forward, a ``RuntimeWarning`` says so and the call runs eagerly."""
     cfg = model.config
     device = _model_device(model)
     mode = resolve_scoring_compile(compile, device)
@@ -101,23 +103,36 @@ def class_pair_outputs(model, views: torch.Tensor, batch_size: int,
     v_all = torch.arange(len(views)).repeat_interleave(c * n)
     c_all = torch.arange(c).repeat_interleave(n).repeat(len(views))
     i_all = torch.arange(n).repeat(c * len(views))
+    total = len(v_all)
+    fixed = min(batch_size, total)  # the compiled graph's one batch (a short job is not padded to a big batch)
     was_training = model.training
     model.eval()
     try:
         # parametrize.cached() stores weight-normed weights outside the graph; compiled, the graph computes them.
         with parametrize.cached() if mode == "off" else contextlib.nullcontext():
-            total = len(v_all)
             for start in range(0, total, batch_size):
                 sl = slice(start, start + batch_size)
                 v_idx, labels, img_idx = v_all[sl], c_all[sl], i_all[sl]
                 imgs = views[v_idx, img_idx].to(device)
                 y = labels.to(device) if cfg.conditional else None
                 k = len(imgs)
-                if mode != "off" and k < batch_size:  # pad to the graph's one shape
-                    imgs = torch.cat([imgs, imgs[:1].expand(batch_size - k, *imgs.shape[1:])])
-                    y = None if y is None else torch.cat([y, y[:1].expand(batch_size - k)])
+                if mode != "off" and k < fixed:  # pad to the graph's one shape
+                    imgs = torch.cat([imgs, imgs[:1].expand(fixed - k, *imgs.shape[1:])])
+                    y = None if y is None else torch.cat([y, y[:1].expand(fixed - k)])
                 with autocast(device, autocast_dtype):
-                    out_net = net(imgs, y, check=False)
+                    if mode == "off" or start > 0:
+                        out_net = net(imgs, y, check=False)
+                    else:  # the first compiled forward compiles: a compiler that fails falls back to eager
+                        try:
+                            out_net = net(imgs, y, check=False)
+                        except Exception as e:  # no C++ compiler, no Triton, an unsupported platform
+                            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                            warnings.warn(f"torch.compile(mode={mode}) failed at the first forward "
+                                          f"({type(e).__name__}: {first}); scoring eagerly", RuntimeWarning,
+                                          stacklevel=3)
+                            mode, net = "off", model
+                            imgs, y = imgs[:k], None if y is None else y[:k]
+                            out_net = net(imgs, y, check=False)
                 if mode != "off":
                     # CUDA graphs reuse their output buffer at the next replay: keep our own copy.
                     out_net, imgs = out_net[:k].clone(), imgs[:k]

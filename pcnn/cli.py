@@ -35,7 +35,7 @@ from .generation import KID_SUBSETS, MIN_FID2048_IMAGES, evaluate_generation, fo
 from .grids import class_names_for, completion_grid
 from .guidance import DEFAULT_GUIDE, GUIDES
 from .paths import DATA_ENV_VAR, default_checkpoint, load_preset, resolve_data_dir
-from .precision import SCORING_COMPILE_MODES, resolve_device
+from .precision import SCORING_COMPILE_MODES, resolve_device, resolve_scoring_compile
 from .sample import complete_as_every_class, grid_path_for, save_png, write_sample_set
 from .train import TrainConfig, TrainingStopped, load_run_config, read_data_tensors, train
 
@@ -113,12 +113,13 @@ def cmd_classify(args) -> int:
         bar.total = total
         bar.n = done
         bar.refresh()
+    compile_mode = resolve_scoring_compile(args.compile, dev)  # what runs here (warns if it falls back)
     ll = log_likelihoods(model, to_float(split.images), batch_size=args.batch_size, flip_average=args.flip_average,
-                         progress=tick, precision=args.precision, compile=args.compile)
+                         progress=tick, precision=args.precision, compile=compile_mode)
     bar.close()
     pred = ll.argmax(1)
     result = {"checkpoint": str(args.checkpoint), "split": args.split, "n": len(split),
-              "flip_average": args.flip_average, "precision": args.precision, "compile": args.compile}
+              "flip_average": args.flip_average, "precision": args.precision, "compile": compile_mode}
     labelled = split.labels >= 0
     if labelled.all():
         result.update(metrics(split.labels.numpy(), pred.numpy(), model.config.num_classes))

@@ -23,6 +23,10 @@ bf16's 8-bit mantissa resolves about 25 nats there; see
 
 fp16 on CPU is refused: CPU fp16 kernels are slow or missing, and fp16 needs
 a grad scaler that buys nothing there.
+
+How the network is run for scoring also lives here: :func:`resolve_scoring_compile` and
+:func:`compiled_model` (``torch.compile`` at one fixed batch, off unless asked) and
+:func:`compile_supported`, which the trainer's fast path (``pcnn.train.accel``) shares.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import platform
 import sys
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -254,8 +259,9 @@ def resolve_scoring_compile(mode: str, device) -> str:
 
     ``ValueError`` for an unknown mode. CUDA graphs exist only on CUDA, so "reduce-overhead"
     elsewhere runs as "default"; where dynamo cannot run, scoring runs eagerly. Both fallbacks
-    say so in a ``RuntimeWarning``. Scoring is eager unless asked: compiling costs about a
-    minute once per model and mode, more than an eager pass over the validation split takes
+    say so in a ``RuntimeWarning`` (so does :func:`pcnn.classify.class_pair_outputs` when the
+    compiler itself fails at the first forward, e.g. without a C++ compiler, and it scores eagerly). Scoring is eager unless asked: compiling costs about a
+    minute per model, mode and batch size, more than an eager pass over the validation split takes
     on a GPU, so it pays only for long scoring jobs (benchmarks/bench_gpu.py measures both).
     """
     if mode not in SCORING_COMPILE_MODES:
@@ -272,16 +278,37 @@ def resolve_scoring_compile(mode: str, device) -> str:
     return mode
 
 
+class _CompiledCache(dict):
+    """{mode: compiled wrapper} of one model, kept in its ``__dict__``. It belongs to the model
+    that made it (``owner``, a weak reference): a copy of the model (``copy.copy`` shares the
+    ``__dict__`` entries) finds a cache that is not its own and starts a new one, and
+    ``copy.deepcopy`` / pickling give an empty cache (a compiled wrapper cannot be copied)."""
+
+    def __init__(self, owner=None):
+        super().__init__()
+        self.owner = None if owner is None else weakref.ref(owner)
+
+    def __deepcopy__(self, memo):
+        return _CompiledCache()
+
+    def __reduce__(self):
+        return _CompiledCache, ()
+
+
 def compiled_model(model, mode: str):
-    """``torch.compile(model, mode=mode)`` with static shapes, made once per model and mode.
+    """``torch.compile(model, mode=mode)`` with static shapes, made on first use per model and mode.
 
     The compiled wrapper is kept in the model's ``__dict__`` (not as a submodule, so it is
-    neither saved nor moved with the model) and reused by later calls: a second scoring call
-    does not compile again. Its guards recompile by themselves if the model changes mode or
-    device. Callers feed it one batch shape (:func:`pcnn.classify.class_pair_outputs` pads
-    the last chunk), so nothing recompiles at the end of a split.
+    neither saved nor moved with the model; copies of the model do not share it) and reused by
+    later calls: a second scoring call at the same batch does not compile again. Dynamo's
+    guards recompile by themselves for a new batch size, dtype, autocast setting, device or
+    train/eval mode (past its recompile limit it runs the model eagerly: the same numbers).
+    Callers feed it one batch shape (:func:`pcnn.classify.class_pair_outputs` pads the last
+    chunk), so nothing recompiles at the end of a split.
     """
-    cache = model.__dict__.setdefault("_pcnn_compiled", {})
+    cache = model.__dict__.get("_pcnn_compiled")
+    if not isinstance(cache, _CompiledCache) or cache.owner is None or cache.owner() is not model:
+        cache = model.__dict__["_pcnn_compiled"] = _CompiledCache(model)
     if mode not in cache:
         cache[mode] = torch.compile(model, mode=mode, dynamic=False)
     return cache[mode]

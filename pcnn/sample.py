@@ -190,9 +190,10 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
     see them exactly as the naive reference does; the cost is that of sampling
     a whole image. ``temperature``, ``progress``, ``preview``, ``return_float``:
     as in :func:`sample` (``progress`` is also called for the kept rows). ``guidance``,
-    ``guide``, ``exact_bins``: as in :func:`sample`; the kept rows count as evidence for the
-    class weights, so with the running posterior, completing a panda as a pizza is guided away
-    from the panda that the kept rows show.
+    ``guide``, ``exact_bins``: as in :func:`sample`; every sampled sub-pixel is guided given the
+    kept rows, and with the ``posterior`` and ``tempered`` guides the kept rows also count as
+    evidence in the class weights (completing a panda as a pizza is then guided away from the
+    panda that the kept rows show; the default ``flat`` weights ignore them).
     """
     cfg = model.config
     s = cfg.image_size

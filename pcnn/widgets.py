@@ -254,8 +254,9 @@ class CompletionWidget:
     :func:`pcnn.sample.complete_as_every_class`) and shows the original, the kept
     rows and one completion per class side by side. ``on_complete(button)``
     returns the completions, uint8 (C, 3, S, S), so tests drive it headlessly.
-    ``guidance`` (a FloatSlider, w) completes with class guidance: the kept rows count as
-    evidence, so a panda completed as a pizza is pushed away from the panda it shows.
+    ``guidance`` (a FloatSlider, w) completes with class guidance (the default guide, flat):
+    every sampled sub-pixel is pushed toward what the chosen class predicts more than the class
+    average does, given the kept rows, so a panda completed as a pizza takes the pizza's colours.
     """
 
     def __init__(self, model, images: torch.Tensor, labels: Optional[torch.Tensor] = None,

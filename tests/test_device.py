@@ -69,6 +69,30 @@ def test_training_step_under_each_precision(amp):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+def test_compiled_scoring_matches_eager_on_device(monkeypatch):
+    """log_likelihoods(compile=...) on the device: CUDA graphs (reduce-overhead) on CUDA, whose
+    output buffer is reused at every replay, so three chunks with a padded last one check that
+    each chunk's numbers are its own. On the CPU dynamo runs with its eager backend (inductor on
+    the CPU is tests/test_scoring_compile.py's; compiling this model there takes 40 s)."""
+    import torch._dynamo
+    if DEVICE.type == "cpu":
+        real = torch.compile
+        monkeypatch.setattr(torch, "compile", lambda m, mode=None, dynamic=None: real(m, backend="eager",
+                                                                                      dynamic=dynamic))
+    _, dev = _models()
+    x = rand_images(5, seed=3).to(DEVICE)   # 20 pairs at batch 8: chunks of 8, 8, 4 (+4 padding)
+    mode = "reduce-overhead" if DEVICE.type == "cuda" else "default"
+    torch._dynamo.reset()
+    try:
+        got = pcnn.log_likelihoods(dev, x, batch_size=8, compile=mode)
+        again = pcnn.log_likelihoods(dev, x.flip(0), batch_size=8, compile=mode)
+    finally:
+        torch._dynamo.reset()
+    want = pcnn.log_likelihoods(dev, x, batch_size=8)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(again, want.flip(0), rtol=1e-4, atol=1e-2)
+
+
 def test_sampling_on_device():
     _, dev = _models()
     with torch.enable_grad():  # the sampler must not build a graph even when grad mode is on

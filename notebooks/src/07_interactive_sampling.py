@@ -160,8 +160,9 @@ plots.show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS, row_labe
 plt.show()
 
 # %% [markdown]
-# The same completions with class guidance: the kept rows count as evidence for the running class
-# weights, so completing the panda "as a pizza" is steered away from the panda the kept rows show.
+# The same completions with class guidance at the default setting: every sampled sub-pixel is pushed
+# toward what the chosen class predicts more than the class average does (flat guide), given the kept
+# rows, so completing the panda "as a pizza" takes the pizza's colours.
 
 # %%
 W_SHOW = GUIDED["w"] or 2.0          # the rule's default, or 2 when guidance is off by default
