@@ -24,7 +24,7 @@ from .checkpoint import atomic_write
 from .data import load_split
 from .fid import fid_from_dirs
 from .generation import evaluate_generation
-from .guidance import GUIDES, TEMPER, check_guidance
+from .guidance import DEFAULT_GUIDE, GUIDES, TEMPER, check_guidance
 from .paths import repo_root, resolve_data_dir
 from .precision import describe_cpu
 from .sample import write_sample_set
@@ -151,19 +151,56 @@ def pick_default(res: dict, probe_target: float = 0.80) -> Optional[dict]:
     return max(ok, key=lambda r: (r["probe"], -r["fid_2048"]))
 
 
+def tradeoff_path() -> Optional[Path]:
+    """``<checkout>/results/guidance/tradeoff.json`` (None outside a checkout)."""
+    root = repo_root()
+    return None if root is None else root / "results" / "guidance" / "tradeoff.json"
+
+
+def read_tradeoff(path=None) -> Optional[dict]:
+    """The committed trade-off (:func:`guidance_tradeoff`'s result) from ``path`` (default
+    :func:`tradeoff_path`), or None when there is no such file."""
+    path = tradeoff_path() if path is None else Path(path)
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def tradeoff_floors(res: dict, pick: Optional[dict] = None) -> list:
+    """The samples at w = 0 and at the default guided setting (``pick``, default
+    :func:`pick_default`'s; left out when there is none) beside the real floor, every figure
+    under one protocol: rows ``{"metric", "lower_better", "images", "values": {set: x}}`` as
+    :func:`pcnn.card.card_floors` gives them, for :func:`pcnn.plots.plot_beside_floor`."""
+    w0 = next((r for r in res["rows"] if r["w"] == 0), None)
+    if w0 is None:
+        raise ValueError("the trade-off has no w = 0 row to compare with")
+    pick = pick_default(res) if pick is None else pick
+    sets = {"samples, w = 0": w0}
+    if pick is not None:
+        sets[f"samples, {pick['guide']} w = {pick['w']:g}"] = pick
+    sets["real images"] = res["floor"]
+    n = w0["n"]
+    course_n = res["course_per_class"] * len(res["floor"].get("probe_per_class") or res["rows"][0]["probe_per_class"])
+    out = [{"metric": f"course FID@192 ({course_n} images)", "lower_better": True, "images": course_n,
+            "values": {k: r["course_fid_192"] for k, r in sets.items()}}]
+    for key, name, lower in (("fid_2048", "FID-2048", True), ("kid_mean", "KID", True),
+                             ("probe", "probe accuracy", False)):
+        out.append({"metric": f"{name} ({n} images)", "lower_better": lower, "images": n,
+                    "values": {k: r[key] for k, r in sets.items()}})
+    return out
+
+
 def default_guidance(path=None) -> dict:
     """The guided setting the measured trade-off picks by its rule (:func:`pick_default`), for the
     widget and notebook 07: ``{"guide", "w", "probe", "fid_2048", "source"}``, read from
-    ``path`` (default ``<checkout>/results/guidance/tradeoff.json``). ``w`` is 0 (guidance off by
-    default) when no guided set keeps FID-2048 at or below w = 0's, and when there is no file;
-    ``guide`` is then the one with the highest probe accuracy at its largest w (what to show), or
-    ``"flat"`` without a file."""
-    if path is None:
-        root = repo_root()
-        path = None if root is None else root / "results" / "guidance" / "tradeoff.json"
-    if path is None or not Path(path).is_file():
-        return {"guide": "flat", "w": 0.0, "probe": None, "fid_2048": None, "source": None}
-    res = json.loads(Path(path).read_text())
+    ``path`` (default :func:`tradeoff_path`). ``w`` is 0 (guidance off by default) when no
+    guided set keeps FID-2048 at or below w = 0's, and when there is no file; ``guide`` is then
+    the one with the highest probe accuracy at its largest w (what to show), or
+    :data:`pcnn.guidance.DEFAULT_GUIDE` without a file."""
+    path = tradeoff_path() if path is None else Path(path)
+    res = read_tradeoff(path) if path is not None else None
+    if res is None:
+        return {"guide": DEFAULT_GUIDE, "w": 0.0, "probe": None, "fid_2048": None, "source": None}
     pick = pick_default(res)
     if pick is None:
         top = max((r for r in res["rows"] if r["w"] > 0), key=lambda r: (r["w"], r["probe"]))

@@ -95,3 +95,37 @@ def test_default_guidance_reads_the_rule_from_a_results_file(world, tmp_path):
     res["rows"][1].update(fid_2048=120.0)
     (tmp_path / "t.json").write_text(json.dumps(res))
     assert default_guidance(tmp_path / "t.json")["w"] == 0.0
+
+
+def test_tradeoff_floors_put_w0_the_default_and_real_images_side_by_side(world, tmp_path):
+    from pcnn.guidance_tradeoff import read_tradeoff, tradeoff_floors
+    from pcnn.plots import plot_beside_floor
+    res = json.loads(json.dumps(world["res"]))
+    res["rows"][0].update(fid_2048=100.0, probe=0.5)
+    res["rows"][1].update(fid_2048=99.0, probe=0.82)
+    rows = tradeoff_floors(res)
+    assert [r["metric"].split(" (")[0] for r in rows] == ["course FID@192", "FID-2048", "KID", "probe accuracy"]
+    guided = f"samples, {res['rows'][1]['guide']} w = 2"
+    for r in rows:
+        assert list(r["values"]) == ["samples, w = 0", guided, "real images"]
+    assert rows[1]["values"]["samples, w = 0"] == 100.0 and rows[1]["values"][guided] == 99.0
+    assert rows[1]["values"]["real images"] == res["floor"]["fid_2048"] and rows[3]["values"][guided] == 0.82
+    assert rows[0]["images"] == res["course_per_class"] * 4 and rows[1]["images"] == res["rows"][0]["n"]
+    for r in res["rows"][1:]:
+        r.update(fid_2048=150.0)   # no guided set keeps FID-2048: w = 0 and the floor only
+    assert all(list(r["values"]) == ["samples, w = 0", "real images"] for r in tradeoff_floors(res))
+    (tmp_path / "t.json").write_text(json.dumps(res))
+    assert read_tradeoff(tmp_path / "t.json") == res and read_tradeoff(tmp_path / "none.json") is None
+    fig = plot_beside_floor(rows)
+    assert len(fig.axes) == 4
+
+
+def test_the_committed_tradeoff_reads_and_picks_flat_w4():
+    """results/guidance/tradeoff.json, as committed: the rule's pick and the rows notebook 06 plots."""
+    from pcnn.guidance_tradeoff import default_guidance, read_tradeoff, tradeoff_floors
+    res = read_tradeoff()
+    assert res is not None and len(res["rows"]) == 13
+    d = default_guidance()
+    assert (d["guide"], d["w"]) == ("flat", 4.0) and d["probe"] > 0.8
+    rows = tradeoff_floors(res)
+    assert list(rows[3]["values"]) == ["samples, w = 0", "samples, flat w = 4", "real images"]
