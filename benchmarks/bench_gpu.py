@@ -219,14 +219,12 @@ def run(a) -> dict:
                                     "compile_s": compile_s if name == "pcnn-fast" else None,
                                     "fast": f_tr.fast.describe() if name == "pcnn-fast" else None, "data": note})
                 del e_tr, f_tr
-        e2e = None
+        e2e = score = None
+        _, _, data, _ = batch_of_images(a.batches[0], random_data=a.random_data)   # the whole split (or random)
         if a.trainer_steps:
             size, batch = a.sizes[-1], a.batches[0]
-            _, _, data, _ = batch_of_images(batch, random_data=a.random_data)
             e2e = {"size": size, "batch": batch, **trainer_end_to_end(size, batch, a.amp, a.trainer_steps, device, data)}
-        score = None
         if a.score_images:
-            _, _, data, _ = batch_of_images(a.batches[-1], random_data=a.random_data)
             score = scoring(a.sizes[-1], a.batches[-1], a.score_images, device, a.rounds, data)
     return {"facts": facts, "results": results, "trainer": e2e, "scoring": score, "rounds": a.rounds,
             "steps": a.steps}

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -63,13 +64,19 @@ def load_starter(starter_dir: Path):
     return model_mod.PixelCNN, utils_mod.discretized_mix_logistic_loss
 
 
+@functools.lru_cache(maxsize=1)
+def _train_split():
+    """The training split at 32x32, decoded once per process (every size and batch reuses it)."""
+    from pcnn.data import load_split
+    return load_split("train", size=32, show_progress=False)
+
+
 def batch_of_images(batch: int = BATCH, random_data: bool = False):
     """(x in [-1, 1], labels) from the training split, or seeded random images without data."""
     try:
         if random_data:
             raise OSError("random images asked for")
-        from pcnn.data import load_split
-        tr = load_split("train", size=32, show_progress=False)
+        tr = _train_split()
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(tr.labels), generator=g)[:batch]
         return tr.images[idx].float() / 127.5 - 1, tr.labels[idx].long(), (tr.images, tr.labels), "real training images"

@@ -24,7 +24,7 @@ from .checkpoint import atomic_write, load, read_metadata
 from .classify import calibration, log_likelihoods, score
 from .data import load_split, to_float
 from .config import CPEN455_CLASSES
-from .fid import fid_from_dirs
+from .fid import fid_from_dirs, load_inception
 from .generation import evaluate_generation
 from .paths import resolve_data_dir
 from .sample import save_png, write_sample_set
@@ -94,6 +94,25 @@ def subset_by_class(src: Path, dest: Path, per_class: int) -> Path:
     return dest
 
 
+def course_fid_192(sample_dirs: dict, val, ref: Path, work: Path, cache_dir=None,
+                   per_class: int = COURSE_PER_CLASS) -> dict:
+    """The course's FID@192 on its protocol (the first ``per_class`` images of every class)
+    against ``ref``, for each sample folder of ``sample_dirs`` ({name: folder}) and for real
+    validation images (``val``) under the same protocol, with one Inception network for all:
+    ``{"sets": {name: fid}, "real": fid, "images": n, "weights": str}``. The subsets are
+    written under ``work/<name>`` and ``work/real``. With 100 images the 192-d covariance is
+    rank-deficient by the course's design; those warnings are silenced here."""
+    model = load_inception("cpu", cache_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sets = {name: fid_from_dirs(subset_by_class(Path(f), work / name, per_class), ref, dims=(192,),
+                                    cache_dir=cache_dir, model=model) for name, f in sample_dirs.items()}
+        real = fid_from_dirs(real_course_set(val, work / "real", per_class), ref, dims=(192,), cache_dir=cache_dir,
+                             model=model)
+    return {"sets": {k: v["fid"][192] for k, v in sets.items()}, "real": real["fid"][192],
+            "images": real["n_gen"], "weights": real["weights"]}
+
+
 def real_course_set(val, dest: Path, per_class: int) -> Path:
     """The first ``per_class`` validation images of every class as PNGs (course size)."""
     if dest.exists():
@@ -136,15 +155,9 @@ def model_card(checkpoint, out_dir, data_dir=None, per_class: int = 125, seed: i
                                   floor_dir=out / "real_floor", cache_dir=cache_dir,
                                   log=log if progress else None)
         card["generation"] = gen
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # rank-deficient by design (100 images, 192 dims)
-            ref = Path(gen["ref"]["dir"])
-            course = fid_from_dirs(subset_by_class(samples, out / "course_samples", COURSE_PER_CLASS), ref,
-                                   dims=(192,), cache_dir=cache_dir)
-            real = fid_from_dirs(real_course_set(val, out / "course_real", COURSE_PER_CLASS), ref,
-                                 dims=(192,), cache_dir=cache_dir)
-        card["course_fid_192"] = {"samples": course["fid"][192], "real": real["fid"][192],
-                                  "images": course["n_gen"], "weights": course["weights"]}
+        course = course_fid_192({"samples": samples}, val, Path(gen["ref"]["dir"]), out / "course", cache_dir)
+        card["course_fid_192"] = {"samples": course["sets"]["samples"], "real": course["real"],
+                                  "images": course["images"], "weights": course["weights"]}
     if stages:
         card["training_cost"] = training_cost(stages)
     atomic_write(out / "card.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1) + "\n"))
@@ -199,23 +212,36 @@ def read_card(path) -> dict:
     return json.loads((path / "card.json" if path.is_dir() else path).read_text())
 
 
+def floor_rows(sets: dict, course_images: int) -> list:
+    """Generation figures of several sets side by side, each under one protocol, for
+    :func:`pcnn.plots.plot_beside_floor`: ``sets`` {name: {"n", "course_fid_192", "fid_2048",
+    "kid_mean", "probe" (accuracy)}} (real images among them, by a name holding "real") ->
+    ``[{"metric", "lower_better", "images", "values": {name: x}}, ...]`` for the course FID@192
+    (``course_images`` images), FID-2048, KID and the Inception-probe accuracy."""
+    n = next(iter(sets.values()))["n"]
+    out = [{"metric": f"course FID@192 ({course_images} images)", "lower_better": True, "images": course_images,
+            "values": {k: e["course_fid_192"] for k, e in sets.items()}}]
+    for key, name, lower in (("fid_2048", "FID-2048", True), ("kid_mean", "KID", True),
+                             ("probe", "probe accuracy", False)):
+        out.append({"metric": f"{name} ({n} images)", "lower_better": lower, "images": n,
+                    "values": {k: e[key] for k, e in sets.items()}})
+    return out
+
+
 def card_floors(card: dict, samples: str = "samples (card)", real: str = "real images (card)") -> list:
-    """The card's generation figures beside their real-image floors, each measured under one
-    protocol: ``[{"metric", "lower_better", "images", "values": {samples: x, real: y}}, ...]`` for
-    the course FID@192 (100 images), FID-2048, KID and the Inception-probe accuracy (the card's
-    sample set and its real floor, e.g. 500 images each)."""
+    """The card's generation figures beside their real-image floors (:func:`floor_rows`): the
+    course FID@192 (100 images), FID-2048, KID and the Inception-probe accuracy of the card's
+    sample set and of its real floor (e.g. 500 images each)."""
     gen = card["generation"]["sets"]
-    floor = next(v for k, v in gen.items() if k == "real floor")
+    floor = gen["real floor"]
     mine = next(v for k, v in gen.items() if k != "real floor")
     course = card["course_fid_192"]
-    out = [{"metric": f"course FID@192 ({course['images']} images)", "lower_better": True, "images": course["images"],
-            "values": {samples: course["samples"], real: course["real"]}}]
-    for key, name, lower in (("fid_2048", "FID-2048", True), ("kid_mean", "KID", True)):
-        out.append({"metric": f"{name} ({mine['n']} images)", "lower_better": lower, "images": mine["n"],
-                    "values": {samples: mine[key], real: floor[key]}})
-    out.append({"metric": f"probe accuracy ({mine['n']} images)", "lower_better": False, "images": mine["n"],
-                "values": {samples: mine["probe"]["accuracy"], real: floor["probe"]["accuracy"]}})
-    return out
+
+    def entry(e, course_fid):
+        return {"n": e["n"], "course_fid_192": course_fid, "fid_2048": e["fid_2048"], "kid_mean": e["kid_mean"],
+                "probe": e["probe"]["accuracy"]}
+    return floor_rows({samples: entry(mine, course["samples"]), real: entry(floor, course["real"])},
+                      course["images"])
 
 
 def course_fid_sentence(samples: float, real: float, images: int) -> str:

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from .card import COURSE_PER_CLASS, real_course_set, subset_by_class
+from .card import COURSE_PER_CLASS, course_fid_192, floor_rows
 from .checkpoint import atomic_write
 from .data import load_split
-from .fid import fid_from_dirs
 from .generation import evaluate_generation
 from .guidance import DEFAULT_GUIDE, GUIDES, TEMPER, check_guidance
 from .paths import repo_root, resolve_data_dir
@@ -84,13 +82,8 @@ def guidance_tradeoff(model, out_dir, data_dir=None, weights: Sequence[float] = 
     gen = evaluate_generation(folders, data / "test", data_dir=data, real_floor=True, floor_dir=out / "real_floor",
                               cache_dir=cache_dir, min_images=min_images, log=log if progress else None)
     val = load_split("validation", data, size=model.config.image_size, show_progress=False)
-    ref = Path(gen["ref"]["dir"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # 100 images at 192 dims: rank-deficient by the course's design
-        course = {f.name: fid_from_dirs(subset_by_class(f, out / "course" / f.name, course_per_class), ref,
-                                        dims=(192,), cache_dir=cache_dir)["fid"][192] for f in folders}
-        course_real = fid_from_dirs(real_course_set(val, out / "course" / "real", course_per_class), ref,
-                                    dims=(192,), cache_dir=cache_dir)["fid"][192]
+    course = course_fid_192({f.name: f for f in folders}, val, Path(gen["ref"]["dir"]), out / "course", cache_dir,
+                            course_per_class)
 
     def row(entry, **extra):
         p = entry.get("probe") or {}
@@ -101,12 +94,12 @@ def guidance_tradeoff(model, out_dir, data_dir=None, weights: Sequence[float] = 
     for (g, w), f in zip(plan, folders):
         e = gen["sets"][str(f)]
         n = e["n"]
-        rows.append(row(e, guide=g, w=w, course_fid_192=course[f.name],
+        rows.append(row(e, guide=g, w=w, course_fid_192=course["sets"][f.name],
                         seconds_per_image=round(seconds[f.name] / n, 4)))
-    floor = row(gen["sets"]["real floor"], course_fid_192=course_real)
+    floor = row(gen["sets"]["real floor"], course_fid_192=course["real"])
     res = {"checkpoint": None if checkpoint is None else str(checkpoint), "config": model.config.to_dict(), "seed": seed,
            "per_class": per_class, "weights": weights, "guides": list(guides), "temper": TEMPER,
-           "course_per_class": course_per_class, "rows": rows, "floor": floor,
+           "course_per_class": course_per_class, "course_images": course["images"], "rows": rows, "floor": floor,
            "probe_validation": (gen.get("probe") or {}).get("validation"), "kid": gen["kid"], "ref": gen["ref"],
            "hardware": {"cpu": describe_cpu(), "threads": torch.get_num_threads()},
            "warnings": gen["warnings"]}
@@ -134,14 +127,20 @@ def tradeoff_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def w0_row(res: dict) -> dict:
+    """The unguided (w = 0) row of a trade-off; ``ValueError`` without one."""
+    base = next((r for r in res["rows"] if r["w"] == 0), None)
+    if base is None:
+        raise ValueError("the trade-off has no w = 0 row to compare with")
+    return base
+
+
 def pick_default(res: dict, probe_target: float = 0.80) -> Optional[dict]:
     """The rule fixed before measuring (results/guidance/README.md): among guided rows whose
     FID-2048 is no worse than w = 0's, the smallest w reaching ``probe_target`` (ties: lower
     FID-2048); if none reaches it, the highest probe accuracy among them. None if no guided
     row keeps FID-2048 at or below w = 0's."""
-    base = next((r for r in res["rows"] if r["w"] == 0), None)
-    if base is None:
-        raise ValueError("the trade-off has no w = 0 row to compare with")
+    base = w0_row(res)
     ok = [r for r in res["rows"] if r["w"] > 0 and r["fid_2048"] <= base["fid_2048"]]
     if not ok:
         return None
@@ -161,7 +160,7 @@ def read_tradeoff(path=None) -> Optional[dict]:
     """The committed trade-off (:func:`guidance_tradeoff`'s result) from ``path`` (default
     :func:`tradeoff_path`), or None when there is no such file."""
     path = tradeoff_path() if path is None else Path(path)
-    if path is None or not path.is_file():
+    if path is None or not path.is_file():   # outside a checkout, or nothing committed
         return None
     return json.loads(path.read_text())
 
@@ -169,25 +168,16 @@ def read_tradeoff(path=None) -> Optional[dict]:
 def tradeoff_floors(res: dict, pick: Optional[dict] = None) -> list:
     """The samples at w = 0 and at the default guided setting (``pick``, default
     :func:`pick_default`'s; left out when there is none) beside the real floor, every figure
-    under one protocol: rows ``{"metric", "lower_better", "images", "values": {set: x}}`` as
-    :func:`pcnn.card.card_floors` gives them, for :func:`pcnn.plots.plot_beside_floor`."""
-    w0 = next((r for r in res["rows"] if r["w"] == 0), None)
-    if w0 is None:
-        raise ValueError("the trade-off has no w = 0 row to compare with")
+    under one protocol, as :func:`pcnn.card.floor_rows` gives them (for
+    :func:`pcnn.plots.plot_beside_floor`)."""
     pick = pick_default(res) if pick is None else pick
-    sets = {"samples, w = 0": w0}
+    sets = {"samples, w = 0": w0_row(res)}
     if pick is not None:
         sets[f"samples, {pick['guide']} w = {pick['w']:g}"] = pick
     sets["real images"] = res["floor"]
-    n = w0["n"]
-    course_n = res["course_per_class"] * len(res["floor"].get("probe_per_class") or res["rows"][0]["probe_per_class"])
-    out = [{"metric": f"course FID@192 ({course_n} images)", "lower_better": True, "images": course_n,
-            "values": {k: r["course_fid_192"] for k, r in sets.items()}}]
-    for key, name, lower in (("fid_2048", "FID-2048", True), ("kid_mean", "KID", True),
-                             ("probe", "probe accuracy", False)):
-        out.append({"metric": f"{name} ({n} images)", "lower_better": lower, "images": n,
-                    "values": {k: r[key] for k, r in sets.items()}})
-    return out
+    # older results lack course_images: course_per_class of every class
+    course_n = res.get("course_images") or res["course_per_class"] * len(res["floor"]["probe_per_class"])
+    return floor_rows(sets, course_n)
 
 
 def default_guidance(path=None) -> dict:
@@ -198,7 +188,7 @@ def default_guidance(path=None) -> dict:
     the one with the highest probe accuracy at its largest w (what to show), or
     :data:`pcnn.guidance.DEFAULT_GUIDE` without a file."""
     path = tradeoff_path() if path is None else Path(path)
-    res = read_tradeoff(path) if path is not None else None
+    res = read_tradeoff(path)
     if res is None:
         return {"guide": DEFAULT_GUIDE, "w": 0.0, "probe": None, "fid_2048": None, "source": None}
     pick = pick_default(res)

@@ -10,7 +10,8 @@
   comparison with error bars, a chance line, raw and EMA accuracy, and what it shows (05).
 * :func:`plot_confusion`, :func:`likelihood_margins`, :func:`confident_mistakes`,
   :func:`mistake_titles`, :func:`confidence_summary`, :func:`margin_by_row` -- classification (03).
-* :func:`floor_rows`, :func:`plot_beside_floor` -- generation figures beside real images (06).
+* :func:`plot_beside_floor` -- generation figures beside real images (06; rows from
+  :func:`pcnn.card.floor_rows`).
 
 Every function returns the figure (or tensors) and leaves showing to the caller.
 """

@@ -110,6 +110,7 @@ class SamplerWidget:
         self.method = method
         self.images: Optional[torch.Tensor] = None
         self.labels: Optional[torch.Tensor] = None
+        self.drawn: Optional[tuple] = None   # (class, seed, guidance) of the images shown
         self.last_saved: list = []
         self.busy = False
 
@@ -191,6 +192,7 @@ class SamplerWidget:
             imgs = sample(self.model, labels, generator=gen, progress=self._on_progress,
                           preview=self._on_preview, **kw)
             self.images, self.labels = imgs.cpu(), labels
+            self.drawn = (c, int(self.seed.value), w)
             self._show(self.images)
             self.progress.value = 100
             how = f"guidance {w:g} ({self.guide.value})" if w > 0 else "no guidance"
@@ -206,10 +208,10 @@ class SamplerWidget:
         return self.images
 
     def file_names(self) -> list:
-        """Names the next save uses: ``<class>_seed<seed>[_w<guidance>]_<nn>.png``."""
-        c = int(self.labels[0]) if self.labels is not None else int(self.class_dropdown.value)
-        w = float(self.guidance.value)
-        stem = f"{self.class_names[c]}_seed{int(self.seed.value)}" + (f"_w{w:g}" if w > 0 else "")
+        """Names the next save uses: ``<class>_seed<seed>[_w<guidance>]_<nn>.png``, from what the shown
+        images were drawn with (not the controls, which may have moved since)."""
+        c, seed, w = self.drawn if self.drawn is not None else (int(self.class_dropdown.value), int(self.seed.value), 0.0)
+        stem = f"{self.class_names[c]}_seed{seed}" + (f"_w{w:g}" if w > 0 else "")
         n = 0 if self.images is None else len(self.images)
         return [f"{stem}_{i:02d}.png" for i in range(n)]
 

@@ -178,6 +178,8 @@ def test_guidance_slider_changes_only_what_guidance_changes(widget, tmp_path):
     want = pcnn.sample(widget.model, [3, 3], generator=torch.Generator().manual_seed(4), guidance=2.0, guide="flat")
     assert torch.equal(guided, want) and not torch.equal(plain, guided)
     assert [p.name for p in widget.on_save(None)] == ["pizza_seed4_w2_00.png", "pizza_seed4_w2_01.png"]
+    widget.guidance.value, widget.seed.value = 0.0, 9     # controls moved after sampling: names follow the images
+    assert widget.file_names() == ["pizza_seed4_w2_00.png", "pizza_seed4_w2_01.png"]
 
 
 def test_completion_widget_guidance():

@@ -145,15 +145,15 @@ print(pcnn.card.course_fid_sentence(course["samples"], course["real"], course["i
 # Class guidance (`pcnn.sample(..., guidance=w)`, notebook 07) pushes each sub-pixel toward what the chosen class predicts more than the class average does. The committed trade-off measured it on 500 samples (125 per class, seed 3, the same noise at every w) beside the same real floor; the default is the setting its rule picked before measuring (the smallest w whose probe accuracy reaches 80 % with FID-2048 no worse than at w = 0). Read from `results/guidance/tradeoff.json`, made by `scripts/guidance_tradeoff.py` (about an hour on a CPU), not recomputed here.
 
 # %%
-from pcnn.guidance_tradeoff import default_guidance, read_tradeoff, tradeoff_floors
+from pcnn.guidance_tradeoff import pick_default, read_tradeoff, tradeoff_floors
 tradeoff = read_tradeoff()
 if tradeoff is None:
     print("no committed trade-off (results/guidance/tradeoff.json): run scripts/guidance_tradeoff.py")
 else:
-    guided_rows = tradeoff_floors(tradeoff)
+    pick = pick_default(tradeoff)
+    guided_rows = tradeoff_floors(tradeoff, pick)
     for row in guided_rows:
         print(f"{row['metric']:<32}", ", ".join(f"{k} {v:.4g}" for k, v in row["values"].items()))
-    d = default_guidance()
-    plots.plot_beside_floor(guided_rows, title=f"class guidance: w = 0, the default ({d['guide']}, w = {d['w']:g}) "
-                                               "and real images")
+    chosen = "no guided default" if pick is None else f"the default ({pick['guide']}, w = {pick['w']:g})"
+    plots.plot_beside_floor(guided_rows, title=f"class guidance: w = 0, {chosen} and real images")
     plt.show()
