@@ -517,3 +517,24 @@ def test_resume_reads_a_state_written_before_the_objective(tmp_path):
     hist = run(tiny_train(epochs=2), wd, resume=True)
     assert hist[-1]["epoch"] == 2 and (wd / "best.safetensors").exists()
     assert load_state(wd)["best_objective"] <= s["best_bpd"]
+
+
+def test_wandb_run_id_is_kept_with_the_workdir(tmp_path, monkeypatch):
+    """Every train() call on one workdir (a CLI --resume, notebook 02's epoch-by-epoch calls) logs to
+    the same W&B run: the id is made once and kept in the workdir (a stand-in wandb module)."""
+    import sys
+    import types
+    from pcnn.train.metrics import MetricLoggers
+    inits, ids = [], iter(["abc123", "zzz999"])
+    fake = types.ModuleType("wandb")
+    fake.util = types.SimpleNamespace(generate_id=lambda: next(ids))
+    fake.init = lambda **kw: inits.append(kw)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = TrainConfig(wandb=True)
+    for _ in range(2):
+        MetricLoggers(cfg, tmp_path, enabled=True)
+    assert [kw["id"] for kw in inits] == ["abc123", "abc123"] and all(kw["resume"] == "allow" for kw in inits)
+    assert (tmp_path / "wandb_id.txt").read_text().strip() == "abc123"
+    (tmp_path / "other").mkdir()
+    MetricLoggers(cfg, tmp_path / "other", enabled=True)
+    assert inits[-1]["id"] == "zzz999"   # another workdir, another run

@@ -98,7 +98,15 @@ class MetricLoggers:
             try:
                 import wandb
                 self.wandb = wandb
-                wandb.init(project=os.environ.get("WANDB_PROJECT", "pcnn"), name=workdir.name,
+                # One W&B run per workdir: its id is kept beside the run, so a resume (the CLI's
+                # --resume, or notebook 02, which calls train() once per epoch) continues it
+                # instead of starting a new W&B run each time.
+                id_file = workdir / "wandb_id.txt"
+                run_id = id_file.read_text().strip() if id_file.is_file() else ""
+                if not run_id:
+                    run_id = wandb.util.generate_id()
+                    id_file.write_text(run_id + "\n")
+                wandb.init(project=os.environ.get("WANDB_PROJECT", "pcnn"), name=workdir.name, id=run_id,
                            dir=str(workdir), config=cfg.to_dict(), resume="allow")
             except ImportError as e:
                 warnings.warn(f"wandb=true but wandb is not installed ({e}); not logging to it")
