@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import logs
 from .card import model_card
 from .checkpoint import DiskFullError, load
 from .classify import log_likelihoods, metrics, write_predictions
@@ -547,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logs.show("stderr")  # the library logs (training's precision, fast path, compile lines); show them
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:  # our errors carry a message meant for people

@@ -7,16 +7,13 @@ delete one, are in :mod:`pcnn.notebook`.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Optional
 
-from . import paths
+from . import logs, paths
 from .checkpoint import load, read_metadata
 from .notebook import completed_epochs, config_path, device, display_handle, find_checkpoint, repo_root, show_path
 from .notebook import show_progress
@@ -93,82 +90,78 @@ def preset_lines(names=None) -> list:
     return out
 
 
-class _PrecisionOnce(io.TextIOBase):
-    """A stderr stand-in that sends the trainer's ``precision: ...`` and ``fast path: ...`` lines to
-    stdout once each (not as a red stderr box on every epoch) and passes everything else through.
-    ``print`` writes a line and its newline in two calls: the newline goes with the line."""
-
-    def __init__(self, err, seen: set):
-        self.err, self.seen = err, seen
-        self._after_precision = False
-
-    def write(self, s):
-        if s.startswith(("precision: ", "fast path: ")):
-            if s not in self.seen:
-                self.seen.add(s)
-                sys.stdout.write(s if s.endswith("\n") else s + "\n")
-            self._after_precision = not s.endswith("\n")
-            return len(s)
-        if self._after_precision and s == "\n":
-            self._after_precision = False
-            return len(s)
-        self._after_precision = False
-        return self.err.write(s)
-
-    def flush(self):
-        self.err.flush()
-
-
 def train_live(config, workdir, until: int, train_data=None, val_data=None, plot: Optional[LiveLossPlot] = None,
                progress: Optional[bool] = None, samples_every: int = 0, samples_per_class: int = 4,
                idle_minutes: Optional[float] = None) -> list:
-    """Train the run in ``workdir`` until it has ``until`` whole epochs, one :func:`pcnn.train.train`
-    call per epoch (``resume=True`` once a ``last.pt`` exists), redrawing ``plot`` from
-    ``metrics.jsonl`` after each. Returns the full history; a run already there is continued
-    (nothing is trained when it has ``until`` epochs), never replaced.
+    """Train the run in ``workdir`` until it has ``until`` whole epochs: one :func:`pcnn.train.train`
+    call for the whole run (``resume=True`` once a ``last.pt`` exists), whose per-epoch callbacks
+    redraw ``plot`` from ``metrics.jsonl`` and show samples. Returns the full history; a run already
+    there is continued (nothing is trained when it has ``until`` epochs), never replaced.
 
-    Each call continues exactly from ``workdir/last.pt``; only ``epochs`` changes between calls,
-    so the run equals one uninterrupted run, also across a restarted kernel or a new runtime.
+    One trainer per run: the loss is compiled once (``compile=auto`` on a GPU), and the
+    precision and fast-path lines are shown once, on stdout (:func:`pcnn.logs.show`). Each call
+    continues exactly from ``workdir/last.pt``; only ``epochs`` differs between calls, so the run
+    equals one uninterrupted run, also across a restarted kernel or a new runtime.
     ``samples_every`` > 0: after every such epoch, a same-noise grid of ``samples_per_class`` per
-    class from the export is saved as ``samples/epoch_<e>.png`` and shown. A lock left by another
-    host (a recycled runtime) is taken over when the run's files have been idle ``idle_minutes``
-    (default 3 x ``checkpoint_minutes``; :func:`pcnn.workdir.break_idle_lock`). An interrupted
-    kernel stops the trainer after its batch (it evaluates, exports and saves ``last.pt``); this
-    then raises ``KeyboardInterrupt``, so Run all stops there as an interrupt should.
+    class (from the export when validation ran at that epoch, else from the EMA weights) is saved
+    as ``samples/epoch_<e>.png`` and shown. A lock left by another host (a recycled runtime) is
+    taken over when the run's files have been idle ``idle_minutes`` (default 3 x
+    ``checkpoint_minutes``; :func:`pcnn.workdir.break_idle_lock`). An interrupted kernel stops the
+    trainer after its batch (it evaluates, exports and saves ``last.pt``); this then raises
+    ``KeyboardInterrupt``, so Run all stops there as an interrupt should.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     workdir = Path(workdir)
     progress = show_progress() if progress is None else progress
+    logs.show("stdout")  # the trainer logs; a notebook paints stderr red
     note = break_idle_lock(workdir, idle_minutes if idle_minutes is not None else 3 * cfg.checkpoint_minutes)
     if note:
         print(note)
     done = completed_epochs(workdir)
     if done >= until:
         print(f"{show_path(workdir)} already has {done} epoch(s) (target {until}): nothing to train")
-    elif done:
+        return read_metrics(workdir)
+    if done:
         print(f"resuming {show_path(workdir)} after epoch {done}")
-    seen: set = set()
-    sample_handle = None
-    for e in range(done + 1, until + 1):
-        with warnings.catch_warnings(), contextlib.redirect_stderr(_PrecisionOnce(sys.stderr, seen)):
-            warnings.filterwarnings("ignore", message=r"resuming with changed settings \['epochs'\]$")
-            rows = train(dataclasses.replace(cfg, epochs=e), workdir, train_data=train_data, val_data=val_data,
-                         resume=(workdir / "last.pt").exists(), progress=progress)
-        if plot is not None:
-            plot.update(workdir)
-        if rows and rows[-1].get("partial"):   # the kernel was interrupted (or a SIGTERM): the trainer saved last.pt
-            raise KeyboardInterrupt(f"training stopped inside epoch {e}; last.pt is saved: run this cell again "
-                                    "(or Run all) to resume")
-        if samples_every and e % samples_every == 0 and (workdir / "model.safetensors").is_file():
-            _, grid = save_epoch_samples(workdir, e, samples_per_class)
-            import matplotlib.pyplot as plt
-            fig = show_grid(grid, title=f"samples after epoch {e} (export, seed 0)", width=None)
-            if sample_handle is None:
-                sample_handle = display_handle(fig)
-            else:
-                sample_handle.update(fig)
-            plt.close(fig)
+    callbacks = []
+    if plot is not None:
+        callbacks.append(lambda ev: plot.update(ev.workdir))
+    if samples_every:
+        callbacks.append(_EpochSamples(samples_every, samples_per_class))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"resuming with changed settings \['epochs'\]$")
+        rows = train(dataclasses.replace(cfg, epochs=until), workdir, train_data=train_data, val_data=val_data,
+                     resume=(workdir / "last.pt").exists(), progress=progress, callbacks=callbacks)
+    if rows and rows[-1].get("partial"):   # the kernel was interrupted (or a SIGTERM): the trainer saved last.pt
+        raise KeyboardInterrupt(f"training stopped inside epoch {rows[-1]['epoch']}; last.pt is saved: run this "
+                                "cell again (or Run all) to resume")
     return read_metrics(workdir)
+
+
+class _EpochSamples:
+    """The per-epoch callback of :func:`train_live` that saves and shows a same-noise grid every
+    ``every`` epochs, updating one output in place."""
+
+    def __init__(self, every: int, per_class: int):
+        self.every, self.per_class, self.handle = every, per_class, None
+
+    def __call__(self, ev) -> None:
+        if ev.epoch % self.every:
+            return
+        if ev.exported:  # validation ran: the export is what the run would hand out now
+            _, grid = save_epoch_samples(ev.workdir, ev.epoch, self.per_class)
+            what = "export"
+        else:
+            grid = same_noise_grid(ev.model, per_class=self.per_class, seed=0, scale=2)
+            save_png(grid, Path(ev.workdir) / "samples" / f"epoch_{ev.epoch:03d}.png")
+            what = f"{'EMA' if ev.weights == 'ema' else 'raw'} weights"
+        import matplotlib.pyplot as plt  # only when samples are shown
+        fig = show_grid(grid, title=f"samples after epoch {ev.epoch} ({what}, seed 0)", width=None)
+        if self.handle is None:
+            self.handle = display_handle(fig)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)
 
 
 def save_epoch_samples(workdir, epoch: int, per_class: int = 4, seed: int = 0) -> tuple:

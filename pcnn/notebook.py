@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import sys
 import warnings
@@ -35,7 +36,7 @@ from .data import DataError, verify
 from .download import download as download_data
 from .paths import DATA_ENV_VAR as ENV_VAR
 from .paths import preset_path
-from .precision import resolve_device
+from .precision import cuda_compile_problem, cuda_precision, resolve_device
 from .train import TrainConfig, read_metrics, train
 from .workdir import RUN_FILES, WorkdirLock
 
@@ -74,9 +75,13 @@ def gpu_report(env: Optional[str] = None, dev: Optional[torch.device] = None) ->
     dev = dev or device()
     if dev.type == "cuda":
         p = torch.cuda.get_device_properties(dev)
-        bf16 = torch.cuda.is_bf16_supported()
+        precision, _ = cuda_precision(dev)
+        problem = cuda_compile_problem(dev)
+        compiled = (f"no compiling ({problem})" if problem else
+                    "the training loss compiled once per run when the run is long enough (compile=auto)")
         return (f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, compute capability {p.major}.{p.minor}; "
-                f"training runs in {'bf16' if bf16 else 'fp16 with a gradient scaler'} (amp=auto)")
+                f"training runs in {'bf16' if precision == 'bf16' else 'fp16 with a gradient scaler'} (amp=auto), "
+                f"{compiled}")
     how = {"colab": "Runtime > Change runtime type > a GPU (T4 on the free tier), then run all again",
            "kaggle": "Settings > Accelerator > GPU, then run all again"}.get(env, "run it on a machine with CUDA")
     return f"no GPU: training runs on the CPU, minutes per epoch even for the small presets; for a GPU: {how}"
@@ -286,10 +291,16 @@ def _quiet(on: bool = True):
     if not on:
         yield
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with contextlib.redirect_stderr(io.StringIO()):
-            yield
+    logger = logging.getLogger("pcnn")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the trainer's precision / fast-path lines
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+    finally:
+        logger.setLevel(level)
 
 
 def find_runs(*roots) -> list:

@@ -9,7 +9,12 @@ bf16's 8-bit mantissa resolves about 25 nats there; see
 
 ``amp="auto"`` resolves as follows (:func:`resolve_amp`):
 
-* CUDA: bf16 where the GPU supports it, else fp16 (with a grad scaler).
+* CUDA: bf16 only where the GPU computes it natively (compute capability 8.0 and up: A100,
+  L4, H100, ...), else fp16 with a grad scaler (T4 sm_75, V100 sm_70, P100 sm_60).
+  :func:`cuda_precision` is the one rule; everything that decides or prints a GPU's precision
+  asks it. ``torch.cuda.is_bf16_supported()`` alone is not that rule: since torch 2.3 it is
+  True on any GPU that can *emulate* bf16, which on a T4 is slow and makes inductor skip the
+  graph (pytorch#118122), so it is asked with ``including_emulation=False``.
 * CPU: bf16 when the CPU has bf16 instructions (the ``amx_bf16`` or
   ``avx512_bf16`` flags in ``/proc/cpuinfo``) **and** a short timing probe
   (:func:`probe_cpu_bf16`: forward + backward of a model-shaped convolution in
@@ -170,11 +175,38 @@ def cpu_bf16_speedup(use_cache: bool = True) -> float:
     return result["speedup"]
 
 
+def cuda_capability(device=None) -> tuple:
+    """``(major, minor)`` compute capability of a CUDA device (``torch.cuda.get_device_capability``)."""
+    return tuple(torch.cuda.get_device_capability(device))
+
+
+def cuda_native_bf16(device=None) -> bool:
+    """Whether the GPU computes bf16 natively (not by emulation): sm_80 and up.
+
+    Asks ``torch.cuda.is_bf16_supported(including_emulation=False)`` where torch has the
+    argument (2.4 and later) and the compute capability where it does not."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.4: no emulation argument; the capability decides
+        return cuda_capability(device) >= (8, 0)
+
+
+def cuda_precision(device=None) -> tuple:
+    """The one rule for a GPU's automatic precision: ``(precision, reason)``, bf16 where the GPU
+    has it natively, else fp16 with the gradient scaler (see the module docstring)."""
+    major, minor = cuda_capability(device)
+    name = torch.cuda.get_device_name(device)
+    if cuda_native_bf16(device):
+        return "bf16", f"{name} (sm_{major}{minor}) computes bf16 natively"
+    return "fp16", (f"{name} (sm_{major}{minor}) has no native bf16 (emulated bf16 is slow and not compiled), "
+                    "so fp16 with a gradient scaler")
+
+
 def resolve_amp(mode: str, device) -> AmpChoice:
     """Resolve a ``TrainConfig.amp`` value on ``device`` (see the module docstring).
 
     Raises ``ValueError`` for an unknown mode, for fp16 on CPU and for bf16 on a
-    GPU that does not support it.
+    GPU without native bf16.
     """
     if mode not in AMP_MODES:
         raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {mode!r}")
@@ -182,12 +214,12 @@ def resolve_amp(mode: str, device) -> AmpChoice:
     if mode == "off":
         return AmpChoice(mode, "fp32", "amp=off")
     if dev.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if mode == "bf16" and not bf16_ok:
-            raise ValueError("amp=bf16 but this GPU does not support bf16; use amp=fp16 or auto")
+        precision, reason = cuda_precision(dev)
+        if mode == "bf16" and precision != "bf16":
+            raise ValueError(f"amp=bf16 but {reason.split(' (emulated')[0]}: bf16 would be emulated (slow, and "
+                             "torch.compile skips it); use amp=fp16 or auto")
         if mode == "auto":
-            return AmpChoice(mode, "bf16" if bf16_ok else "fp16",
-                             f"CUDA {'supports' if bf16_ok else 'lacks'} bf16")
+            return AmpChoice(mode, precision, reason)
         return AmpChoice(mode, mode, f"amp={mode}")
     if dev.type != "cpu":
         if mode == "auto":
@@ -254,6 +286,24 @@ def compile_supported() -> bool:
         return False
 
 
+#: Inductor generates GPU kernels with Triton, which needs compute capability 7.0 or newer.
+TRITON_MIN_CAPABILITY = (7, 0)
+
+
+def cuda_compile_problem(device=None) -> Optional[str]:
+    """None when inductor can compile for this GPU, else one sentence saying why it cannot
+    (a GPU older than sm_70, such as Kaggle's P100, or no Triton installed)."""
+    major, minor = cuda_capability(device)
+    if (major, minor) < TRITON_MIN_CAPABILITY:
+        return (f"{torch.cuda.get_device_name(device)} (sm_{major}{minor}) is older than sm_70, which Triton "
+                "(inductor's GPU code generator) needs")
+    try:
+        import triton  # noqa: F401  (optional: only CUDA builds of torch bring it)
+    except ImportError:
+        return "Triton (inductor's GPU code generator) is not installed"
+    return None
+
+
 def resolve_scoring_compile(mode: str, device) -> str:
     """A scoring ``compile`` value on ``device`` -> the mode that runs (see :data:`SCORING_COMPILE_MODES`).
 
@@ -275,6 +325,11 @@ def resolve_scoring_compile(mode: str, device) -> str:
         warnings.warn(f"torch.compile is not supported here (Python {sys.version.split()[0]}, torch "
                       f"{torch.__version__}); scoring eagerly", RuntimeWarning, stacklevel=3)
         mode = "off"
+    if mode != "off" and dev.type == "cuda":
+        problem = cuda_compile_problem(dev)
+        if problem:
+            warnings.warn(f"compile={mode}: {problem}; scoring eagerly", RuntimeWarning, stacklevel=3)
+            mode = "off"
     return mode
 
 

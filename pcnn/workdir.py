@@ -14,6 +14,7 @@ another host only when none of the run's files has changed for a given time.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -21,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Optional
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = "train.lock"
 #: Files a run writes that hold results; a workdir with any of them is "a run".
@@ -168,8 +171,8 @@ class WorkdirLock:
                 aside.unlink()
                 continue
             aside.unlink()
-            print(f"note: removed a stale lock {self.path}: {self._describe(info)} is no longer running "
-                  "(killed or crashed); this run takes the workdir over", file=sys.stderr)
+            log.warning(f"note: removed a stale lock {self.path}: {self._describe(info)} is no longer running "
+                        "(killed or crashed); this run takes the workdir over")
         if self._create():
             return self
         info, _ = self._read()
@@ -265,4 +268,4 @@ def claim_for_run(workdir, resume: bool, overwrite: bool) -> None:
         for n in removed:
             (workdir / n).unlink()
         if found:
-            print(f"note: --overwrite: removed the earlier run in {workdir} ({', '.join(removed)})", file=sys.stderr)
+            log.warning(f"note: --overwrite: removed the earlier run in {workdir} ({', '.join(removed)})")

@@ -76,3 +76,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+#: What torch's device queries answer on the GPUs students and we get (name, compute capability,
+#: memory in GiB). bf16 is native from sm_80; torch >= 2.3 says is_bf16_supported() is True on
+#: all of them unless asked with including_emulation=False.
+GPUS = {
+    "T4": ("Tesla T4", (7, 5), 15),
+    "P100": ("Tesla P100-PCIE-16GB", (6, 0), 16),
+    "A100": ("NVIDIA A100-SXM4-40GB", (8, 0), 40),
+    "H200": ("NVIDIA H200", (9, 0), 140),
+}
+
+
+def patch_gpu(monkeypatch, which: str):
+    """Make torch.cuda's device queries answer as ``which`` (a key of GPUS) would, on this CPU
+    machine: only the queries, no kernels (nothing may run on the fake device)."""
+    import types
+    name, cap, gib = GPUS[which]
+    native = cap >= (8, 0)
+
+    def is_bf16_supported(including_emulation: bool = True):
+        return True if including_emulation else native
+    props = types.SimpleNamespace(name=name, major=cap[0], minor=cap[1], total_memory=gib * 2 ** 30,
+                                  multi_processor_count=40)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cap)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    return name
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """``fake_gpu("T4")``: torch's device queries answer as that GPU's would (see :func:`patch_gpu`)."""
+    return lambda which: patch_gpu(monkeypatch, which)

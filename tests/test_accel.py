@@ -42,7 +42,8 @@ def test_fast_path_settings_parse_and_round_trip():
         TrainConfig(check_every=5, fused_optimizer=False)
 
 
-def test_auto_choice_per_device():
+def test_auto_choice_per_device(fake_gpu):
+    fake_gpu("H200")
     cfg = TrainConfig()
     assert resolve_fast_path(cfg, "cpu") == FastPath("off", False, False, False, 1)  # today's CPU trainer
     assert resolve_fast_path(cfg, "cuda") == FastPath("reduce-overhead", True, True, True, accel.CUDA_CHECK_EVERY)
@@ -57,7 +58,8 @@ def test_auto_choice_per_device():
     assert "check_every=4" in FastPath("off", False, True, False, 4).describe()
 
 
-def test_fallbacks_warn_and_say_what_runs(monkeypatch):
+def test_fallbacks_warn_and_say_what_runs(monkeypatch, fake_gpu):
+    fake_gpu("T4")
     with pytest.warns(RuntimeWarning, match="reduce-overhead needs CUDA graphs.*mode=default"):
         assert resolve_fast_path(TrainConfig(compile="reduce-overhead"), "cpu").compile == "default"
     monkeypatch.setattr(accel, "compile_supported", lambda: False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "pcnn"
-CORE = {"config", "layers", "fusion", "model", "likelihood", "classify", "sample", "fast_sample", "guidance",
+CORE = {"logs", "config", "layers", "fusion", "model", "likelihood", "classify", "sample", "fast_sample", "guidance",
         "checkpoint", "paths", "precision", "grids", "evidence", "__init__"}
 FACES = {"notebook", "live", "widgets", "cli", "__main__"}
 

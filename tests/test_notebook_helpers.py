@@ -239,29 +239,16 @@ def test_train_live_continues_and_clear_run_is_the_only_deletion(tmp_path, capsy
     assert nb.completed_epochs(wd) == 0 and not (wd / "last.pt").exists()
 
 
-def test_precision_line_once_on_stdout(capsys):
-    import io
-    import sys
-    err = io.StringIO()
-    stream = live._PrecisionOnce(err, set())
-    for _ in range(2):                                          # two train() calls print it twice
-        print("precision: fp32 (amp=auto: no bf16)", file=stream)
-    print("a warning", file=stream)
-    assert capsys.readouterr().out == "precision: fp32 (amp=auto: no bf16)\n"
-    assert err.getvalue() == "a warning\n"
-    assert sys.stderr is not stream
-
-
 def test_train_live_stops_run_all_after_an_interrupt(tmp_path, monkeypatch):
     calls = []
 
     def fake_train(cfg, workdir, **kw):
         calls.append(cfg.epochs)
-        return [{"epoch": cfg.epochs, "partial": True}]        # what the trainer returns after a SIGINT
+        return [{"epoch": 2, "partial": True}]                 # what the trainer returns after a SIGINT in epoch 2
     monkeypatch.setattr(live, "train", fake_train)
-    with pytest.raises(KeyboardInterrupt, match="stopped inside epoch 1; last.pt is saved"):
+    with pytest.raises(KeyboardInterrupt, match="stopped inside epoch 2; last.pt is saved"):
         live.train_live(nb.tiny_train_config(), tmp_path / "run", until=3, train_data=None, progress=False)
-    assert calls == [1]                                          # no further epoch after the interrupt
+    assert calls == [3]                                          # one trainer for the whole run
 
 
 RESUME_SCRIPT = """

@@ -7,7 +7,13 @@ whose ``"auto"`` is resolved here per device by :func:`resolve_fast_path`:
 * ``compile``: :func:`torch.compile` of the whole training loss (network + likelihood), so
   inductor fuses the elementwise work (concat-ELU, gates, dropout, weight norm and its
   casts) into few kernels; ``"reduce-overhead"`` also replays the step as CUDA graphs.
-  ``auto``: reduce-overhead on CUDA, off on CPU (where it gave 2-4 %, benchmarks/README.md).
+  ``auto``: reduce-overhead on CUDA, off on CPU (where it gave 2-4 %, benchmarks/README.md),
+  and off where it can only cost: a GPU inductor cannot compile for (below sm_70, e.g. a P100:
+  :func:`pcnn.precision.cuda_compile_problem`) and a run too short to repay the compilation
+  (:func:`worth_compiling`). The loss is compiled once per run (one :class:`LossFunction` per
+  trainer); the first :data:`COMPILE_PROBE_STEPS` steps run under a fallback
+  (:meth:`FastSteps._loss_and_grads`) and the compiler's cache lives beside the run
+  (:func:`compile_cache_dir`), so a new runtime reuses it.
   Weight norm is already computed once per convolution per step (each convolution runs
   once per forward); compiling fuses it with its cast instead of caching anything, so the
   maths stays that of the eager model.
@@ -31,22 +37,40 @@ On a CPU every ``auto`` keeps the behaviour the CPU trainer had before, bit for 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from ..data import augment, to_float
-from ..precision import compile_supported
+from ..precision import compile_supported, cuda_compile_problem
 from .config import TrainConfig, lr_at
 from .objective import grad_norm, training_loss
 from .state import TrainingStopped
 
+log = logging.getLogger(__name__)
+
 #: ``check_every`` chosen by ``auto`` on CUDA: one host read per 50 steps (a few seconds of training).
 CUDA_CHECK_EVERY = 50
+#: ``compile=auto`` compiles only a run with at least this many optimizer steps left. An
+#: estimate, not a GPU measurement: a cold compile of the loss (forward and backward) took
+#: 82 s on this project's 2-core CPU host (benchmarks/README.md) and a Colab host has 2 vCPUs
+#: too; the eager step of the 1/40/5 model at batch 64 took 49 ms on an H200
+#: (results/gpu/h200_issue26.json), so even a compiled step twice as fast saves about 25 ms,
+#: and some 3,000 steps repay the compile. 2,000 leaves room for a slower GPU, where a step
+#: saves more.
+COMPILE_MIN_STEPS = 2000
+#: The same with a warm compile cache beside the run (a second runtime): 8 s measured warm.
+COMPILE_MIN_STEPS_WARM = 300
+#: The first this many compiled steps run under the fallback: CUDA graph trees record the
+#: graph at the second or third call, so a failure can come after the first step.
+COMPILE_PROBE_STEPS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +81,7 @@ class FastPath:
     fused: bool           # fused=True optimizer
     device_data: bool     # training split on the device, batches gathered and flipped there
     check_every: int      # host reads of the finite flags every this many steps (1 = every step)
+    note: str = ""        # why compile=auto resolved to off (empty when it did not or was not auto)
 
     @property
     def deferred(self) -> bool:
@@ -64,7 +89,8 @@ class FastPath:
         return self.check_every > 1
 
     def describe(self) -> str:
-        return (f"compile={self.compile}, channels_last={self.channels_last}, fused_optimizer={self.fused}, "
+        note = f" ({self.note})" if self.note else ""
+        return (f"compile={self.compile}{note}, channels_last={self.channels_last}, fused_optimizer={self.fused}, "
                 f"device_data={self.device_data}, check_every={self.check_every}")
 
 
@@ -82,10 +108,16 @@ def resolve_fast_path(cfg: TrainConfig, device, world: int = 1) -> FastPath:
     """
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    mode = cfg.compile
+    mode, note = cfg.compile, ""
+    problem = cuda_compile_problem(dev) if cuda and mode != "off" else None
     if mode == "auto":
         # DDP + CUDA graphs is not measured here; keep such runs eager.
         mode = "reduce-overhead" if cuda and world == 1 else "off"
+        if mode != "off" and problem:
+            mode, note, problem = "off", f"auto: {problem}", None
+    if problem and mode != "off":
+        _fallback(f"compile={mode}: {problem}; training eagerly")
+        mode = "off"
     if mode == "reduce-overhead" and not cuda:
         _fallback(f"compile=reduce-overhead needs CUDA graphs, which {dev.type} does not have; "
                   "compiling with mode=default instead")
@@ -108,7 +140,49 @@ def resolve_fast_path(cfg: TrainConfig, device, world: int = 1) -> FastPath:
         _fallback(f"check_every={check_every} needs the fused optimizer, which {dev.type} lacks; "
                   "checking every step")
         check_every = 1
-    return FastPath(mode, bool(channels_last), bool(fused), bool(device_data), int(check_every))
+    return FastPath(mode, bool(channels_last), bool(fused), bool(device_data), int(check_every), note)
+
+
+def compile_cache_dir(workdir) -> Path:
+    """The folder beside the run where inductor keeps its compiled kernels (``compile_cache/``
+    in ``workdir``), so that a new runtime with the run on Drive or in Kaggle's working folder
+    compiles from a warm cache."""
+    return Path(workdir) / "compile_cache"
+
+
+def use_compile_cache(workdir) -> Optional[Path]:
+    """Point inductor's (and Triton's) cache at :func:`compile_cache_dir` unless the user set
+    ``TORCHINDUCTOR_CACHE_DIR``; returns the folder in use, None when the user's is kept.
+    Inductor reads the variable at each use, so setting it before the first compile is enough."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return None
+    cache = compile_cache_dir(workdir)
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache.resolve())
+    os.environ.setdefault("TRITON_CACHE_DIR", str((cache / "triton").resolve()))
+    return cache
+
+
+def cache_is_warm(workdir) -> bool:
+    """Whether :func:`compile_cache_dir` already holds compiled graphs (an earlier runtime's)."""
+    cache = compile_cache_dir(workdir)
+    return cache.is_dir() and any(p.is_file() for p in cache.rglob("*"))
+
+
+def worth_compiling(fast: FastPath, cfg: TrainConfig, steps_left: int, warm: bool = False) -> FastPath:
+    """``fast`` with compile turned off when ``compile=auto`` chose to compile but the run has
+    fewer than :data:`COMPILE_MIN_STEPS` steps left (:data:`COMPILE_MIN_STEPS_WARM` with a warm
+    cache): such a run spends more time compiling than compiling saves. An explicit compile
+    setting is kept."""
+    if cfg.compile != "auto" or fast.compile == "off":
+        return fast
+    need = COMPILE_MIN_STEPS_WARM if warm else COMPILE_MIN_STEPS
+    if steps_left >= need:
+        return fast
+    cache = "a warm" if warm else "a cold"
+    return dataclasses.replace(fast, compile="off", note=(
+        f"auto: {steps_left:,} steps left, fewer than the {need:,} estimated to repay {cache} compile; "
+        "set compile=reduce-overhead to compile anyway"))
 
 
 def make_optimizer(cfg: TrainConfig, params, fast: FastPath, device) -> torch.optim.Optimizer:
@@ -123,13 +197,16 @@ def make_optimizer(cfg: TrainConfig, params, fast: FastPath, device) -> torch.op
 
 
 class LossFunction:
-    """``training_loss(net, x, y, mc, disc_weight)``, eager or compiled by ``mode``.
+    """``training_loss(net, x, y, mc, disc_weight)``, eager or compiled by ``mode``; one per run.
 
-    The first compiled call is timed and printed once (compilation happens there); if it
-    fails (no C++ compiler, an unsupported platform) a ``RuntimeWarning`` says so and the run
-    continues eagerly from the same inputs. Shapes never change during a run (the trainer
-    drops the last partial batch, and evaluation runs the uncompiled model), so it compiles
-    once.
+    The first compiled call is timed and logged once (compilation happens there). The trainer
+    runs the first :data:`COMPILE_PROBE_STEPS` compiled steps under a fallback
+    (:meth:`FastSteps._loss_and_grads`): a failure anywhere in forward or backward (the
+    backward compiles during the first backward; CUDA graphs are recorded at a later call),
+    or a non-finite loss or gradient that the eager loss does not give on the same batch,
+    makes :meth:`fall_back` switch to the eager loss for the rest of the run with one
+    warning. Shapes never change during a run (the trainer drops the last partial batch, and
+    evaluation runs the uncompiled model), so it compiles once.
     """
 
     def __init__(self, net, mc, disc_weight: float, mode: str = "off", announce: bool = True):
@@ -141,6 +218,19 @@ class LossFunction:
         self.eager = loss
         self.fn = loss if mode == "off" else torch.compile(loss, mode=mode)
         self._first = mode != "off"
+        self.probe_left = COMPILE_PROBE_STEPS if mode != "off" else 0
+        self.fallback_reason: Optional[str] = None
+
+    @property
+    def probing(self) -> bool:
+        """Whether the current step still runs under the compile fallback."""
+        return self.mode != "off" and self.probe_left > 0
+
+    def fall_back(self, why: str) -> None:
+        """Use the eager loss for the rest of the run; one ``RuntimeWarning`` says why."""
+        self.fallback_reason = f"torch.compile(mode={self.mode}) {why}"
+        _fallback(f"{self.fallback_reason}; training eagerly for the rest of the run")
+        self.fn, self.mode, self.probe_left = self.eager, "off", 0
 
     def __call__(self, x, y):
         if self.mode == "reduce-overhead":  # a new iteration: CUDA graph trees may reuse the last one's memory
@@ -149,18 +239,17 @@ class LossFunction:
             return self.fn(x, y)
         self._first = False
         t0 = time.perf_counter()
-        try:
-            out = self.fn(x, y)
-        except Exception as e:  # compilation failed: the eager loss computes the same thing
-            first = (str(e).strip().splitlines() or [""])[0][:300]
-            _fallback(f"torch.compile(mode={self.mode}) failed ({type(e).__name__}: {first}); training eagerly")
-            self.fn, self.mode = self.eager, "off"
-            return self.eager(x, y)
+        out = self.fn(x, y)
         self.compile_seconds = time.perf_counter() - t0
         if self.announce:
-            print(f"compile: torch.compile(mode={self.mode}) of the training loss took {self.compile_seconds:.1f} s "
-                  "(first forward; the backward compiles during the first backward)", file=sys.stderr)
+            log.info(f"compile: torch.compile(mode={self.mode}) of the training loss took {self.compile_seconds:.1f} s "
+                     "(first forward; the backward compiles during the first backward)")
         return out
+
+
+def first_line(e: BaseException) -> str:
+    """``"TypeName: first line of the message"`` (300 characters at most), for a one-line warning."""
+    return f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0][:300]
 
 
 def to_device_async(t: torch.Tensor, device) -> torch.Tensor:
@@ -262,21 +351,51 @@ class FastSteps:
             else:
                 g["lr"] = lr
 
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, fn=None):
+        """Forward under the run's autocast and backward (scaled when fp16) into fresh gradients;
+        returns ``(loss, bpd)``. ``fn``: the loss to run (default the run's, maybe compiled)."""
+        dev = self.dist.device
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss, bpd = (fn or self.loss_fn)(x, y)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return loss, bpd
+
+    def _loss_and_grads(self, x: torch.Tensor, y: torch.Tensor):
+        """:meth:`_forward_backward`, with the first compiled steps under the compile fallback.
+
+        While :attr:`LossFunction.probing`: an exception in the compiled forward or backward
+        (compilation, CUDA graph capture) reruns the step eagerly and keeps the run eager; a
+        non-finite loss or gradient is checked against the eager loss on the same batch
+        (one extra eager step), and if eager is finite the run keeps the eager result and stays
+        eager (pytorch#169082 reports silent NaNs under reduce-overhead). The optimizer is not
+        compiled and runs after this, as in an eager run."""
+        lf = self.loss_fn
+        if not lf.probing:
+            return self._forward_backward(x, y)
+        try:
+            loss, bpd = self._forward_backward(x, y)
+        except Exception as e:  # the eager loss computes the same thing
+            lf.fall_back(f"failed ({first_line(e)})")
+            return self._forward_backward(x, y, lf.eager)
+        lf.probe_left -= 1
+        if bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm(self.params))):
+            return loss, bpd
+        e_loss, e_bpd = self._forward_backward(x, y, lf.eager)
+        if bool(torch.isfinite(e_loss.detach()) & torch.isfinite(grad_norm(self.params))):
+            lf.fall_back("gave a non-finite loss or gradient where the eager loss did not on the same batch")
+        return e_loss, e_bpd  # both non-finite: the step is skipped as any bad step is
+
     def _deferred_step(self, x: torch.Tensor, y: torch.Tensor):
         """One optimizer step with no host sync: a non-finite loss or gradient skips the update on
         the device; the counters are read back by :meth:`_read_checks`."""
         cfg, dev = self.cfg, self.dist.device
         if self.checks is None:
             self.checks = DeferredChecks(self.step, self.bad_in_row, dev)
-        self.net.train()
-        with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            loss, bpd = self.loss_fn(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
+        loss, bpd = self._loss_and_grads(x, y)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)  # records the overflow flag update() needs
-        else:
-            loss.backward()
         gnorm = (torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip) if cfg.grad_clip > 0
                  else grad_norm(self.params))
         loss_bad = ~torch.isfinite(loss.detach())

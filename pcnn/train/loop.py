@@ -11,9 +11,9 @@ over 400 lines because it is one class whose methods share the run's state.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -30,7 +30,9 @@ from ..data import augment, load_split, to_float
 from ..model import PixelCNNpp
 from ..precision import resolve_amp
 from ..workdir import WorkdirError, WorkdirLock, claim_for_run
-from .accel import DeviceData, FastSteps, LossFunction, make_optimizer, resolve_fast_path
+from .accel import DeviceData, FastSteps, LossFunction, cache_is_warm, make_optimizer, resolve_fast_path
+from .accel import use_compile_cache, worth_compiling
+from .callbacks import EpochEnd, check_callbacks, run_callbacks
 from .config import TrainConfig, ema_decay_at, exports_ema, lr_at
 from .objective import evaluate, grad_norm, validation_objective
 from .distributed import DistContext
@@ -38,6 +40,8 @@ from .inputs import as_training_data
 from .metrics import METRIC_COLUMNS, MetricLoggers, write_metric_files
 from .state import RunState, TrainingStopped, where
 from .stop import StopOnSignal
+
+log = logging.getLogger(__name__)
 
 
 def _kept_note(workdir: Path, trainer) -> str:
@@ -55,7 +59,7 @@ def _kept_note(workdir: Path, trainer) -> str:
 
 
 def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
-          progress: bool = True, overwrite: bool = False) -> list:
+          progress: bool = True, overwrite: bool = False, callbacks=None) -> list:
     """Train a conditional PixelCNN++ and return the per-epoch history (list of metric dicts).
 
     ``config``: a :class:`TrainConfig` or its dict. ``train_data`` / ``val_data``: a
@@ -73,8 +77,15 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
     torchrun ``batch_size`` is global and every rank takes its slice of the same
     permutation, so N processes follow the single-process run; rank 0 evaluates and
     writes. The last incomplete batch of every epoch is dropped.
+
+    ``callbacks``: a callable or a sequence of them, each called with a
+    :class:`pcnn.train.callbacks.EpochEnd` after every whole epoch (on rank 0, after the row is
+    logged and ``last.pt`` saved); one returning a true value stops the run there. A face that
+    trains epoch by epoch (notebook 02's ``train_live``) passes its live plot and samples here
+    and calls ``train`` once per run, so the loss is compiled once.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    callbacks = check_callbacks(callbacks)
     workdir = Path(workdir)
     dist_ctx = DistContext()
     lock = trainer = None
@@ -92,7 +103,7 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
                 raise WorkdirError(first)
         if err is not None:
             raise err
-        trainer = Trainer(cfg, workdir, dist_ctx, train_data, val_data, resume, progress)
+        trainer = Trainer(cfg, workdir, dist_ctx, train_data, val_data, resume, progress, callbacks)
         return trainer.run()
     except DiskFullError as e:
         raise DiskFullError(e.path, kept=_kept_note(workdir, trainer)) from e
@@ -105,8 +116,10 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
 class Trainer(FastSteps, RunState):
     """One training run in ``workdir``: built by :func:`train`, which holds the workdir lock."""
 
-    def __init__(self, cfg: TrainConfig, workdir: Path, dist_ctx: DistContext, train_data, val_data, resume, progress):
+    def __init__(self, cfg: TrainConfig, workdir: Path, dist_ctx: DistContext, train_data, val_data, resume, progress,
+                 callbacks=()):
         self.cfg, self.workdir, self.dist = cfg, workdir, dist_ctx
+        self.callbacks = tuple(callbacks) if dist_ctx.main else ()
         self.progress = progress and dist_ctx.main
         if cfg.batch_size % dist_ctx.world:
             raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by the world size "
@@ -123,11 +136,12 @@ class Trainer(FastSteps, RunState):
         if resume and last.exists():
             self._load(last)
         elif resume and dist_ctx.main:
-            print(f"note: no {last} to resume from; starting a fresh run", file=sys.stderr)
+            log.warning(f"note: no {last} to resume from; starting a fresh run")
         self._set_lr()
+        self._build_loss()
         if dist_ctx.main:
-            print(f"precision: {self.amp.precision} (amp={cfg.amp}: {self.amp.reason})", file=sys.stderr)
-            print(f"fast path: {self.fast.describe()}", file=sys.stderr)
+            log.info(f"precision: {self.amp.precision} (amp={cfg.amp}: {self.amp.reason})")
+            log.info(f"fast path: {self.fast.describe()}")
             atomic_write(workdir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json() + "\n"))
             write_metric_files(workdir, self.history)
         self.loggers = MetricLoggers(cfg, workdir, dist_ctx.main)
@@ -199,6 +213,18 @@ class Trainer(FastSteps, RunState):
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             self.net = DDP(self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    def _build_loss(self) -> None:
+        """The run's one loss function, compiled or not: after a resume, because ``compile=auto``
+        compiles only when the steps left repay it (:func:`pcnn.train.accel.worth_compiling`)."""
+        cfg = self.cfg
+        left = (cfg.epochs - self.epoch) * self.steps_per_epoch - self.pos
+        if cfg.max_steps is not None:
+            left = min(left, cfg.max_steps - self.iteration)
+        if self.fast.compile != "off":
+            self.fast = worth_compiling(self.fast, cfg, max(left, 0), cache_is_warm(self.workdir))
+        if self.fast.compile != "off" and self.dist.main:
+            use_compile_cache(self.workdir)
         self.loss_fn = LossFunction(self.net, cfg.model, cfg.disc_weight, self.fast.compile, self.dist.main)
 
     def _reset_counters(self) -> None:
@@ -227,16 +253,9 @@ class Trainer(FastSteps, RunState):
         if self.fast.deferred:  # no host sync: pcnn.train.accel
             return self._deferred_step(x, y)
         cfg = self.cfg
-        self.net.train()
-        with torch.autocast(self.dist.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            loss, bpd = self.loss_fn(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
+        loss, bpd = self._loss_and_grads(x, y)   # pcnn.train.accel: the compile fallback lives there
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
         if cfg.grad_clip > 0:
             gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         else:
@@ -352,12 +371,28 @@ class Trainer(FastSteps, RunState):
                     if steps == 0:  # nothing happened since the (resumed) state: no row to log
                         break
                     self._end_epoch()
-                    if stopped:
+                    if stopped or self._callbacks_stop():
                         break
         finally:
             self.loggers.close()
         self.dist.barrier()
         return self.history
+
+    def _callbacks_stop(self) -> bool:
+        """Run the per-epoch callbacks after a whole epoch (:mod:`pcnn.train.callbacks`); True when
+        one asks the run to stop."""
+        row = self.history[-1] if self.history else None
+        if row is None or row.get("partial") or (not self.callbacks and self.dist.world == 1):
+            return False
+        event = EpochEnd(epoch=self.epoch, epochs=self.cfg.epochs, row=dict(row), history=list(self.history),
+                         workdir=self.workdir, model=self.ema_model if self.ema_model is not None else self.model,
+                         weights="ema" if self.ema_model is not None else "raw",
+                         exported=row.get("val_bpd") is not None)
+        stop = run_callbacks(self.callbacks, event)
+        if self.dist.world > 1:  # only rank 0 runs callbacks; every rank must stop at the same epoch
+            flag = torch.tensor(float(stop), device=self.dist.device)
+            stop = bool(self.dist.all_reduce(flag, dist.ReduceOp.MAX).item())
+        return stop
 
     def _step_cap_reached(self) -> bool:
         return self.cfg.max_steps is not None and self.iteration >= self.cfg.max_steps

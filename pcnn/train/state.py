@@ -1,7 +1,13 @@
 """The run state in ``last.pt``: everything an exact resume needs (weights, EMA, optimizer,
 grad scaler, counters, the epoch's permutation and position, every RNG state), written
 atomically and read back with ``torch.load(weights_only=True)``; the precision a run
-started in is kept on resume; non-finite weights are never saved."""
+started in is kept on resume on the same kind of device; non-finite weights are never saved.
+
+A run resumes on another device too (started on a CPU runtime, continued on a GPU, or back):
+the optimizer's device options (``fused``, ``foreach``, ``capturable``) are those of the device
+it resumes on, not those saved (:func:`device_optimizer_state`), the precision is the new
+device's choice, and the fp16 gradient scaler is created or dropped with it. Such a resume is
+not an exact continuation, and says so."""
 from __future__ import annotations
 
 import random
@@ -61,6 +67,31 @@ def legacy_amp(mode: str, device: torch.device) -> AmpChoice:
     if mode == "auto" and device.type != "cuda":
         return AmpChoice(mode, "fp32", "run started when amp=auto meant fp32 on CPU")
     return resolve_amp(mode, device)
+
+
+#: Optimizer options that belong to the device a run runs on, not to its state.
+DEVICE_OPTIONS = ("fused", "foreach", "capturable")
+
+
+def device_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """``saved`` (an optimizer ``state_dict``) with each group's device options and learning-rate
+    type taken from ``optimizer``, the one built for this device, before loading.
+
+    ``Optimizer.load_state_dict`` restores the saved groups' ``fused`` flag and places the
+    ``step`` counters by it; a state written on a CPU (``fused=None``, steps on the host)
+    loaded into a fused CUDA optimizer would make its deferred step fail (``found_inf`` given
+    to an unfused Adam). A tensor learning rate (deferred checks on a GPU) becomes a number;
+    the trainer sets each step's rate afterwards either way."""
+    groups = []
+    for old, cur in zip(saved["param_groups"], optimizer.param_groups):
+        g = dict(old)
+        for k in DEVICE_OPTIONS:
+            if k in cur or k in g:
+                g[k] = cur.get(k)
+        if torch.is_tensor(g.get("lr")):
+            g["lr"] = float(g["lr"])
+        groups.append(g)
+    return {**saved, "param_groups": groups}
 
 
 class RunState:
@@ -144,7 +175,7 @@ class RunState:
                 self.ema_model.load_state_dict(s["ema"])
             else:
                 self.ema_model.load_state_dict(self.model.state_dict())
-        self.optimizer.load_state_dict(s["optimizer"])
+        self.optimizer.load_state_dict(device_optimizer_state(s["optimizer"], self.optimizer))
         self._resume_amp(s, path)
         if self.scaler is not None and s["scaler"] is not None:
             self.scaler.load_state_dict(s["scaler"])
@@ -186,9 +217,11 @@ class RunState:
         self.scaler = torch.amp.GradScaler(self.dist.device.type) if choice.precision == "fp16" else None
 
     def _resume_amp(self, s: dict, path: Path) -> None:
-        """Keep the precision the run was trained in when ``amp`` is unchanged, even if this
-        machine would choose otherwise (``auto`` on another CPU): a run changes precision
-        only when its ``amp`` setting is changed."""
+        """Keep the precision the run was trained in when ``amp`` is unchanged and the run resumes
+        on the same kind of device, even if this machine would choose otherwise (``auto`` on
+        another CPU): a run changes precision only when its ``amp`` setting is changed. On another
+        kind of device (a CPU run continued on a GPU, or back) the device's own choice is used:
+        the saved one may not run there (fp16 on a CPU) or be emulated (bf16 on a T4)."""
         dev = self.dist.device
         if s.get("amp"):
             saved = AmpChoice.from_dict(s["amp"])
@@ -196,10 +229,21 @@ class RunState:
             saved = legacy_amp(TrainConfig.from_dict(s["config"]).amp, dev)
         if saved.mode != self.cfg.amp or saved.precision == self.amp.precision:
             return
+        saved_device = (s.get("runtime") or {}).get("device")
+        if saved_device is not None and saved_device != dev.type:
+            if self.dist.main:
+                warnings.warn(f"{path} was trained in {saved.precision} on {saved_device}; continuing on {dev.type} "
+                              f"in {self.amp.precision} ({self.amp.reason})")
+            return
         if saved.precision == "fp16" and dev.type == "cpu":
             if self.dist.main:
                 warnings.warn(f"{path} was trained in fp16 ({saved.reason}), which this CPU cannot run; "
                               f"continuing in {self.amp.precision} ({self.amp.reason})")
+            return
+        if dev.type == "cuda" and saved.precision == "bf16" and self.amp.precision == "fp16":
+            if self.dist.main:  # another GPU model: bf16 would be emulated here
+                warnings.warn(f"{path} was trained in bf16 ({saved.reason}), which this GPU only emulates; "
+                              f"continuing in fp16 ({self.amp.reason})")
             return
         if self.dist.main:
             warnings.warn(f"amp={self.cfg.amp} would choose {self.amp.precision} here ({self.amp.reason}), but "

@@ -10,10 +10,12 @@ evaluation itself is too slow to wait for. SIGKILL cannot be caught: ``last.pt``
 """
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 import threading
 from typing import Optional
+
+log = logging.getLogger(__name__)
 
 SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -27,7 +29,7 @@ class StopOnSignal:
     """
 
     def __init__(self, announce: bool = True):
-        self.announce = announce  # print a one-line note to stderr on the first signal
+        self.announce = announce  # log a one-line note on the first signal
         self.received: Optional[str] = None
         self._previous: dict = {}
 
@@ -44,9 +46,9 @@ class StopOnSignal:
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped at once")
         self.received = signal.Signals(signum).name
         if self.announce:
-            print(f"\n{self.received}: the run stops after this batch (the partial epoch is evaluated and "
-                  f"exported, last.pt saved; resume with --resume / resume=True). Send it again to stop at "
-                  f"once.", file=sys.stderr, flush=True)
+            log.warning(f"{self.received}: the run stops after this batch (the partial epoch is evaluated and "
+                        f"exported, last.pt saved; resume with --resume / resume=True). Send it again to stop at "
+                        f"once.")
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._previous.items():
