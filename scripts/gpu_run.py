@@ -49,6 +49,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -58,7 +59,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pcnn  # noqa: E402
-from pcnn.precision import describe_cpu, resolve_amp  # noqa: E402
+from pcnn import logs  # noqa: E402
+from pcnn.precision import cuda_compile_problem, cuda_native_bf16, cuda_precision, describe_cpu, resolve_amp  # noqa: E402
 from pcnn.sample import save_png  # noqa: E402
 from pcnn.train import TrainConfig, apply_overrides, train  # noqa: E402
 
@@ -79,7 +81,8 @@ def device_facts(device: torch.device) -> dict:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         facts.update(gpu=p.name, capability=f"{p.major}.{p.minor}", memory_gib=round(p.total_memory / 2 ** 30, 1),
-                     cuda=torch.version.cuda, bf16=torch.cuda.is_bf16_supported())
+                     cuda=torch.version.cuda, native_bf16=cuda_native_bf16(device),
+                     auto_precision=cuda_precision(device)[0], compile_problem=cuda_compile_problem(device))
     for mode in ("auto", "bf16", "fp16"):
         try:
             facts[f"amp_{mode}"] = resolve_amp(mode, device).to_dict()
@@ -266,6 +269,35 @@ def timed_training(cfg: TrainConfig, data_tensors, wd: Path, log: Path) -> dict:
             "last_row": hist[-1] if hist else None}
 
 
+def live_compile_check(device: torch.device, epochs: int, wd: Path, data_tensors=None,
+                       preset: Path = ROOT / "configs" / "starter.json", images: int = 512) -> dict:
+    """Notebook 02's ``train_live`` for ``epochs`` epochs of the starter-size network on the device
+    (the real training split when ``data_tensors`` is given, else ``images`` random ones), with dynamo's
+    counters read before and after: one trainer per run compiles its graphs once."""
+    from torch._dynamo.utils import counters
+    from pcnn import live
+    if data_tensors:
+        t = torch.load(data_tensors, map_location="cpu", weights_only=True)
+        data = (t["train"]["images"], t["train"]["labels"])
+        val = (t["validation"]["images"][:128], t["validation"]["labels"][:128])
+    else:
+        g = torch.Generator().manual_seed(0)
+        data = (torch.randint(0, 256, (images, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(images) % 4)
+        val = (data[0][:128], data[1][:128])
+    cfg = TrainConfig.from_dict({**json.loads(Path(preset).read_text()),
+                                 "compile": "reduce-overhead" if device.type == "cuda" else "default",
+                                 "val_every": 1, "checkpoint_minutes": 60.0})
+    torch._dynamo.reset()
+    counters.clear()
+    t = time.monotonic()
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        rows = live.train_live(cfg, wd, until=epochs, train_data=data, val_data=val, progress=False)
+    return {"epochs": len(rows), "seconds": time.monotonic() - t,
+            "unique_graphs": counters["stats"]["unique_graphs"],
+            "compile_lines": printed.getvalue().count("compile: torch.compile"),
+            "epoch_seconds": [r.get("seconds") for r in rows], "printed": printed.getvalue()[-3000:]}
+
+
 def run_bench(a, out: Path) -> dict:
     import bench_gpu  # benchmarks/bench_gpu.py (on sys.path above)
     argv = ["--device", a.device, "--sizes", *a.sizes, "--batches", *map(str, a.batches), "--rounds",
@@ -311,6 +343,9 @@ def main(argv=None) -> int:
                          "machine by itself: without it the bench has no starter rows)")
     ap.add_argument("--peak-size", type=int, default=None, help="matmul size of the bf16 peak")
     ap.add_argument("--no-bench", action="store_true", help="skip the benchmark")
+    ap.add_argument("--live-epochs", type=int, default=0,
+                    help="also run notebook 02's train_live for this many epochs of a small run and count "
+                         "its compilations (issue 33: one per run)")
     ap.add_argument("--tests-timeout", type=float, default=180.0)
     ap.add_argument("--samples-per-class", type=int, default=125)
     ap.add_argument("--pack-data", metavar="FILE", help="only write the train/validation tensors to FILE")
@@ -352,51 +387,63 @@ def main(argv=None) -> int:
         return 2
     cfg = TrainConfig.from_dict(apply_overrides(json.loads(Path(a.preset).read_text()), a.overrides))
     n_files = check_returned_count(export_bytes_estimate(cfg))  # before any time is spent
+    logs.show("stderr")  # the trainer's precision / fast path / compile lines land in train.log
     with tempfile.TemporaryDirectory() as tmp:
         keep, wd = Path(tmp) / "results", Path(tmp) / "run"
         keep.mkdir()
-        facts = device_facts(device)
-        facts["budget_minutes"], facts["returned_files_planned"] = a.budget_minutes, n_files
-        print(json.dumps(facts, indent=1), flush=True)
-        facts["tests_rc"] = run_device_tests(device, keep / "tests.log", a.tests_timeout)
-        print(f"device tests: rc {facts['tests_rc']} ({time.monotonic() - t0:.0f} s)", flush=True)
-        if not a.no_bench:
+        facts = {"budget_minutes": a.budget_minutes, "returned_files_planned": n_files, "errors": {}}
+        manifest = {"files": {}}
+
+        def stage(name, fn):
+            """Run one stage; an exception is recorded in device.json (``errors``), never lost."""
             try:
-                facts["bench"] = run_bench(a, keep)
-            except (Exception, SystemExit) as e:  # a failed benchmark must not cost the training run
-                facts["bench"] = f"failed: {type(e).__name__}: {e}"
-            print(f"bench: {facts['bench']} ({time.monotonic() - t0:.0f} s)", flush=True)
-        left = a.budget_minutes - a.reserve_minutes - (time.monotonic() - t0) / 60
-        minutes = min(left, a.minutes) if a.minutes else left
-        if minutes <= 0.05:
-            facts["training"] = f"skipped: {left:.2f} minutes left before the reserve"
-        else:
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), "max_minutes": round(minutes, 3)})
-            facts["training"] = timed_training(cfg, a.data_tensors, wd, keep / "train.log")
+                facts[name] = fn()
+            except (Exception, SystemExit) as e:  # later stages and the packing still run
+                facts[name] = f"failed: {type(e).__name__}: {e}"
+                facts["errors"][name] = traceback.format_exc()[-4000:]
+            print(f"{name}: {str(facts[name])[:300]} ({time.monotonic() - t0:.0f} s)", flush=True)
+
+        try:
+            stage("device_facts", lambda: facts.update(device_facts(device)) or "read")
+            stage("tests_rc", lambda: run_device_tests(device, keep / "tests.log", a.tests_timeout))
+            if not a.no_bench:
+                stage("bench", lambda: run_bench(a, keep))
+            if a.live_epochs:
+                stage("live", lambda: live_compile_check(device, a.live_epochs, Path(tmp) / "live", a.data_tensors))
+            left = a.budget_minutes - a.reserve_minutes - (time.monotonic() - t0) / 60
+            minutes = min(left, a.minutes) if a.minutes else left
+            if minutes <= 0.05:
+                facts["training"] = f"skipped: {left:.2f} minutes left before the reserve"
+            else:
+                run_cfg = TrainConfig.from_dict({**cfg.to_dict(), "max_minutes": round(minutes, 3)})
+                stage("training", lambda: timed_training(run_cfg, a.data_tensors, wd, keep / "train.log"))
             for name in ("metrics.jsonl", "config.json"):
                 if (wd / name).is_file():
                     (keep / name).write_text((wd / name).read_text())
-        manifest = {"files": {}}
-        best = wd / EXPORT
-        if best.is_file():
-            manifest["files"][EXPORT] = split_for_return(best, out)
-            manifest["best"] = pcnn.read_metadata(best)
-            t = time.monotonic()
-            model = pcnn.load(best).to(device)
-            torch.save(sample_set(model, a.samples_per_class), out / SAMPLES)
-            facts["sampling_s"] = time.monotonic() - t
-            manifest["files"][SAMPLES] = {"sha256": sha256(out / SAMPLES), "bytes": (out / SAMPLES).stat().st_size,
-                                          "files": [SAMPLES]}
-        facts["total_seconds"] = time.monotonic() - t0
-        (keep / "device.json").write_text(json.dumps(facts, indent=1, default=str))
-        (keep / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-        pack(keep, out / ARCHIVE)
+            best = wd / EXPORT
+            if best.is_file():
+                def export_and_sample():
+                    manifest["files"][EXPORT] = split_for_return(best, out)
+                    manifest["best"] = pcnn.read_metadata(best)
+                    t = time.monotonic()
+                    model = pcnn.load(best).to(device)
+                    torch.save(sample_set(model, a.samples_per_class), out / SAMPLES)
+                    manifest["files"][SAMPLES] = {"sha256": sha256(out / SAMPLES),
+                                                  "bytes": (out / SAMPLES).stat().st_size, "files": [SAMPLES]}
+                    return time.monotonic() - t
+                stage("sampling_s", export_and_sample)
+        finally:  # whatever finished comes back, with the errors of what did not
+            facts["total_seconds"] = time.monotonic() - t0
+            (keep / "device.json").write_text(json.dumps(facts, indent=1, default=str))
+            (keep / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            pack(keep, out / ARCHIVE)
     returned = sorted(p.name for p in out.iterdir())
-    print(json.dumps({"returned": returned, "training": facts["training"]}, indent=1, default=str))
+    print(json.dumps({"returned": returned, "training": facts.get("training"), "errors": sorted(facts["errors"])},
+                     indent=1, default=str))
     if len(returned) > MAX_FILES:
         print(f"error: {len(returned)} files in {out}, more than the {MAX_FILES} that come back", file=sys.stderr)
         return 1
-    return 0
+    return 1 if facts["errors"] else 0
 
 
 if __name__ == "__main__":

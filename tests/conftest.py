@@ -113,3 +113,16 @@ def patch_gpu(monkeypatch, which: str):
 def fake_gpu(monkeypatch):
     """``fake_gpu("T4")``: torch's device queries answer as that GPU's would (see :func:`patch_gpu`)."""
     return lambda which: patch_gpu(monkeypatch, which)
+
+
+@pytest.fixture(autouse=True)
+def _library_logging_as_imported():
+    """Every test starts and ends with the ``pcnn`` logger as a fresh import leaves it (no console
+    handler, level unset): a face's ``logs.show`` in one test must not decide where another
+    test's lines go. Tests read log lines with ``caplog``, or call the face that shows them."""
+    import logging
+    yield
+    logger = logging.getLogger("pcnn")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    logger.setLevel(logging.NOTSET)

@@ -247,7 +247,7 @@ def test_deferred_checks_never_export_nonfinite_weights(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ torch.compile (inductor on the CPU)
 
-def test_compiled_fast_path_matches_eager_and_never_recompiles(tmp_path, request, capsys):
+def test_compiled_fast_path_matches_eager_and_never_recompiles(tmp_path, request, caplog):
     """Every lever at once on the tiniest model, as CUDA's auto runs it minus the CUDA graphs:
     inductor, channels-last, fused optimizer, device-held data, deferred checks. 36 images at
     batch 8 leave a partial last batch (dropped), and each epoch evaluates in between."""
@@ -263,8 +263,9 @@ def test_compiled_fast_path_matches_eager_and_never_recompiles(tmp_path, request
     images, labels = fake_data(36)
     data = ((images, labels), (images[:8], labels[:8]))
     levers = dict(channels_last=True, device_data=True, check_every=2)
-    fast = train(tiny_train(epochs=2, compile="default", **levers), tmp_path / "fast", *data, progress=False)
-    err = capsys.readouterr().err
+    with caplog.at_level("INFO", logger="pcnn"):
+        fast = train(tiny_train(epochs=2, compile="default", **levers), tmp_path / "fast", *data, progress=False)
+    err = caplog.text
     assert "compile: torch.compile(mode=default)" in err and "fast path: compile=default" in err
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     eager = train(tiny_train(epochs=2, **levers), tmp_path / "eager", *data, progress=False)

@@ -150,3 +150,41 @@ def test_max_minutes_stops_on_time_and_resumes(tmp_path, monkeypatch):
 def test_max_minutes_validation(bad):
     with pytest.raises(ValueError, match="max_minutes"):
         TrainConfig(max_minutes=bad)
+
+
+def test_a_failing_training_still_returns_the_facts_and_the_error(tmp_path, monkeypatch):
+    """Issue 33: before, an exception in training left --out empty (device facts and tests' log lost)."""
+    images, labels = fake_data(16, size=32)
+    data = tmp_path / "data.pt"
+    torch.save({"train": {"images": images, "labels": labels},
+                "validation": {"images": images[:8], "labels": labels[:8]}}, data)
+
+    def tests(device, log, timeout):
+        log.write_text("3 passed\n")
+        return 0
+
+    def broken(*a):
+        raise AssertionError("Expected grad_scale and found_inf to be None")
+    monkeypatch.setattr(gpu_run, "run_device_tests", tests)
+    monkeypatch.setattr(gpu_run, "timed_training", broken)
+    out = tmp_path / "out"
+    assert gpu_run.main(["--device", "cpu", "--budget-minutes", "5", "--no-bench", "--preset",
+                         str(ROOT / "configs" / "smoke.json"), "--data-tensors", str(data), "--out", str(out)]) == 1
+    assert [p.name for p in out.iterdir()] == ["results.tar.gz"]
+    with tarfile.open(out / "results.tar.gz") as tar:
+        facts = json.loads(tar.extractfile("device.json").read())
+        assert tar.extractfile("tests.log").read() == b"3 passed\n"
+    assert facts["device"] == "cpu" and facts["tests_rc"] == 0 and facts["cpu"]
+    assert facts["training"] == "failed: AssertionError: Expected grad_scale and found_inf to be None"
+    assert "Traceback" in facts["errors"]["training"] and list(facts["errors"]) == ["training"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_live_compile_check_counts_one_compilation(tmp_path, monkeypatch):
+    """The GPU call's train_live stage, on the CPU with dynamo's eager backend: 2 epochs, one compile line."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **kw: real(fn, backend="eager"))
+    res = gpu_run.live_compile_check(torch.device("cpu"), 2, tmp_path / "live",
+                                     preset=ROOT / "configs" / "smoke.json", images=16)
+    torch._dynamo.reset()
+    assert res["epochs"] == 2 and res["unique_graphs"] >= 1 and res["compile_lines"] == 1

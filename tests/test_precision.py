@@ -115,11 +115,12 @@ def test_loss_is_float32_under_bf16_autocast():
         assert nats.dtype == torch.float32 and nats.abs().max() > 100
 
 
-def test_choice_is_logged_stored_and_kept_on_resume(tmp_path, monkeypatch, capsys):
+def test_choice_is_logged_stored_and_kept_on_resume(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("PCNN_CPU_BF16", "1")
     cfg = tiny_train(epochs=2)
-    run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 3}), tmp_path / "w")
-    assert "precision: bf16 (amp=auto: forced by PCNN_CPU_BF16=1)" in capsys.readouterr().err
+    with caplog.at_level("INFO", logger="pcnn"):
+        run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 3}), tmp_path / "w")
+    assert "precision: bf16 (amp=auto: forced by PCNN_CPU_BF16=1)" in caplog.text
     assert load_state(tmp_path / "w")["amp"] == {"mode": "auto", "precision": "bf16",
                                                  "reason": "forced by PCNN_CPU_BF16=1"}
     meta = pcnn.checkpoint.read_metadata(tmp_path / "w" / "model.safetensors")
