@@ -223,7 +223,8 @@ def cmd_demo(args) -> int:
 
 def cmd_data_download(args) -> int:
     try:
-        download(args.data_dir, url=args.url, timeout=args.timeout, force=args.force)
+        download(args.data_dir, url=args.url, timeout=args.timeout, force=args.force,
+                 sha256=args.sha256 or ("auto" if not args.no_check else None))
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -454,7 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     dirhelp = f"data folder (default: ${DATA_ENV_VAR}, else data/ in the checkout, else ./data)"
     dd = dsub.add_parser("download", help="fetch the course's public copy and verify it")
     dd.add_argument("--data-dir", default=None, help=dirhelp)
-    dd.add_argument("--url", default=COURSE_URL, help="zip of the course repository (default: %(default)s)")
+    dd.add_argument("--url", default=COURSE_URL, help="zip of the course repository (default: the pinned commit, "
+                                                      "%(default)s)")
+    dd.add_argument("--sha256", default=None, help="expected data sha256 (pcnn.download.data_digest; default: the "
+                                                   "pinned course data for the default --url, none for another)")
+    dd.add_argument("--no-check", action="store_true", help="skip the sha256 check (completeness is still checked)")
     dd.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: %(default)s)")
     dd.add_argument("--force", action="store_true", help="fetch even if the data set is already there")
     dd.set_defaults(func=cmd_data_download)

@@ -69,8 +69,17 @@ from .paths import DATA_ENV_VAR, resolve_data_dir  # noqa: F401  (re-exported)
 CLASS_NAMES = CPEN455_CLASSES
 #: The course's splits, each ``<split>.csv`` + ``<split>/`` folder.
 SPLITS = ("train", "validation", "test")
-#: Public copy of the course repository (its ``data/`` folder is the data set).
-COURSE_URL = "https://codeload.github.com/DSL-Lab/CPEN455HW-2023W2/zip/refs/heads/main"
+#: The commit of the course repository whose ``data/`` folder pcnn downloads (the newest on
+#: its main branch when pinned, 2024-04-13: "fix drop_last and num_workers"). Pinned so that
+#: every student trains on the same bytes; a moving branch could change under them.
+COURSE_COMMIT = "47ee408db56040a122f93714a889776997b70ae5"
+#: A zip of the course repository at :data:`COURSE_COMMIT` (its ``data/`` folder is the data set).
+COURSE_URL = f"https://codeload.github.com/DSL-Lab/CPEN455HW-2023W2/zip/{COURSE_COMMIT}"
+#: sha256 of the data at :data:`COURSE_COMMIT` as :func:`pcnn.download.data_digest` computes it
+#: (the 5,200 files of ``data/``: 3 CSVs and 5,197 JPEGs, 10,057,125 bytes), read from the
+#: repository's git objects at that commit. The *content* is checked, not the zip's bytes:
+#: GitHub builds archives on request and does not promise the same bytes every time.
+COURSE_DATA_SHA256 = "180b6c09d16195b818768ff05bffe61c9386d338bafbb385ccd2f8f6bd9b0545"
 #: Environment variable naming the data folder.
 ENV_VAR = DATA_ENV_VAR  # "PCNN_DATA_DIR" (pcnn.paths)
 

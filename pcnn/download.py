@@ -1,18 +1,49 @@
-"""Download the course's public copy of the CPEN455 data set, verified before it is moved
-into place (``python -m pcnn data download``). Offline, :func:`download` fails with a
-:class:`pcnn.data.DataError` saying where to put the files by hand."""
+"""Download the course's public copy of the CPEN455 data set, pinned and verified before it is
+moved into place (``python -m pcnn data download``).
+
+The archive is the course repository at a fixed commit (:data:`pcnn.data.COURSE_COMMIT`), and
+the unpacked ``data/`` folder must have the sha256 recorded for it
+(:data:`pcnn.data.COURSE_DATA_SHA256`, :func:`data_digest`): a truncated download (the zip's
+CRCs), an altered file or a missing one is a :class:`pcnn.data.DataError` naming what differs,
+and nothing is moved into the data folder until everything has been checked. Offline,
+:func:`download` fails with a :class:`pcnn.data.DataError` saying where to put the files by hand.
+"""
 from __future__ import annotations
 
+import hashlib
+import logging
 import shutil
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Optional
 
-from .data import COURSE_URL, ENV_VAR, SPLITS, DataError, verify
+from .data import COURSE_COMMIT, COURSE_DATA_SHA256, COURSE_URL, ENV_VAR, SPLITS, DataError, verify
 from .paths import resolve_data_dir
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path) -> str:
+    """sha256 of one file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_digest(root) -> str:
+    """One sha256 for a whole data folder: the sha256 of the lines ``"<sha256 of file>  <path>\n"``
+    (paths relative to ``root`` with ``/``, sorted), over every file below ``root``. Equal digests
+    mean the same files with the same bytes; it does not depend on how they were archived."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()):
+        h.update(f"{file_sha256(root / rel)}  {rel}\n".encode())
+    return h.hexdigest()
 
 
 def _find_data_prefix(names: list[str]) -> str:
@@ -48,31 +79,40 @@ def _safe_extract(zf: zipfile.ZipFile, prefix: str, dest: Path) -> int:
     return n
 
 
-def _print_report(report: dict, root: Path, file=None) -> None:
-    file = file or sys.stdout
-    print(f"data folder: {root}", file=file)
+def report_lines(report: dict, root: Path) -> list:
+    """What :func:`pcnn.data.verify` found, one line per split (images per class, missing files)."""
+    out = [f"data folder: {root}"]
     for split, r in report.items():
         cls = ", ".join(f"{k} {v}" for k, v in r["classes"].items())
         miss = f", {len(r['missing'])} missing files" if r["missing"] else ""
-        print(f"  {split:<11} {r['n']:>6} images ({cls}){miss}", file=file)
+        out.append(f"  {split:<11} {r['n']:>6} images ({cls}){miss}")
+    return out
 
 
 def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force: bool = False,
-             show_progress: bool = True) -> Path:
+             show_progress: bool = True, sha256: Optional[str] = "auto") -> Path:
     """Fetch the course's public data set and unpack its ``data/`` folder into ``data_dir``.
 
-    ``url`` is a zip of the course repository (default: a codeload zip of the main
-    branch of DSL-Lab/CPEN455HW-2023W2; ``file://`` URLs work too). The zip is
-    saved to a temporary file beside the target, ``data/`` is extracted into a
-    temporary folder, verified (train/validation/test CSVs parse, every listed image
-    exists) and only then moved into ``data_dir`` (the CSVs and split folders;
-    other files are added but never overwrite existing ones such as README.md).
-    If ``data_dir`` already holds a complete data set and ``force`` is false,
-    nothing is fetched. Network failures (``URLError``, timeouts) raise
-    :class:`DataError` saying where to put the files by hand. Returns ``data_dir``.
+    ``url`` is a zip of the course repository (default: a codeload zip of the pinned
+    :data:`pcnn.data.COURSE_COMMIT`; ``file://`` URLs work too). The zip is saved to a
+    temporary file beside the target, ``data/`` is extracted into a temporary folder (the zip's
+    CRCs catch a truncated or damaged download), its :func:`data_digest` compared with
+    ``sha256``, the CSVs checked (every listed image exists), and only then moved into
+    ``data_dir`` (the CSVs and split folders; other files are added but never overwrite existing
+    ones such as README.md). ``sha256="auto"``: the pinned :data:`pcnn.data.COURSE_DATA_SHA256`
+    for the default URL, no digest check for another URL (logged); None: no check. If
+    ``data_dir`` already holds a complete data set and ``force`` is false, nothing is fetched.
+    Network failures (``URLError``, timeouts) raise :class:`DataError` saying where to put the
+    files by hand. Progress goes to the ``pcnn.download`` logger (``show_progress=False``: quiet).
+    Returns ``data_dir``.
     """
     root = resolve_data_dir(data_dir)
-    say = (lambda *a: print(*a, file=sys.stderr)) if show_progress else (lambda *a: None)
+    say = log.info if show_progress else (lambda *a: None)
+    if sha256 == "auto":
+        sha256 = COURSE_DATA_SHA256 if url == COURSE_URL else None
+        if sha256 is None:
+            log.warning(f"note: {url} is not the pinned course archive; its contents are checked for "
+                        "completeness only (pass sha256=... / --sha256 to check its bytes too)")
     if not force:
         try:
             report = verify(root)
@@ -80,12 +120,12 @@ def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force:
             report = None
         if report is not None and not any(r["missing"] for r in report.values()):
             say(f"{root} already holds the data set (pass force=True / --force to fetch again)")
-            if show_progress:
-                _print_report(report, root, file=sys.stderr)
+            for line in report_lines(report, root):
+                say(line)
             return root
 
     root.mkdir(parents=True, exist_ok=True)
-    manual = (f"download it by hand from https://github.com/DSL-Lab/CPEN455HW-2023W2 (folder data/) "
+    manual = (f"download it by hand from https://github.com/DSL-Lab/CPEN455HW-2023W2/tree/{COURSE_COMMIT} (folder data/) "
               f"and put its contents into {root.resolve()} ({', '.join(s + '.csv' for s in SPLITS)} "
               f"and the {'/, '.join(SPLITS)}/ folders), or set ${ENV_VAR} to a folder that has them")
     with tempfile.TemporaryDirectory(prefix=".pcnn-download-", dir=root) as tmp:
@@ -105,16 +145,24 @@ def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force:
             reason = getattr(e, "reason", None) or e
             raise DataError(f"cannot download the CPEN455 data from {url} ({reason}); you may be "
                             f"offline: {manual}") from e
-        say(f"downloaded {total / 2**20:.1f} MiB; unpacking data/ ...")
+        say(f"downloaded {total / 2**20:.1f} MiB (archive sha256 {file_sha256(zpath)}); unpacking data/ ...")
         try:
             with zipfile.ZipFile(zpath) as zf:
                 prefix = _find_data_prefix(zf.namelist())
                 staged = tmp / "data"
                 staged.mkdir()
                 n = _safe_extract(zf, prefix, staged)
-        except zipfile.BadZipFile as e:
-            raise DataError(f"{url} is not a valid zip archive ({e}); {manual}") from e
+        except (zipfile.BadZipFile, EOFError) as e:  # truncated, or a member's CRC does not match
+            raise DataError(f"{url} is not a valid zip archive or arrived damaged ({e}); nothing was installed; "
+                            f"{manual}") from e
         zpath.unlink()
+        if sha256 is not None:
+            got = data_digest(staged)
+            if got != sha256:
+                raise DataError(f"the downloaded data does not match the pinned course data (commit "
+                                f"{COURSE_COMMIT[:12]}): its sha256 is {got}, expected {sha256} ({n} files "
+                                f"unpacked); a file is altered, missing or extra. Nothing was installed; {manual}")
+            say(f"data sha256 {got} matches the pinned course data")
         try:
             report = verify(staged)
         except DataError as e:
@@ -136,6 +184,6 @@ def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force:
                     target.unlink()
             shutil.move(str(entry), str(target))
     say(f"unpacked {n} files into {root}")
-    if show_progress:
-        _print_report(verify(root), root, file=sys.stderr)
+    for line in report_lines(verify(root), root):
+        say(line)
     return root

@@ -1,4 +1,5 @@
 """Tests of pcnn.data: loading, bad data, value ranges, augmentation, download, CLI."""
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -403,6 +404,51 @@ def test_download_rejects_incomplete_archive(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(DataError, match="not a valid zip"):
         download(target, url=bad.as_uri(), timeout=5, show_progress=False)
+
+
+def test_download_is_pinned_and_checks_the_datas_sha256(tmp_path):
+    """Issue 33: a fixed commit, the unpacked data's sha256 checked, an altered or truncated download a
+    clear error and never a half-installed folder."""
+    from pcnn.download import data_digest, file_sha256
+    assert D.COURSE_COMMIT in D.COURSE_URL and "refs/heads" not in D.COURSE_URL
+    assert len(D.COURSE_DATA_SHA256) == 64
+    zpath = make_course_zip(tmp_path)
+    # the digest, computed here independently from the files that went into the zip
+    src = tmp_path / "src"
+    lines = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(src).as_posix()}\n"
+                    for p in sorted(src.rglob("*"), key=lambda q: q.relative_to(src).as_posix()) if p.is_file())
+    want = hashlib.sha256(lines.encode()).hexdigest()
+    assert data_digest(src) == want and file_sha256(zpath) == hashlib.sha256(zpath.read_bytes()).hexdigest()
+    ok = download(tmp_path / "ok", url=zpath.as_uri(), timeout=5, show_progress=False, sha256=want)
+    assert (ok / "train.csv").is_file()
+    with pytest.raises(DataError, match=r"does not match the pinned course data.*expected 0{64}.*Nothing was installed"):
+        download(tmp_path / "bad", url=zpath.as_uri(), timeout=5, show_progress=False, sha256="0" * 64)
+    assert not (tmp_path / "bad" / "train.csv").exists() and not list((tmp_path / "bad").glob(".pcnn-download-*"))
+    # one byte of one image altered inside the archive: the digest catches it
+    altered = tmp_path / "altered.zip"
+    with zipfile.ZipFile(zpath) as zin, zipfile.ZipFile(altered, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith("train/0000001.jpg"):
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            zout.writestr(info, data)
+    with pytest.raises(DataError, match="sha256 is"):
+        download(tmp_path / "alt", url=altered.as_uri(), timeout=5, show_progress=False, sha256=want)
+    # a truncated download: the zip is cut short
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(zpath.read_bytes()[: zpath.stat().st_size * 2 // 3])
+    with pytest.raises(DataError, match="not a valid zip archive or arrived damaged.*nothing was installed"):
+        download(tmp_path / "cut", url=cut.as_uri(), timeout=5, show_progress=False, sha256=want)
+    assert not (tmp_path / "cut" / "train.csv").exists()
+    # a member whose bytes no longer match its CRC (damaged in transit)
+    raw = bytearray(zpath.read_bytes())
+    i = raw.find(b"train/0000001.jpg,")                        # inside train.csv (stored, not compressed)
+    assert i > 0
+    raw[i] ^= 0x20
+    crc = tmp_path / "crc.zip"
+    crc.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="arrived damaged"):
+        download(tmp_path / "crc", url=crc.as_uri(), timeout=5, show_progress=False, sha256=want)
 
 
 def test_download_offline_message(tmp_path):

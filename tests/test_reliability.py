@@ -158,13 +158,13 @@ def dead_pid() -> int:
     return p.pid
 
 
-def test_a_stale_lock_on_this_host_is_explained_and_taken_over(tmp_path, capsys):
+def test_a_stale_lock_on_this_host_is_explained_and_taken_over(tmp_path, caplog):
     wd = tmp_path / "run"
     wd.mkdir()
     pid = dead_pid()
     (wd / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "earlier"}))
     fit(cfg_of(), wd)
-    err = capsys.readouterr().err
+    err = caplog.text                      # logged by pcnn.workdir
     assert "stale lock" in err and f"PID {pid}" in err and "no longer running" in err
     assert not (wd / LOCK_NAME).exists() and state(wd)["epoch"] == 1
 

@@ -278,7 +278,7 @@ def _signal_after_steps(monkeypatch, at_steps, sig):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_at_the_next_batch_exports_and_resumes_exactly(tmp_path, monkeypatch, capsys, sig):
+def test_a_signal_stops_at_the_next_batch_exports_and_resumes_exactly(tmp_path, monkeypatch, caplog, sig):
     """Ctrl-C / Jupyter's interrupt / a runtime's SIGTERM: nothing since the last save is lost."""
     cfg = tiny_train(epochs=2)  # 4 batches per epoch; last.pt only at epoch ends (checkpoint_minutes 60)
     run(cfg, tmp_path / "straight")
@@ -286,7 +286,7 @@ def test_a_signal_stops_at_the_next_batch_exports_and_resumes_exactly(tmp_path, 
     _signal_after_steps(monkeypatch, {3}, sig)
     hist = run(cfg, tmp_path / "stopped")               # returns normally, no traceback
     assert signal.getsignal(sig) is before              # the caller's handler is back
-    assert signal.Signals(sig).name in capsys.readouterr().err
+    assert f"{signal.Signals(sig).name}: the run stops after this batch" in caplog.text   # logged (pcnn.train.stop)
     s = load_state(tmp_path / "stopped")
     assert (s["epoch"], s["pos"], s["iteration"]) == (0, 3, 3)   # stopped after batch 3, saved there
     assert hist[-1]["partial"] and hist[-1]["val_bpd"] is not None

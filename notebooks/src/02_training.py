@@ -11,7 +11,13 @@
 #
 # The training notebook: pick a preset, train with a live plot and samples every few epochs, stop at any time and resume, export the checkpoint. **Run all never deletes a run**: it continues the run in `RUN_NAME` where it stopped (set `FRESH_RUN = True` to start again). On Colab the run lives on Google Drive (the notebook asks once), so a recycled runtime loses nothing: reconnect, *Run all*, and training resumes; on Kaggle it lives in the working folder.
 #
-# **Pick a GPU runtime first** (Colab: *Runtime > Change runtime type*; Kaggle: *Settings > Accelerator*). The set-up prints the GPU it found, and the presets cell what an epoch costs on a GPU we measured (an estimate: yours will differ). On a GPU the trainer picks bf16 or fp16 and its GPU speed-ups by itself: nothing to set.
+# **Pick a GPU runtime first** (Colab: *Runtime > Change runtime type*; Kaggle: *Settings > Accelerator*). The set-up prints the GPU it found, and the presets cell what an epoch costs on a GPU we measured (an estimate: yours will differ). On a GPU the trainer picks its precision and speed-ups by itself: nothing to set.
+#
+# **What a free T4 (Colab, Kaggle) or P100 (Kaggle) student should expect:**
+# - *Precision*: **fp16 with a gradient scaler**. Neither card computes bf16 natively (bf16 needs sm_80: A100, L4, H100), and emulated bf16 is slow and not compiled, so `amp=auto` does not use it there. The set-up line says which precision your GPU gets.
+# - *Compiling*: the training loss is compiled **once per run**, on a T4 only when the run is long enough to repay it (about 2,000 steps: the starter preset's 300 epochs are, a 3-epoch try is not), never on a P100 (older than sm_70, which the compiler needs). The compiled kernels are kept beside the run (`compile_cache/` in the run's folder), so a new runtime compiles from a warm cache. If compiling fails or gives a NaN that eager training does not, the run continues eagerly with one warning.
+# - *Time per epoch*: the presets cell prints an estimate from the one GPU we measured (an H200: 1,295 img/s for the starter-size step), i.e. a few seconds per epoch of 4,159 images there; a T4 is slower, by how much is not measured here.
+# - *Resume anywhere*: a run started on a CPU runtime (with its folder on Drive) continues on a GPU runtime and back; only the precision and the optimizer's device options change, and the run says so.
 #
 # **Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on 1200 of the 3899 training images for 1 + 2 epochs on the project's 2-core CPU machine, shared with another training job: a short budget, so the curves show the start of training only (the shipped model's recipe, `configs/cpu_film40.json`, ran for many more epochs: notebook 04). On a GPU, set `N_TRAIN = None` and raise `EPOCHS`.
 #
@@ -125,7 +131,7 @@ print(live.gpu_epoch_estimate(cfg.model, len(train_split)))
 
 # %% [markdown]
 # ## Train
-# `nb.train_live` calls `pcnn.train.train` one epoch at a time with `resume=True` and redraws the plot from `metrics.jsonl` after each: train bits/dim (measured with dropout and flips on, so above validation), validation bits/dim and accuracy of the **EMA weights** (the running average the export usually uses) and, where they differ, of the raw weights. Every `SAMPLES_EVERY` epochs it shows a grid from the export (one row per class, the same noise in each column). A run that already has `EPOCHS_FIRST` epochs trains nothing here.
+# `live.train_live` calls `pcnn.train.train` once for the whole run (`resume=True` when the run exists), so the trainer is built, and its loss compiled, once; after each epoch its callbacks redraw the plot from `metrics.jsonl`: train bits/dim (measured with dropout and flips on, so above validation), validation bits/dim and accuracy of the **EMA weights** (the running average the export usually uses) and, where they differ, of the raw weights. Every `SAMPLES_EVERY` epochs it shows a grid from the export (one row per class, the same noise in each column; from the EMA weights at an epoch without validation). Validation runs every `val_every` epochs of the preset (this notebook sets 1). A run that already has `EPOCHS_FIRST` epochs trains nothing here.
 
 # %%
 plot = plots.LiveLossPlot(PRESET, ema=cfg.ema > 0)
