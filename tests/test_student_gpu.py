@@ -167,6 +167,36 @@ def test_a_nan_that_eager_does_not_give_falls_back_to_eager(tmp_path, monkeypatc
     assert _same_weights(load_state(tmp_path / "eager"), load_state(tmp_path / "c"))
 
 
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_failure_in_the_first_compiled_optimizer_step_falls_back(tmp_path, monkeypatch, deferred):
+    """The whole first steps run under the fallback, the optimizer step included (the step that
+    consumes the compiled backward's gradients and, under CUDA graphs, their memory)."""
+    levers = {"check_every": 3} if deferred else {}
+    eager = run(tiny_train(epochs=1, model=NO_DROPOUT, **levers), tmp_path / "eager")
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def step_failing_once(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("Error: accessing tensor output of CUDAGraphs that has been overwritten")
+        return real_step(self, *a, **kw)
+    monkeypatch.setattr(torch.optim.Adam, "step", step_failing_once)
+    with pytest.warns(RuntimeWarning, match="failed during its first steps.*overwritten.*eagerly for the rest"):
+        hist = train(tiny_train(epochs=1, compile="default", model=NO_DROPOUT, **levers), tmp_path / "c",
+                     *_data(), progress=False)
+    assert hist[-1]["train_bpd"] == eager[-1]["train_bpd"]
+    assert _same_weights(load_state(tmp_path / "eager"), load_state(tmp_path / "c"))
+
+
+def test_an_error_in_an_eager_step_is_raised_not_retried(tmp_path, monkeypatch):
+    def broken(self, *a, **kw):
+        raise RuntimeError("a real bug")
+    monkeypatch.setattr(torch.optim.Adam, "step", broken)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        train(tiny_train(epochs=1), tmp_path, *_data(), progress=False)
+
+
 def test_a_nan_eager_gives_too_is_a_bad_step_and_compile_stays(tmp_path, monkeypatch):
     _poisoned_forward(monkeypatch, nan_output_calls={1, 2})    # the compiled try and its eager check
     compiled = []

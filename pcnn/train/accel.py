@@ -351,6 +351,25 @@ class FastSteps:
             else:
                 g["lr"] = lr
 
+    def _probe_step(self, step, x: torch.Tensor, y: torch.Tensor):
+        """``step(x, y)`` (a whole optimizer step) while the loss is compiled and still probed: an
+        exception anywhere in it that :meth:`_loss_and_grads` did not already handle (the
+        optimizer step on the gradients the compiled backward wrote, CUDA graph bookkeeping)
+        switches the run to eager and takes the step again. An exception once the loss is eager
+        is a real error and is raised."""
+        try:
+            return step(x, y)
+        except Exception as e:
+            if self.loss_fn.mode == "off":
+                raise
+            self.loss_fn.fall_back(f"failed during its first steps ({first_line(e)})")
+            if self.scaler is not None:  # the failed try may have unscaled already; start the step afresh
+                self.scaler._per_optimizer_states.pop(id(self.optimizer), None)  # private: no public reset
+            for name in ("grad_scale", "found_inf"):
+                if hasattr(self.optimizer, name):
+                    delattr(self.optimizer, name)
+            return step(x, y)
+
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, fn=None):
         """Forward under the run's autocast and backward (scaled when fp16) into fresh gradients;
         returns ``(loss, bpd)``. ``fn``: the loss to run (default the run's, maybe compiled)."""

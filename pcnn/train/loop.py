@@ -249,9 +249,15 @@ class Trainer(FastSteps, RunState):
 
     # ---------------------------------------------------------------- steps
     def _train_step(self, x: torch.Tensor, y: torch.Tensor):
-        """One optimizer step on the local batch; returns (global-mean-free local bpd, skipped, bad)."""
-        if self.fast.deferred:  # no host sync: pcnn.train.accel
-            return self._deferred_step(x, y)
+        """One optimizer step on the local batch; returns (global-mean-free local bpd, skipped, bad).
+        The first compiled steps run whole under the compile fallback (pcnn.train.accel)."""
+        step = self._deferred_step if self.fast.deferred else self._synced_step  # deferred: no host sync
+        if self.loss_fn.probing:
+            return self._probe_step(step, x, y)
+        return step(x, y)
+
+    def _synced_step(self, x: torch.Tensor, y: torch.Tensor):
+        """:meth:`_train_step` with one host sync per step (the CPU's path)."""
         cfg = self.cfg
         loss, bpd = self._loss_and_grads(x, y)   # pcnn.train.accel: the compile fallback lives there
         if self.scaler is not None:
