@@ -7,6 +7,9 @@ $OUT come back, at most 8 of at most 16 MiB each):
     python scripts/gpu_run.py --data-tensors .gpu/data.pt --preset configs/film_large.json \
         --budget-minutes 9 --out $OUT
 
+Issue 33's call (the T4 path on a big GPU as well as the chip's own, and notebook 02's
+``train_live`` with its compilations counted) adds ``--bench-amps auto fp16 --live-epochs 3``.
+
 Locally, before the call (the course data beside the checkout does not travel, so it is
 packed and carried; the working tree that travels may be at most 64 MiB):
 
@@ -298,11 +301,14 @@ def live_compile_check(device: torch.device, epochs: int, wd: Path, data_tensors
             "epoch_seconds": [r.get("seconds") for r in rows], "printed": printed.getvalue()[-3000:]}
 
 
-def run_bench(a, out: Path) -> dict:
+def run_bench(a, out: Path, amp: str = "auto") -> dict:
+    """``benchmarks/bench_gpu.py`` under ``amp``, written to ``bench.md`` / ``bench.json`` (``auto``) or
+    ``bench_<amp>.md`` / ``.json``."""
     import bench_gpu  # benchmarks/bench_gpu.py (on sys.path above)
+    name = "bench.md" if amp == "auto" else f"bench_{amp}.md"
     argv = ["--device", a.device, "--sizes", *a.sizes, "--batches", *map(str, a.batches), "--rounds",
             str(a.bench_rounds), "--steps", str(a.bench_steps), "--trainer-steps", str(a.bench_trainer_steps),
-            "--out", str(out / "bench.md"), "--random-data", "--score-images", str(a.bench_score_images)]
+            "--out", str(out / name), "--random-data", "--score-images", str(a.bench_score_images), "--amp", amp]
     if a.starter_dir:
         argv += ["--starter-dir", a.starter_dir]
     if a.peak_size:
@@ -343,6 +349,8 @@ def main(argv=None) -> int:
                          "machine by itself: without it the bench has no starter rows)")
     ap.add_argument("--peak-size", type=int, default=None, help="matmul size of the bf16 peak")
     ap.add_argument("--no-bench", action="store_true", help="skip the benchmark")
+    ap.add_argument("--bench-amps", nargs="+", default=["auto"],
+                    help="precisions to benchmark, e.g. auto fp16 (fp16: what amp=auto picks on a T4 or P100)")
     ap.add_argument("--live-epochs", type=int, default=0,
                     help="also run notebook 02's train_live for this many epochs of a small run and count "
                          "its compilations (issue 33: one per run)")
@@ -407,7 +415,8 @@ def main(argv=None) -> int:
             stage("device_facts", lambda: facts.update(device_facts(device)) or "read")
             stage("tests_rc", lambda: run_device_tests(device, keep / "tests.log", a.tests_timeout))
             if not a.no_bench:
-                stage("bench", lambda: run_bench(a, keep))
+                for amp in a.bench_amps:   # e.g. auto fp16: the chip's own choice and a T4's precision
+                    stage("bench" if amp == "auto" else f"bench_{amp}", lambda amp=amp: run_bench(a, keep, amp))
             if a.live_epochs:
                 stage("live", lambda: live_compile_check(device, a.live_epochs, Path(tmp) / "live", a.data_tensors))
             left = a.budget_minutes - a.reserve_minutes - (time.monotonic() - t0) / 60

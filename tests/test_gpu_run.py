@@ -188,3 +188,17 @@ def test_live_compile_check_counts_one_compilation(tmp_path, monkeypatch):
                                      preset=ROOT / "configs" / "smoke.json", images=16)
     torch._dynamo.reset()
     assert res["epochs"] == 2 and res["unique_graphs"] >= 1 and res["compile_lines"] == 1
+
+
+def test_each_benchmarked_precision_has_its_own_file(tmp_path, monkeypatch):
+    import types
+    import bench_gpu
+    seen = []
+    monkeypatch.setattr(bench_gpu, "main", lambda argv: seen.append(argv) or {"results": [1, 2]})
+    a = types.SimpleNamespace(device="cpu", sizes=["1/8/2"], batches=[4], bench_rounds=1, bench_steps=1,
+                              bench_trainer_steps=1, bench_score_images=0, starter_dir=None, peak_size=None)
+    assert gpu_run.run_bench(a, tmp_path, "fp16") == {"rows": 2}
+    assert gpu_run.run_bench(a, tmp_path) == {"rows": 2}
+    outs = [argv[argv.index("--out") + 1] for argv in seen]
+    amps = [argv[argv.index("--amp") + 1] for argv in seen]
+    assert outs == [str(tmp_path / "bench_fp16.md"), str(tmp_path / "bench.md")] and amps == ["fp16", "auto"]
