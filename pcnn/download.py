@@ -4,19 +4,23 @@ moved into place (``python -m pcnn data download``).
 The archive is the course repository at a fixed commit (:data:`pcnn.data.COURSE_COMMIT`), and
 the unpacked ``data/`` folder must have the sha256 recorded for it
 (:data:`pcnn.data.COURSE_DATA_SHA256`, :func:`data_digest`): a truncated download (the zip's
-CRCs), an altered file or a missing one is a :class:`pcnn.data.DataError` naming what differs,
-and nothing is moved into the data folder until everything has been checked. Offline,
+CRCs), an altered file or a missing one is a :class:`pcnn.data.DataError` giving both digests
+(one digest for the whole folder: it says *that* the data differs, not which file), and nothing
+is moved into the data folder until everything has been checked. Offline,
 :func:`download` fails with a :class:`pcnn.data.DataError` saying where to put the files by hand.
 """
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
+import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
@@ -141,7 +145,8 @@ def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force:
                         break
                     out.write(chunk)
                     total += len(chunk)
-        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError, http.client.HTTPException) as e:
+            # HTTPException: e.g. IncompleteRead, a body cut short by the server
             reason = getattr(e, "reason", None) or e
             raise DataError(f"cannot download the CPEN455 data from {url} ({reason}); you may be "
                             f"offline: {manual}") from e
@@ -152,7 +157,7 @@ def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force:
                 staged = tmp / "data"
                 staged.mkdir()
                 n = _safe_extract(zf, prefix, staged)
-        except (zipfile.BadZipFile, EOFError) as e:  # truncated, or a member's CRC does not match
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:  # truncated, a bad CRC, a damaged deflate stream
             raise DataError(f"{url} is not a valid zip archive or arrived damaged ({e}); nothing was installed; "
                             f"{manual}") from e
         zpath.unlink()
@@ -173,16 +178,15 @@ def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force:
             raise DataError(f"the downloaded data set is incomplete (images listed in the CSVs "
                             f"are absent: {desc}); {manual}")
         owned = {f"{s}.csv" for s in SPLITS} | set(SPLITS)
+        aside = tmp / "replaced"  # an older copy is moved aside (a rename) first, deleted at the end
+        aside.mkdir()
         for entry in sorted(staged.iterdir()):
             target = root / entry.name
             if target.exists() or target.is_symlink():
                 if entry.name not in owned:
                     continue  # never overwrite our own README.md etc.
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink()
-            shutil.move(str(entry), str(target))
+                os.replace(target, aside / entry.name)
+            os.replace(entry, target)  # same file system (tmp is inside root): each a rename
     say(f"unpacked {n} files into {root}")
     for line in report_lines(verify(root), root):
         say(line)

@@ -69,6 +69,25 @@ def gpu_epoch_estimate(model_config, n_train: int, figures: Optional[dict] = Non
             f"a free T4 is slower (not measured here), and the trainer's GPU fast path is faster")
 
 
+def epoch_estimates(n_train: int, names=None, figures: Optional[dict] = None) -> list:
+    """One line per preset (default: every ``configs/*.json``): the estimated seconds of training per
+    epoch of ``n_train`` images on the measured GPU (:func:`gpu_epoch_estimate`'s rule: the images/s
+    of the nearest measured network), or one line saying no GPU figures are available."""
+    figures = figures if figures is not None else gpu_figures()
+    if not figures:
+        return ["no measured GPU figures here (results/gpu/ is part of a checkout): no epoch estimates"]
+    out = [f"estimated training seconds per epoch of {n_train:,} images on one {figures['gpu']} (measured images/s "
+           "of the nearest network; validation adds to it; a T4 is slower, not measured):"]
+    for name in names or [f"{n}.json" for n in paths.preset_names()]:
+        m = json.loads(config_path(name).read_text()).get("model", {})
+        rows = sorted(figures["measured"], key=lambda r: (abs(r["nr_filters"] - m.get("nr_filters", 160)),
+                                                           r["images_per_s"]))
+        out.append(f"  {name:<28} about {n_train / rows[0]['images_per_s']:.0f} s "
+                   f"({m.get('nr_resnet', '?')}/{m.get('nr_filters', '?')}/{m.get('nr_logistic_mix', '?')}, "
+                   f"{rows[0]['images_per_s']:,} img/s)")
+    return out
+
+
 def preset_lines(names=None) -> list:
     """One line per preset (default: every ``configs/*.json``): file name, network
     (nr_resnet/nr_filters/K, fusion), epochs, and what it is for (:data:`PRESET_USES`, else its
@@ -125,7 +144,9 @@ def train_live(config, workdir, until: int, train_data=None, val_data=None, plot
         print(f"resuming {show_path(workdir)} after epoch {done}")
     callbacks = []
     if plot is not None:
-        callbacks.append(lambda ev: plot.update(ev.workdir))
+        def redraw(ev) -> None:
+            plot.update(ev.workdir)
+        callbacks.append(redraw)
     if samples_every:
         callbacks.append(_EpochSamples(samples_every, samples_per_class))
     with warnings.catch_warnings():
@@ -134,6 +155,10 @@ def train_live(config, workdir, until: int, train_data=None, val_data=None, plot
                      resume=(workdir / "last.pt").exists(), progress=progress, callbacks=callbacks)
     if rows and rows[-1].get("partial"):   # the kernel was interrupted (or a SIGTERM): the trainer saved last.pt
         raise KeyboardInterrupt(f"training stopped inside epoch {rows[-1]['epoch']}; last.pt is saved: run this "
+                                "cell again (or Run all) to resume")
+    done = completed_epochs(workdir)
+    if done < until:  # interrupted between epochs (during validation, saving or a callback)
+        raise KeyboardInterrupt(f"training stopped after epoch {done} of {until}; last.pt is saved: run this "
                                 "cell again (or Run all) to resume")
     return read_metrics(workdir)
 

@@ -4,7 +4,9 @@ the ``pcnn`` logger) and never prints; a face shows them by attaching one consol
 The CLI shows them on stderr, the notebooks on stdout (a notebook paints stderr as an error
 box). :func:`show` attaches the handler once however often it is called (a notebook cell run
 twice, ``train_live`` called per cell), so each line appears once. Without it, Python's
-default (warnings and errors only) applies, as for any library.
+default (warnings and errors only) applies, as for any library. The lines also propagate to the
+root logger (so ``caplog`` and a program's own logging see them): a program that configures the
+root logger with a console handler itself should not also call :func:`show`.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from . import __version__
+from . import __version__, logs
 from . import paths
 from .checkpoint import load
 from .data import DataError, verify
@@ -39,6 +39,12 @@ from .paths import preset_path
 from .precision import cuda_compile_problem, cuda_precision, resolve_device
 from .train import TrainConfig, read_metrics, train
 from .workdir import RUN_FILES, WorkdirLock
+
+# This module is the notebooks' runtime (only notebooks and the notebook faces import it): from
+# the first `from pcnn import notebook` on, the library's log lines (a download's progress and
+# checksum, training's precision and fast path) show on stdout, as plain lines (a notebook
+# paints stderr as an error box).
+logs.show("stdout")
 
 #: Environment variable that turns on smoke mode (tiny sizes, used by CI); notebooks read it.
 SMOKE_VAR = "PCNN_SMOKE"
@@ -388,5 +394,8 @@ def clear_run(workdir) -> list:
         if (workdir / "samples").is_dir():
             shutil.rmtree(workdir / "samples")
             removed.append("samples/")
+        if (workdir / "compile_cache").is_dir():  # kernels compiled for this run's model (pcnn.train.accel)
+            shutil.rmtree(workdir / "compile_cache")
+            removed.append("compile_cache/")
     print(f"FRESH_RUN: removed {', '.join(removed) or 'nothing'} from {show_path(workdir)}")
     return removed

@@ -51,8 +51,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import signal
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -272,6 +274,10 @@ def timed_training(cfg: TrainConfig, data_tensors, wd: Path, log: Path) -> dict:
             "last_row": hist[-1] if hist else None}
 
 
+class Terminated(SystemExit):
+    """A SIGTERM arrived (the device tool's time limit): what finished is written back, then the call ends."""
+
+
 def live_compile_check(device: torch.device, epochs: int, wd: Path, data_tensors=None,
                        preset: Path = ROOT / "configs" / "starter.json", images: int = 512) -> dict:
     """Notebook 02's ``train_live`` for ``epochs`` epochs of the starter-size network on the device
@@ -290,15 +296,27 @@ def live_compile_check(device: torch.device, epochs: int, wd: Path, data_tensors
     cfg = TrainConfig.from_dict({**json.loads(Path(preset).read_text()),
                                  "compile": "reduce-overhead" if device.type == "cuda" else "default",
                                  "val_every": 1, "checkpoint_minutes": 60.0})
+    class GraphsPerEpoch:
+        """Stands in for the live plot: train_live calls ``update`` after every epoch."""
+        def __init__(self):
+            self.counts = []
+
+        def update(self, workdir):
+            self.counts.append(counters["stats"]["unique_graphs"])
+
     torch._dynamo.reset()
     counters.clear()
+    per_epoch = GraphsPerEpoch()
     t = time.monotonic()
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        rows = live.train_live(cfg, wd, until=epochs, train_data=data, val_data=val, progress=False)
+    with contextlib.redirect_stdout(io.StringIO()) as printed, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        rows = live.train_live(cfg, wd, until=epochs, train_data=data, val_data=val, progress=False, plot=per_epoch)
     return {"epochs": len(rows), "seconds": time.monotonic() - t,
-            "unique_graphs": counters["stats"]["unique_graphs"],
+            "unique_graphs_after_each_epoch": per_epoch.counts,
+            "compiled_once": len(set(per_epoch.counts)) == 1 and per_epoch.counts[0] > 0,
             "compile_lines": printed.getvalue().count("compile: torch.compile"),
-            "epoch_seconds": [r.get("seconds") for r in rows], "printed": printed.getvalue()[-3000:]}
+            "epoch_seconds": [r.get("seconds") for r in rows], "printed": printed.getvalue()[-3000:],
+            "warnings": [str(w.message)[:500] for w in warned]}
 
 
 def run_bench(a, out: Path, amp: str = "auto") -> dict:
@@ -402,6 +420,13 @@ def main(argv=None) -> int:
         facts = {"budget_minutes": a.budget_minutes, "returned_files_planned": n_files, "errors": {}}
         manifest = {"files": {}}
 
+        def write_back():
+            """device.json, manifest.json and the archive as they stand: a kill later still returns them."""
+            facts["total_seconds"] = time.monotonic() - t0
+            (keep / "device.json").write_text(json.dumps(facts, indent=1, default=str))
+            (keep / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            pack(keep, out / ARCHIVE)
+
         def stage(name, fn):
             """Run one stage; an exception is recorded in device.json (``errors``), never lost."""
             try:
@@ -409,7 +434,15 @@ def main(argv=None) -> int:
             except (Exception, SystemExit) as e:  # later stages and the packing still run
                 facts[name] = f"failed: {type(e).__name__}: {e}"
                 facts["errors"][name] = traceback.format_exc()[-4000:]
-            print(f"{name}: {str(facts[name])[:300]} ({time.monotonic() - t0:.0f} s)", flush=True)
+                if isinstance(e, Terminated):  # recorded; no later stage starts
+                    raise
+            finally:
+                print(f"{name}: {str(facts.get(name))[:300]} ({time.monotonic() - t0:.0f} s)", flush=True)
+                write_back()
+
+        def on_sigterm(signum, frame):  # the device tool's time limit: leave through the finally below
+            raise Terminated(f"stopped by {signal.Signals(signum).name}")
+        previous = signal.signal(signal.SIGTERM, on_sigterm)  # the trainer arms its own while it trains
 
         try:
             stage("device_facts", lambda: facts.update(device_facts(device)) or "read")
@@ -442,10 +475,8 @@ def main(argv=None) -> int:
                     return time.monotonic() - t
                 stage("sampling_s", export_and_sample)
         finally:  # whatever finished comes back, with the errors of what did not
-            facts["total_seconds"] = time.monotonic() - t0
-            (keep / "device.json").write_text(json.dumps(facts, indent=1, default=str))
-            (keep / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-            pack(keep, out / ARCHIVE)
+            signal.signal(signal.SIGTERM, previous)
+            write_back()
     returned = sorted(p.name for p in out.iterdir())
     print(json.dumps({"returned": returned, "training": facts.get("training"), "errors": sorted(facts["errors"])},
                      indent=1, default=str))

@@ -106,6 +106,12 @@ def patch_gpu(monkeypatch, which: str):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    import sys
+    if "triton" not in sys.modules:  # a CPU-only torch has no Triton; a CUDA machine's would have it
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            monkeypatch.setitem(sys.modules, "triton", types.ModuleType("triton"))
     return name
 
 

@@ -449,6 +449,27 @@ def test_download_is_pinned_and_checks_the_datas_sha256(tmp_path):
     crc.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="arrived damaged"):
         download(tmp_path / "crc", url=crc.as_uri(), timeout=5, show_progress=False, sha256=want)
+    # a compressed (deflated) member damaged in transit: zlib's error, not a traceback
+    deflated = tmp_path / "deflated.zip"
+    with zipfile.ZipFile(zpath) as zin, zipfile.ZipFile(deflated, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+    clean = deflated.read_bytes()
+    with zipfile.ZipFile(deflated) as zf:
+        member = next(i for i in zf.infolist() if i.filename.endswith("train/0000001.jpg"))
+    start = member.header_offset + 30 + len(member.filename.encode())
+    outcomes = set()
+    for k in range(0, min(member.compress_size, 60), 3):     # flip bytes across the deflate stream
+        raw = bytearray(clean)
+        raw[start + k] ^= 0xFF
+        deflated.write_bytes(bytes(raw))
+        try:
+            download(tmp_path / f"d{k}", url=deflated.as_uri(), timeout=5, show_progress=False, sha256=want)
+            outcomes.add("installed")
+        except DataError as e:
+            outcomes.add("damaged" if "arrived damaged" in str(e) else "digest")
+        assert not (tmp_path / f"d{k}" / "train.csv").exists() or "installed" in outcomes
+    assert "installed" not in outcomes and "damaged" in outcomes
 
 
 def test_download_offline_message(tmp_path):

@@ -187,7 +187,9 @@ def test_live_compile_check_counts_one_compilation(tmp_path, monkeypatch):
     res = gpu_run.live_compile_check(torch.device("cpu"), 2, tmp_path / "live",
                                      preset=ROOT / "configs" / "smoke.json", images=16)
     torch._dynamo.reset()
-    assert res["epochs"] == 2 and res["unique_graphs"] >= 1 and res["compile_lines"] == 1
+    counts = res["unique_graphs_after_each_epoch"]
+    assert res["epochs"] == 2 and len(counts) == 2 and counts[0] == counts[1] > 0 and res["compiled_once"]
+    assert res["compile_lines"] == 1 and not any("eagerly" in w for w in res["warnings"])
 
 
 def test_each_benchmarked_precision_has_its_own_file(tmp_path, monkeypatch):
@@ -202,3 +204,30 @@ def test_each_benchmarked_precision_has_its_own_file(tmp_path, monkeypatch):
     outs = [argv[argv.index("--out") + 1] for argv in seen]
     amps = [argv[argv.index("--amp") + 1] for argv in seen]
     assert outs == [str(tmp_path / "bench_fp16.md"), str(tmp_path / "bench.md")] and amps == ["fp16", "auto"]
+
+
+def test_a_sigterm_returns_what_finished(tmp_path, monkeypatch):
+    """The device tool's time limit sends SIGTERM: the stages done so far come back, and no later stage starts."""
+    import os
+    import signal
+    images, labels = fake_data(16, size=32)
+    data = tmp_path / "data.pt"
+    torch.save({"train": {"images": images, "labels": labels},
+                "validation": {"images": images[:8], "labels": labels[:8]}}, data)
+
+    def tests_then_killed(device, log, timeout):
+        log.write_text("1 passed\n")
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+    started = []
+    monkeypatch.setattr(gpu_run, "run_device_tests", tests_then_killed)
+    monkeypatch.setattr(gpu_run, "timed_training", lambda *a: started.append(1))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        gpu_run.main(["--device", "cpu", "--no-bench", "--preset", str(ROOT / "configs" / "smoke.json"),
+                      "--data-tensors", str(data), "--out", str(out)])
+    assert started == [] and signal.getsignal(signal.SIGTERM) is not None
+    with tarfile.open(out / "results.tar.gz") as tar:
+        facts = json.loads(tar.extractfile("device.json").read())
+        assert tar.extractfile("tests.log").read() == b"1 passed\n"
+    assert facts["device"] == "cpu" and facts["tests_rc"] == "failed: Terminated: stopped by SIGTERM"

@@ -178,6 +178,16 @@ def test_gpu_epoch_estimate_reads_the_measured_figures():
     assert live.gpu_epoch_estimate(ModelConfig(), 10, figures={}) is None
 
 
+def test_epoch_estimates_per_preset():
+    figures = {"gpu": "GPU X", "measured": [{"nr_filters": 40, "images_per_s": 1000},
+                                            {"nr_filters": 160, "images_per_s": 400}]}
+    lines = live.epoch_estimates(4000, ["starter.json", "film_large.json"], figures)
+    assert lines[0].startswith("estimated training seconds per epoch of 4,000 images on one GPU X")
+    assert lines[1].split() [:3] == ["starter.json", "about", "4"] and "1/40/5" in lines[1]
+    assert lines[2].split()[:3] == ["film_large.json", "about", "10"] and "1/160/5" in lines[2]
+    assert "no measured GPU figures" in live.epoch_estimates(10, figures={})[0]
+
+
 def test_preset_lines_mark_the_shipped_recipe():
     lines = {line.split()[0]: line for line in live.preset_lines()}
     assert {"cpu_film40.json", "cpu_film40_disc.json", "starter.json", "smoke.json"} <= set(lines)

@@ -74,7 +74,7 @@ def test_short_runs_are_not_compiled_unless_asked(fake_gpu):
     fake_gpu("T4")
     fast = resolve_fast_path(TrainConfig(), "cuda")
     short = worth_compiling(fast, TrainConfig(), steps_left=650)
-    assert short.compile == "off" and "650 steps left" in short.note and "2,000" in short.describe()
+    assert short.compile == "off" and "650 steps left" in short.note and "3,000" in short.describe()
     assert worth_compiling(fast, TrainConfig(), steps_left=650, warm=True) == fast   # a warm cache repays sooner
     assert worth_compiling(fast, TrainConfig(), steps_left=accel.COMPILE_MIN_STEPS) == fast
     asked = resolve_fast_path(TrainConfig(compile="reduce-overhead"), "cuda")
@@ -92,6 +92,17 @@ def test_the_trainer_decides_from_the_steps_left(tmp_path, monkeypatch, caplog):
         train(tiny_train(epochs=2), tmp_path, *_data(), progress=False)
     assert calls == []
     assert any("compile=off (auto: 8 steps left" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_run_in_the_same_process_gets_its_own_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    import os
+    first = accel.use_compile_cache(tmp_path / "a")
+    second = accel.use_compile_cache(tmp_path / "b")   # pcnn's own earlier value is not the user's
+    assert second == tmp_path / "b" / "compile_cache"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(second.resolve()) != str(first.resolve())
+    assert os.environ["TRITON_CACHE_DIR"] == str((second / "triton").resolve())
 
 
 def test_compile_cache_lives_beside_the_run(tmp_path, monkeypatch):
@@ -133,7 +144,7 @@ def _compile_returning(wrap):
     return fake_compile
 
 
-NO_DROPOUT = {"dropout": 0.0}   # the failed try draws no random numbers, so the fallback run equals eager
+NO_DROPOUT = {}   # dropout stays on (0.5): the eager re-run starts from the random state the failed try started from
 
 
 def _same_weights(a, b):
@@ -252,6 +263,58 @@ def test_callbacks_see_each_epoch_can_stop_and_change_nothing(tmp_path):
     assert resumed[-1]["train_bpd"] == plain[-1]["train_bpd"]          # a stop request loses nothing
     with pytest.raises(TypeError, match="must be callable"):
         train(tiny_train(epochs=1), tmp_path / "bad", *_data(), progress=False, callbacks=["plot"])
+
+
+def test_an_interrupt_between_epochs_stops_run_all(tmp_path):
+    """A SIGINT during validation or a callback (not inside an epoch) still stops train_live's cell."""
+    import os
+    import signal
+
+    class InterruptingPlot:
+        def __init__(self):
+            self.calls = 0
+
+        def update(self, workdir):
+            self.calls += 1
+            if self.calls == 1:
+                os.kill(os.getpid(), signal.SIGINT)   # the trainer's handler records it; the run stops
+            return self                                # a truthy return value is not a stop request
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randint(0, 256, (8, 3, 8, 8), generator=g, dtype=torch.uint8), torch.arange(8) % 4)
+    cfg = nb.tiny_train_config(image_size=8, steps=None, batch_size=4)
+    with pytest.raises(KeyboardInterrupt, match="stopped after epoch 1 of 3; last.pt is saved"):
+        live.train_live(cfg, tmp_path / "run", until=3, train_data=data, val_data=data, progress=False,
+                        plot=InterruptingPlot())
+    assert nb.completed_epochs(tmp_path / "run") == 1
+    rows = live.train_live(cfg, tmp_path / "run", until=3, train_data=data, val_data=data, progress=False,
+                           plot=types.SimpleNamespace(update=lambda wd: True))   # True from a plot: ignored
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_callbacks_see_the_raw_model_in_eval_mode_and_training_resumes_in_train_mode(tmp_path):
+    modes = []
+
+    def look(ev):
+        modes.append((ev.weights, ev.model.training))
+    from pcnn.train.callbacks import EpochEnd, run_callbacks
+    train(tiny_train(epochs=2, ema=0.0), tmp_path, *_data(), progress=False, callbacks=look)
+    assert modes == [("raw", False), ("raw", False)]
+    net = torch.nn.Dropout(0.5).train()
+    ev = EpochEnd(epoch=1, epochs=1, row={}, history=[], workdir=tmp_path, model=net, weights="raw", exported=False)
+    assert run_callbacks([lambda e: e.model.training], ev) is False and net.training   # restored
+
+
+def test_fp16_overflow_in_a_probe_step_is_not_a_compile_failure():
+    """With fp16's scaler the first steps' scaled gradients overflow by design; only the loss decides."""
+    from pcnn.train.accel import FastSteps
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.full((2,), float("inf"))
+    step = FastSteps()
+    step.params, step.scaler = [p], object()
+    assert step._step_ok(torch.tensor(1.0)) is True
+    assert step._step_ok(torch.tensor(float("nan"))) is False
+    step.scaler = None
+    assert step._step_ok(torch.tensor(1.0)) is False
 
 
 def test_logs_show_once_on_the_chosen_stream(capsys):

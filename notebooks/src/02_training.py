@@ -15,8 +15,8 @@
 #
 # **What a free T4 (Colab, Kaggle) or P100 (Kaggle) student should expect:**
 # - *Precision*: **fp16 with a gradient scaler**. Neither card computes bf16 natively (bf16 needs sm_80: A100, L4, H100), and emulated bf16 is slow and not compiled, so `amp=auto` does not use it there. The set-up line says which precision your GPU gets.
-# - *Compiling*: the training loss is compiled **once per run**, on a T4 only when the run is long enough to repay it (about 2,000 steps: the starter preset's 300 epochs are, a 3-epoch try is not), never on a P100 (older than sm_70, which the compiler needs). The compiled kernels are kept beside the run (`compile_cache/` in the run's folder), so a new runtime compiles from a warm cache. If compiling fails or gives a NaN that eager training does not, the run continues eagerly with one warning.
-# - *Time per epoch*: the presets cell prints an estimate from the one GPU we measured (an H200: 1,295 img/s for the starter-size step), i.e. a few seconds per epoch of 4,159 images there; a T4 is slower, by how much is not measured here.
+# - *Compiling*: the training loss is compiled **once per run**, on a T4 only when the run is long enough to repay it (about 3,000 steps, a guess until a GPU measures it: the starter preset's 300 epochs are, a 3-epoch try is not), never on a P100 (older than sm_70, which the compiler needs). The compiled kernels are kept beside the run (`compile_cache/` in the run's folder), so a new runtime compiles from a warm cache. If compiling fails or gives a NaN that eager training does not, the run continues eagerly with one warning.
+# - *Time per epoch*: the presets cell prints, per preset, an estimate from the one GPU we measured (an H200: 1,295 img/s for the starter-size step, i.e. about 3 s per epoch of the 3,899 training images there); a T4 is slower, by how much is not measured here.
 # - *Resume anywhere*: a run started on a CPU runtime (with its folder on Drive) continues on a GPU runtime and back; only the precision and the optimizer's device options change, and the run says so.
 #
 # **Committed outputs:** a full (non-smoke) run of the `starter.json` preset (1/40/5) on 1200 of the 3899 training images for 1 + 2 epochs on the project's 2-core CPU machine, shared with another training job: a short budget, so the curves show the start of training only (the shipped model's recipe, `configs/cpu_film40.json`, ran for many more epochs: notebook 04). On a GPU, set `N_TRAIN = None` and raise `EPOCHS`.
@@ -113,6 +113,7 @@ print(nb.run_status(WORKDIR))
 import dataclasses, json
 from pcnn.train import TrainConfig, apply_overrides
 print("\n".join(live.preset_lines()))
+print("\n".join(live.epoch_estimates(3899)))
 cfg = TrainConfig.from_dict(apply_overrides(json.loads(nb.config_path(PRESET).read_text()), OVERRIDES))
 cfg = dataclasses.replace(cfg, wandb=WANDB, tensorboard=TENSORBOARD)
 print("\nmodel:", cfg.model)

@@ -9,6 +9,7 @@ Usage::
 Layout: :mod:`.config` (TrainConfig, schedules, overrides), :mod:`.objective` (the
 loss and validation figures), :mod:`.loop` (``train`` and the Trainer), :mod:`.state` (``last.pt``: save, resume, RNG), :mod:`.metrics` (metric
 files and loggers), :mod:`.distributed` (torchrun context), :mod:`.inputs` (data checks),
+:mod:`.callbacks` (per-epoch callbacks of one run: live plot, samples, a stop request),
 :mod:`.accel` (the GPU fast path: compile, CUDA graphs, channels-last, fused optimizer, data on
 the device, deferred finite checks; each ``auto`` keeps the CPU trainer as it was).
 
@@ -57,11 +58,12 @@ never replaces an earlier run's results without ``overwrite`` (``--overwrite``).
 """
 from .config import OPTIMIZERS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, load_run_config, lr_at
 from .inputs import read_data_tensors
+from .callbacks import EpochEnd
 from .loop import Trainer, train
 from .objective import evaluate, training_loss, validation_objective
 from .metrics import METRIC_COLUMNS, read_metrics
 from .state import TRAIN_STATE_FORMAT, TrainingStopped
 
-__all__ = ["train", "TrainConfig", "apply_overrides", "load_run_config", "lr_at", "ema_decay_at", "exports_ema",
+__all__ = ["train", "EpochEnd", "TrainConfig", "apply_overrides", "load_run_config", "lr_at", "ema_decay_at", "exports_ema",
            "training_loss", "evaluate", "validation_objective", "Trainer", "TrainingStopped", "read_metrics", "read_data_tensors",
            "METRIC_COLUMNS", "TRAIN_STATE_FORMAT", "OPTIMIZERS"]

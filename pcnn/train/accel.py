@@ -58,15 +58,15 @@ log = logging.getLogger(__name__)
 
 #: ``check_every`` chosen by ``auto`` on CUDA: one host read per 50 steps (a few seconds of training).
 CUDA_CHECK_EVERY = 50
-#: ``compile=auto`` compiles only a run with at least this many optimizer steps left. An
-#: estimate, not a GPU measurement: a cold compile of the loss (forward and backward) took
-#: 82 s on this project's 2-core CPU host (benchmarks/README.md) and a Colab host has 2 vCPUs
-#: too; the eager step of the 1/40/5 model at batch 64 took 49 ms on an H200
-#: (results/gpu/h200_issue26.json), so even a compiled step twice as fast saves about 25 ms,
-#: and some 3,000 steps repay the compile. 2,000 leaves room for a slower GPU, where a step
-#: saves more.
-COMPILE_MIN_STEPS = 2000
-#: The same with a warm compile cache beside the run (a second runtime): 8 s measured warm.
+#: ``compile=auto`` compiles only a run with at least this many optimizer steps left. A guess
+#: until a GPU measures it, from two measurements: a cold compile of the loss (forward and
+#: backward) took 82 s on this project's 2-core CPU host (benchmarks/README.md; a Colab host
+#: has 2 vCPUs too), and the eager step of the 1/40/5 model at batch 64 took 49 ms on an H200
+#: (results/gpu/h200_issue26.json). If compiling halves the step, a step saves about 25 ms
+#: and 82 s / 25 ms = about 3,300 steps repay the compile.
+COMPILE_MIN_STEPS = 3000
+#: The same with a warm compile cache beside the run (a second runtime): 8 s measured warm,
+#: so about 300 steps.
 COMPILE_MIN_STEPS_WARM = 300
 #: The first this many compiled steps run under the fallback: CUDA graph trees record the
 #: graph at the second or third call, so a failure can come after the first step.
@@ -150,21 +150,31 @@ def compile_cache_dir(workdir) -> Path:
     return Path(workdir) / "compile_cache"
 
 
+#: The cache variables' values pcnn itself set (a later run in the same process replaces them;
+#: a value the user set is never replaced).
+_CACHE_ENV_SET: dict = {}
+
+
 def use_compile_cache(workdir) -> Optional[Path]:
     """Point inductor's (and Triton's) cache at :func:`compile_cache_dir` unless the user set
     ``TORCHINDUCTOR_CACHE_DIR``; returns the folder in use, None when the user's is kept.
-    Inductor reads the variable at each use, so setting it before the first compile is enough."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    Inductor reads the variable at each use, so setting it before the first compile is enough;
+    a second run in the same process (a notebook kernel) moves it to its own folder."""
+    user = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if user and user != _CACHE_ENV_SET.get("TORCHINDUCTOR_CACHE_DIR"):
         return None
     cache = compile_cache_dir(workdir)
     cache.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache.resolve())
-    os.environ.setdefault("TRITON_CACHE_DIR", str((cache / "triton").resolve()))
+    for var, path in (("TORCHINDUCTOR_CACHE_DIR", cache), ("TRITON_CACHE_DIR", cache / "triton")):
+        now = os.environ.get(var)
+        if now is None or now == _CACHE_ENV_SET.get(var):
+            os.environ[var] = _CACHE_ENV_SET[var] = str(path.resolve())
     return cache
 
 
 def cache_is_warm(workdir) -> bool:
-    """Whether :func:`compile_cache_dir` already holds compiled graphs (an earlier runtime's)."""
+    """Whether :func:`compile_cache_dir` already holds files (an earlier runtime's compiled
+    graphs: the folder belongs to this run, and ``clear_run`` removes it with the run)."""
     cache = compile_cache_dir(workdir)
     return cache.is_dir() and any(p.is_file() for p in cache.rglob("*"))
 
@@ -182,7 +192,7 @@ def worth_compiling(fast: FastPath, cfg: TrainConfig, steps_left: int, warm: boo
     cache = "a warm" if warm else "a cold"
     return dataclasses.replace(fast, compile="off", note=(
         f"auto: {steps_left:,} steps left, fewer than the {need:,} estimated to repay {cache} compile; "
-        "set compile=reduce-overhead to compile anyway"))
+        "set compile=reduce-overhead to compile anyway (sm_70 and newer)"))
 
 
 def make_optimizer(cfg: TrainConfig, params, fast: FastPath, device) -> torch.optim.Optimizer:
@@ -209,7 +219,7 @@ class LossFunction:
     evaluation runs the uncompiled model), so it compiles once.
     """
 
-    def __init__(self, net, mc, disc_weight: float, mode: str = "off", announce: bool = True):
+    def __init__(self, net, mc, disc_weight: float, mode: str = "off", announce: bool = True, probe: bool = True):
         self.mode, self.announce = mode, announce
         self.compile_seconds: Optional[float] = None
 
@@ -218,7 +228,9 @@ class LossFunction:
         self.eager = loss
         self.fn = loss if mode == "off" else torch.compile(loss, mode=mode)
         self._first = mode != "off"
-        self.probe_left = COMPILE_PROBE_STEPS if mode != "off" else 0
+        # Under DDP every rank must take the same decisions; a per-rank fallback would desync
+        # the collectives, so there a compile error is raised (probe=False).
+        self.probe_left = COMPILE_PROBE_STEPS if mode != "off" and probe else 0
         self.fallback_reason: Optional[str] = None
 
     @property
@@ -227,9 +239,16 @@ class LossFunction:
         return self.mode != "off" and self.probe_left > 0
 
     def fall_back(self, why: str) -> None:
-        """Use the eager loss for the rest of the run; one ``RuntimeWarning`` says why."""
+        """Use the eager loss for the rest of the run; one ``RuntimeWarning`` says why. The
+        compiled function is dropped (and with CUDA graphs their memory pool, which a 16 GB T4
+        needs back)."""
         self.fallback_reason = f"torch.compile(mode={self.mode}) {why}"
         _fallback(f"{self.fallback_reason}; training eagerly for the rest of the run")
+        if self.mode == "reduce-overhead":
+            try:
+                torch._dynamo.reset()  # frees the CUDA graph trees' memory pool with the compiled graphs
+            except Exception:  # nothing to free if dynamo never ran
+                pass
         self.fn, self.mode, self.probe_left = self.eager, "off", 0
 
     def __call__(self, x, y):
@@ -245,6 +264,18 @@ class LossFunction:
             log.info(f"compile: torch.compile(mode={self.mode}) of the training loss took {self.compile_seconds:.1f} s "
                      "(first forward; the backward compiles during the first backward)")
         return out
+
+
+def _device_rng(device) -> tuple:
+    """The global CPU RNG state, and the device's when it is a GPU (dropout draws there)."""
+    dev = torch.device(device)
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None)
+
+
+def _set_device_rng(device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], torch.device(device))
 
 
 def first_line(e: BaseException) -> str:
@@ -356,19 +387,23 @@ class FastSteps:
         exception anywhere in it that :meth:`_loss_and_grads` did not already handle (the
         optimizer step on the gradients the compiled backward wrote, CUDA graph bookkeeping)
         switches the run to eager and takes the step again. An exception once the loss is eager
-        is a real error and is raised."""
+        is a real error and is raised. The retry starts from the random state the try started from."""
+        rng = _device_rng(self.dist.device)
         try:
             return step(x, y)
         except Exception as e:
             if self.loss_fn.mode == "off":
                 raise
-            self.loss_fn.fall_back(f"failed during its first steps ({first_line(e)})")
-            if self.scaler is not None:  # the failed try may have unscaled already; start the step afresh
-                self.scaler._per_optimizer_states.pop(id(self.optimizer), None)  # private: no public reset
-            for name in ("grad_scale", "found_inf"):
-                if hasattr(self.optimizer, name):
-                    delattr(self.optimizer, name)
-            return step(x, y)
+            why = f"failed during its first steps ({first_line(e)})"
+        # outside the except block, so the failed try's tensors are released before the retry
+        self.loss_fn.fall_back(why)
+        _set_device_rng(self.dist.device, rng)
+        if self.scaler is not None:  # the failed try may have unscaled already; start the step afresh
+            self.scaler._per_optimizer_states.pop(id(self.optimizer), None)  # private: no public reset
+        for name in ("grad_scale", "found_inf"):
+            if hasattr(self.optimizer, name):
+                delattr(self.optimizer, name)
+        return step(x, y)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, fn=None):
         """Forward under the run's autocast and backward (scaled when fp16) into fresh gradients;
@@ -381,28 +416,45 @@ class FastSteps:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss, bpd
 
+    def _step_ok(self, loss: torch.Tensor) -> bool:
+        """Whether a step's loss, and without a grad scaler its gradient, is finite (a host sync).
+        With fp16's scaler the scaled gradient overflowing is the scaler's normal business in
+        the first steps (it lowers its scale), not a sign of a broken compile."""
+        ok = torch.isfinite(loss.detach())
+        if self.scaler is None:
+            ok = ok & torch.isfinite(grad_norm(self.params))
+        return bool(ok)
+
     def _loss_and_grads(self, x: torch.Tensor, y: torch.Tensor):
         """:meth:`_forward_backward`, with the first compiled steps under the compile fallback.
 
         While :attr:`LossFunction.probing`: an exception in the compiled forward or backward
         (compilation, CUDA graph capture) reruns the step eagerly and keeps the run eager; a
-        non-finite loss or gradient is checked against the eager loss on the same batch
-        (one extra eager step), and if eager is finite the run keeps the eager result and stays
-        eager (pytorch#169082 reports silent NaNs under reduce-overhead). The optimizer is not
-        compiled and runs after this, as in an eager run."""
+        non-finite loss (or, without fp16's scaler, gradient) is checked against the eager loss on
+        the same batch (one extra eager step), and if eager is finite the run keeps the eager
+        result and stays eager (pytorch#169082 reports silent NaNs under reduce-overhead). The
+        eager re-run starts from the random state the compiled try started from, so it draws the
+        dropout masks an eager run would have drawn. The optimizer runs after this
+        (:meth:`_probe_step` covers it)."""
         lf = self.loss_fn
         if not lf.probing:
             return self._forward_backward(x, y)
+        rng = _device_rng(self.dist.device)
+        failure = None
         try:
             loss, bpd = self._forward_backward(x, y)
         except Exception as e:  # the eager loss computes the same thing
-            lf.fall_back(f"failed ({first_line(e)})")
-            return self._forward_backward(x, y, lf.eager)
-        lf.probe_left -= 1
-        if bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm(self.params))):
-            return loss, bpd
+            failure = f"failed ({first_line(e)})"
+        if failure is None:   # outside the except block: the failed graph's tensors are released first
+            lf.probe_left -= 1
+            if self._step_ok(loss):
+                return loss, bpd
+            del loss, bpd
+        _set_device_rng(self.dist.device, rng)
         e_loss, e_bpd = self._forward_backward(x, y, lf.eager)
-        if bool(torch.isfinite(e_loss.detach()) & torch.isfinite(grad_norm(self.params))):
+        if failure is not None:
+            lf.fall_back(failure)
+        elif self._step_ok(e_loss):
             lf.fall_back("gave a non-finite loss or gradient where the eager loss did not on the same batch")
         return e_loss, e_bpd  # both non-finite: the step is skipped as any bad step is
 

@@ -3,9 +3,10 @@ every N epochs, a stop request) runs between epochs of *one* run, so the trainer
 loss and its precision line are made once per run, not once per epoch.
 
 A callback is any callable taking an :class:`EpochEnd`; it runs after the epoch's row is
-logged and ``last.pt`` is saved, so nothing it does can lose work. It returns a true value to
-ask the run to stop there (the run then ends as if its epochs were done; ``--resume`` or the
-next ``train_live`` continues it). Callbacks run with every global RNG state saved and
+logged and ``last.pt`` is saved, so nothing it does can lose work. It returns ``True`` (the
+object itself: a figure or any other truthy return value does not count) to ask the run to
+stop there: the run ends with that epoch (``last.pt`` saved; ``model.safetensors`` as of the
+last validation), and ``resume=True`` or the next ``train_live`` continues it exactly. Callbacks run with every global RNG state saved and
 restored around them (:func:`run_callbacks`), so a callback that samples does not change the
 run: a run with callbacks equals one without, bit for bit.
 """
@@ -58,7 +59,7 @@ def check_callbacks(callbacks) -> tuple:
 def run_callbacks(callbacks: Sequence[Callback], event: EpochEnd) -> bool:
     """Run every callback on ``event`` (all of them, even after one asks to stop) with the global
     RNG states restored afterwards and the model left in the mode it was in; True when any
-    asked the run to stop."""
+    returned ``True``."""
     if not callbacks:
         return False
     saved = rng_state()
@@ -67,7 +68,7 @@ def run_callbacks(callbacks: Sequence[Callback], event: EpochEnd) -> bool:
     try:
         event.model.eval()
         for c in callbacks:
-            stop = bool(c(event)) or stop
+            stop = (c(event) is True) or stop
     finally:
         event.model.train(was_training)
         set_rng_state(saved)

@@ -80,9 +80,13 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
 
     ``callbacks``: a callable or a sequence of them, each called with a
     :class:`pcnn.train.callbacks.EpochEnd` after every whole epoch (on rank 0, after the row is
-    logged and ``last.pt`` saved); one returning a true value stops the run there. A face that
+    logged and ``last.pt`` saved); one returning ``True`` stops the run there. A face that
     trains epoch by epoch (notebook 02's ``train_live``) passes its live plot and samples here
     and calls ``train`` once per run, so the loss is compiled once.
+
+    The trainer logs (``logging``, logger ``pcnn.train``): its precision, fast-path and compile
+    lines are INFO, problems WARNING. The CLI and the notebooks show them; a script shows them
+    with ``pcnn.logs.show()``.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     callbacks = check_callbacks(callbacks)
@@ -225,7 +229,8 @@ class Trainer(FastSteps, RunState):
             self.fast = worth_compiling(self.fast, cfg, max(left, 0), cache_is_warm(self.workdir))
         if self.fast.compile != "off" and self.dist.main:
             use_compile_cache(self.workdir)
-        self.loss_fn = LossFunction(self.net, cfg.model, cfg.disc_weight, self.fast.compile, self.dist.main)
+        self.loss_fn = LossFunction(self.net, cfg.model, cfg.disc_weight, self.fast.compile, self.dist.main,
+                                    probe=self.dist.world == 1)
 
     def _reset_counters(self) -> None:
         """The run's position and running sums (all of it goes into last.pt)."""
