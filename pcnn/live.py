@@ -53,38 +53,44 @@ def gpu_figures(root=None) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _nearest_rate(nr_filters: int, nr_resnet: int, figures: dict) -> tuple:
+    """``(images/s, measured row)`` for a network of ``nr_filters`` and ``nr_resnet``: the slowest
+    figure measured for the nearest ``nr_filters``, divided by ``nr_resnet`` (every measured network
+    has one block per stage; the GPU step is bound by kernel launches, which grow with the
+    number of blocks). An estimate, and labelled as one wherever it is shown."""
+    rows = sorted(figures["measured"], key=lambda r: (abs(r["nr_filters"] - nr_filters), r["images_per_s"]))
+    return rows[0]["images_per_s"] / max(1, nr_resnet), rows[0]
+
+
 def gpu_epoch_estimate(model_config, n_train: int, figures: Optional[dict] = None) -> Optional[str]:
     """An estimate of the training seconds per epoch on the GPU of ``figures`` (default
-    :func:`gpu_figures`) for a model like ``model_config`` and ``n_train`` images: the measured
-    images/s of the nearest measured network (by ``nr_filters``; the slowest figure measured for
-    it), labelled as an estimate."""
+    :func:`gpu_figures`) for a model like ``model_config`` and ``n_train`` images
+    (:func:`_nearest_rate`), labelled as an estimate."""
     figures = figures if figures is not None else gpu_figures()
     if not figures:
         return None
-    rows = sorted(figures["measured"], key=lambda r: (abs(r["nr_filters"] - model_config.nr_filters), r["images_per_s"]))
-    r = rows[0]
-    secs = n_train / r["images_per_s"]
-    return (f"estimate: about {secs:.0f} s of training per epoch of {n_train} images on one {figures['gpu']} "
-            f"({r['images_per_s']:,} img/s measured for {r['what']}, {figures['source']}); validation adds to it, "
-            f"a free T4 is slower (not measured here), and the trainer's GPU fast path is faster")
+    rate, r = _nearest_rate(model_config.nr_filters, model_config.nr_resnet, figures)
+    depth = f", divided by nr_resnet {model_config.nr_resnet}" if model_config.nr_resnet > 1 else ""
+    return (f"estimate: about {n_train / rate:.0f} s of training per epoch of {n_train} images on one {figures['gpu']} "
+            f"({r['images_per_s']:,} img/s measured for {r['what']}{depth}, {figures['source']}); validation adds to "
+            f"it, a free T4 is slower (not measured here), and the trainer's GPU fast path is faster")
 
 
 def epoch_estimates(n_train: int, names=None, figures: Optional[dict] = None) -> list:
     """One line per preset (default: every ``configs/*.json``): the estimated seconds of training per
-    epoch of ``n_train`` images on the measured GPU (:func:`gpu_epoch_estimate`'s rule: the images/s
-    of the nearest measured network), or one line saying no GPU figures are available."""
+    epoch of ``n_train`` images on the measured GPU (:func:`_nearest_rate`, the rule of
+    :func:`gpu_epoch_estimate`), or one line saying no GPU figures are available."""
     figures = figures if figures is not None else gpu_figures()
     if not figures:
         return ["no measured GPU figures here (results/gpu/ is part of a checkout): no epoch estimates"]
     out = [f"estimated training seconds per epoch of {n_train:,} images on one {figures['gpu']} (measured images/s "
-           "of the nearest network; validation adds to it; a T4 is slower, not measured):"]
+           "of the nearest width, divided by nr_resnet; validation adds to it; a T4 is slower, not measured):"]
     for name in names or [f"{n}.json" for n in paths.preset_names()]:
         m = json.loads(config_path(name).read_text()).get("model", {})
-        rows = sorted(figures["measured"], key=lambda r: (abs(r["nr_filters"] - m.get("nr_filters", 160)),
-                                                           r["images_per_s"]))
-        out.append(f"  {name:<28} about {n_train / rows[0]['images_per_s']:.0f} s "
+        rate, _ = _nearest_rate(m.get("nr_filters", 160), m.get("nr_resnet", 1), figures)
+        out.append(f"  {name:<28} about {n_train / rate:.0f} s "
                    f"({m.get('nr_resnet', '?')}/{m.get('nr_filters', '?')}/{m.get('nr_logistic_mix', '?')}, "
-                   f"{rows[0]['images_per_s']:,} img/s)")
+                   f"{rate:,.0f} img/s)")
     return out
 
 

@@ -186,6 +186,8 @@ def test_epoch_estimates_per_preset():
     assert lines[1].split() [:3] == ["starter.json", "about", "4"] and "1/40/5" in lines[1]
     assert lines[2].split()[:3] == ["film_large.json", "about", "10"] and "1/160/5" in lines[2]
     assert "no measured GPU figures" in live.epoch_estimates(10, figures={})[0]
+    deep = live.epoch_estimates(4000, ["report_chan.json"], figures)[1]           # 3/90/5: three blocks per stage
+    assert deep.split()[:3] == ["report_chan.json", "about", "12"] and "333 img/s" in deep
 
 
 def test_preset_lines_mark_the_shipped_recipe():
