@@ -129,12 +129,13 @@ def measure(design: dict, out: Path, data_dir=None, steps: int = 25, repeats: in
 
 def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None, only=None, limit=None,
                min_images=None, kid_subsets: int = 100, config=None, per_class=None, cache_dir=None,
-               deadline_minutes=None, reserve_minutes: float = 3.0) -> int:
+               deadline_minutes=None, reserve_minutes: float = 3.0, floor: bool = True) -> int:
     """Train and evaluate every planned run of ``design`` not finished yet; returns how many finished now.
 
     ``deadline_minutes``: end the call resumably by then: each run trains at most until
     ``reserve_minutes`` before it (``max_minutes``, a run-control setting, not part of the budget),
-    which is left for its scoring and sampling; no run starts with less than that left."""
+    which is left for its scoring and sampling; no run starts with less than that left.
+    ``floor=False``: leave the real floor (``<out>/real_floor.json``) to another process."""
     started = time.monotonic()
     from pcnn.data import load_split, resolve_data_dir
     from pcnn.fid import load_inception
@@ -150,7 +151,7 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
     extractor = InceptionFeatures(load_inception(device), device, 50, cache_dir=cache_dir)
     per_class = per_class or design["per_class"]
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "real_floor.json").exists():
+    if floor and not (out / "real_floor.json").exists():
         log.info("real floor: %d validation images per class at %dx%d", per_class, size, size)
         floor = F.floor_scores(workdir / "real_floor", root, extractor, per_class, size, min_images,
                                kid_subsets)
@@ -207,6 +208,7 @@ def main(argv=None) -> int:
     p.add_argument("--measure", action="store_true", help="v2: time the budget (writes <out>/epoch_cost.json)")
     p.add_argument("--deadline-minutes", type=float, default=None,
                    help="v2: end the call resumably within this many minutes (a bounded GPU call)")
+    p.add_argument("--no-floor", action="store_true", help="v2: leave the real floor to another process")
     p.add_argument("--limit", type=int, default=None, help="v2: stop after this many runs finished")
     p.add_argument("--min-images", type=int, default=None, help="v2: fewest samples FID-2048 accepts (tiny runs)")
     p.add_argument("--kid-subsets", type=int, default=100)
@@ -233,7 +235,8 @@ def main(argv=None) -> int:
         if not a.workdir:
             p.error("--workdir is needed to train (or pass --report)")
         n = run_design(a.design, design, Path(a.workdir), out, a.data_dir, a.only, a.limit, a.min_images,
-                       a.kid_subsets, a.config, a.per_class, a.cache_dir, a.deadline_minutes)
+                       a.kid_subsets, a.config, a.per_class, a.cache_dir, a.deadline_minutes,
+                       floor=not a.no_floor)
         log.info("%d run(s) finished in this call", n)
         return 0
     out = Path(a.out or "results/fusion")
