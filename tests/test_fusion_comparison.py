@@ -159,6 +159,8 @@ def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
     args = ["--design", "cpu10", "--config", str(tmp_path / "tiny.json"), "--workdir", str(runs), "--out", str(out),
             "--data-dir", str(data), "--only", "late", "none", "--per-class", "1", "--min-images", "2",
             "--kid-subsets", "5", "--cache-dir", str(tmp_path / "cache")]
+    assert FC.main(args + ["--deadline-minutes", "1"]) == 0   # 1 min < the 3 min reserve: the floor, no run
+    assert sorted(p.name for p in out.glob("*.json")) == ["real_floor.json"] and not (runs / "late_s0").exists()
     assert FC.main(args + ["--limit", "1"]) == 0
     assert sorted(p.name for p in out.glob("*.json")) == ["late_s0.json", "real_floor.json"]
     assert FC.main(args) == 0                           # resumes the plan: none_s0, then seed 1 of both
