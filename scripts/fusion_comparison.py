@@ -158,10 +158,11 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
         from pcnn.experiments import write_results
         write_results(floor, out / "real_floor.json")
     finished = 0
+    failed = set()
     while True:
         plan = F.planned_runs(design, F.load_runs(out))
         todo = [(n, s) for n, s in plan["runs"] if not (out / f"{F.run_id(n, s)}.json").exists()
-                and (not only or n in only)]
+                and (not only or n in only) and (n, s) not in failed]
         if not todo:
             break
         progressed = False
@@ -174,8 +175,14 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
                 base = dict(base, max_minutes=round(left, 2))
             t0 = time.time()
             log.info("%s: training (or resuming) in %s", F.run_id(n, s), workdir / F.run_id(n, s))
-            res = F.run_one(name, base, n, s, workdir, out, train_split, val_split, root, extractor,
-                            per_class, min_images, kid_subsets, device)
+            try:
+                res = F.run_one(name, base, n, s, workdir, out, train_split, val_split, root, extractor,
+                                per_class, min_images, kid_subsets, device)
+            except Exception:   # a diverged or broken run must not stop the others; it stays missing
+                log.exception("%s failed; the other runs go on (this call will not retry it)", F.run_id(n, s))
+                failed.add((n, s))
+                progressed = True
+                break
             if res is None:
                 if (workdir / F.run_id(n, s) / "job" / "train.lock").exists():
                     continue           # another process runs it
