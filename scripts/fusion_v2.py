@@ -619,10 +619,12 @@ def report_markdown(rep: dict, design_name: str) -> str:
              "", "## Per strategy (mean ± sample sd over seeds, number of seeds in brackets)", "", rep["table"],
              "", "![learning curves](curves.png)", "", "![summary](summary.png)"]
     if rep["best"]:
+        none_yet = "(no other strategy has finished yet)"
         parts += ["", f"## {rep['best']} against every other strategy, same validation images",
                   "", "Accuracy (paired bootstrap over images and seeds, "
-                  f"{rep['bootstrap_draws']} draws; exact McNemar per seed):", "", rep["accuracy_table"],
-                  "", "Bits/dim under the true label (negative: the best has the lower bits/dim):", "", rep["bpd_table"]]
+                  f"{rep['bootstrap_draws']} draws; exact McNemar per seed):", "", rep["accuracy_table"] or none_yet,
+                  "", "Bits/dim under the true label (negative: the best has the lower bits/dim):", "",
+                  rep["bpd_table"] or none_yet]
     parts += ["", "## Conclusion", ""] + [f"- {line}" for line in rep["conclusion"]]
     return "\n".join(parts) + "\n"
 

@@ -112,8 +112,10 @@ if runs:
 
 # %%
 if rep["best"]:
-    display(Markdown(rep["accuracy_table"]))
-    display(Markdown(rep["bpd_table"]))
+    display(Markdown(rep["accuracy_table"] or "(no other conditional strategy has finished yet)"))
+    display(Markdown(rep["bpd_table"] or "(no other strategy has finished yet)"))
+else:
+    print("no conditional strategy has finished yet")
 
 # %% [markdown]
 # ## What it shows, and what it cannot
