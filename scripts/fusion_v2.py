@@ -634,6 +634,7 @@ def write_report(out_dir, design: dict, design_name: str, v1_folder=None, draws:
     import matplotlib.pyplot as plt
     from pcnn.experiments import write_results
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rep = build_report(out_dir, design, v1_folder, draws)
     write_results({k: v for k, v in rep.items()}, out_dir / "report.json")
     (out_dir / "report.md").write_text(report_markdown(rep, design_name))

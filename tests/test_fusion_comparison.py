@@ -89,6 +89,8 @@ def test_plan_picks_the_best_three_for_the_extra_seed():
     plan = F.planned_runs(design, runs)
     assert plan["top"] == ["late", "middle", "blocks_film"] and plan["undecided"] == 0
     assert plan["runs"][18:] == [("late", 2), ("middle", 2), ("blocks_film", 2)] and plan["total"] == 21
+    gpu = F.planned_runs(F.DESIGNS["gpu30"], runs)     # the GPU design: 3 seeds of everything, no selection
+    assert gpu["total"] == 27 and gpu["top"] is None and gpu["runs"][18:] == [(n, 2) for n in F.STRATEGIES]
     # one conditional run missing: not decided yet
     assert F.top_strategies([r for r in runs if (r["name"], r["seed"]) != ("late", 1)], [0, 1], 3) is None
 
