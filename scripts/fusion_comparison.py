@@ -1,37 +1,49 @@
 #!/usr/bin/env python
-"""Train every fusion strategy under one budget and write one results file per run.
+"""Train every fusion strategy under one budget and report the comparison.
 
-    PCNN_DATA_DIR=../shared/cpen455 python scripts/fusion_comparison.py \
-        --config configs/fusion_budget.json --workdir ../runs/fusion --out results/fusion
+**v2 (issue 35; the rules: results/fusion/README.md).** A *design* is a preset and a plan
+(``fusion_v2.DESIGNS``): ``cpu10`` trains every strategy for 10 epochs with seeds 0 and 1,
+then seed 2 of the best three; ``gpu30`` every strategy for 30 epochs with seeds 0-2. One
+command trains all runs of a design, one after the other, each resumable from its workdir
+``<workdir>/<name>_s<seed>`` (``last.pt``) and skipped once ``<out>/<name>_s<seed>.json``
+exists or while another process holds it (so a second process may run beside the first)::
 
-Only ``model.fusion`` differs between the runs (same size, epochs, seed, augmentation,
-optimiser). Each run is :func:`pcnn.experiments.run_and_record`: training with
-:func:`pcnn.train.train` (resumed if its workdir holds ``last.pt``), 25 samples per
-class (seed 0) and FID at dims 192 and 2048 against the test images, then
-``<out>/<name>.json``. A strategy whose results file exists is skipped, so the
-script can be killed and started again at any time.
+    OMP_NUM_THREADS=1 PCNN_DATA_DIR=../shared/cpen455 python scripts/fusion_comparison.py \
+        --design cpu10 --workdir ../runs/fusion35 --threads 1
 
+    python scripts/fusion_comparison.py --design cpu10 --report
+
+The report (``report.md``, ``report.json``, ``curves.png``, ``summary.png`` in the design's
+results folder) works on whatever runs are finished and says how many of how many.
+``--measure`` times the budget's training steps (fp32 and bf16), its evaluation and
+sampling at the current thread count and writes ``<out>/epoch_cost.json``.
+
+**v1 (history).** The 2-epoch, one-seed comparison (``configs/fusion_budget.json``,
+``results/fusion/*.json``)::
+
+    python scripts/fusion_comparison.py --config configs/fusion_budget.json --workdir ../runs/fusion \
+        --out results/fusion
     python scripts/fusion_comparison.py --report --out results/fusion
 
-writes the table (``<out>/table.md``) and the bar plots (``<out>/comparison.png``)
-from the results files, without training.
+Each v1 run is :func:`pcnn.experiments.run_and_record` (25 samples per class, FID at dims
+192 and 2048); a strategy whose results file exists is skipped.
 """
 import argparse
+import json
+import logging
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
-#: name -> fusion modes. "combo" is the combination of the best public peer result
-#: (early one-hot concatenation, FiLM in every block, bottleneck and late injection).
-STRATEGIES = {
-    "input": ["input"], "input_concat": ["input_concat"], "first_conv": ["first_conv"],
-    "middle": ["middle"], "late": ["late"], "blocks": ["blocks"], "blocks_film": ["blocks_film"],
-    "combo": ["input_concat", "blocks_film", "middle", "late"], "none": [],
-}
+from fusion_v2 import DESIGNS, STRATEGIES  # noqa: E402,F401  (scripts/ is not a package)
+
+log = logging.getLogger("fusion_comparison")
 
 
 def report(out: Path) -> int:
@@ -52,33 +64,208 @@ def report(out: Path) -> int:
     return 0
 
 
+def measure(design: dict, out: Path, data_dir=None, steps: int = 25, repeats: int = 2) -> dict:
+    """Time the design's training steps in fp32 and bf16 (alternating, ``repeats`` times each, on
+    blocks_film), one evaluation pass over 128 validation images and 100 samples, at the current
+    thread count; writes ``<out>/epoch_cost.json``.
+
+    Wall-clock rates depend on what else runs on the machine, so the process's CPU time
+    (``time.process_time``) is recorded too: per training image (the train() call with a
+    4-image validation, so the evaluation adds almost nothing) and for the evaluation pass.
+    With one thread, CPU seconds are what a run costs when it has a core to itself."""
+    import os
+    import tempfile
+    from pcnn.checkpoint import load
+    from pcnn.classify import log_likelihoods
+    from pcnn.data import load_split, resolve_data_dir, to_float
+    from pcnn.experiments import hardware, write_results
+    from pcnn.sample import write_sample_set
+    from pcnn.train import TrainConfig, read_metrics, train
+    from fusion_v2 import run_config
+    root = resolve_data_dir(data_dir)
+    base = TrainConfig.from_json(ROOT / design["config"]).to_dict()
+    size = base["model"]["image_size"]
+    tr = load_split("train", root, size=size, show_progress=False)
+    va = load_split("validation", root, size=size, show_progress=False)
+    tmp = Path(tempfile.mkdtemp(prefix="fusion-measure-"))
+    rates = {"off": [], "bf16": []}
+    cpu_per_image = {"off": [], "bf16": []}
+    for r in range(repeats):
+        for amp in ("off", "bf16"):
+            d = dict(run_config(base, "blocks_film", 0), amp=amp, max_steps=steps, epochs=1, val_subset=4)
+            c0 = time.process_time()
+            train(TrainConfig.from_dict(d), tmp / f"{amp}{r}", train_data=tr, val_data=va, progress=False)
+            cpu_per_image[amp].append(round((time.process_time() - c0) / (steps * base["batch_size"]), 4))
+            rates[amp].append(read_metrics(tmp / f"{amp}{r}")[-1]["images_per_s"])
+            log.info("%s: %.2f img/s wall, %.4f CPU s per image", amp, rates[amp][-1], cpu_per_image[amp][-1])
+    model = load(tmp / "bf160" / "model.safetensors")
+    c0, t0 = time.process_time(), time.perf_counter()
+    log_likelihoods(model, to_float(va.images[:128]))
+    cpu_eval, t_eval = time.process_time() - c0, time.perf_counter() - t0
+    c0, t0 = time.process_time(), time.perf_counter()
+    write_sample_set(model, tmp / "samples", per_class=25, seed=0, show_progress=False)
+    cpu_sample, t_sample = time.process_time() - c0, time.perf_counter() - t0
+    per_epoch = (len(tr) // base["batch_size"]) * base["batch_size"]
+    cpu_bf = min(cpu_per_image["bf16"])
+    cpu_32 = min(cpu_per_image["off"])
+    eval_epoch = cpu_eval / 128 * len(va) * 2     # raw and EMA weights, every epoch
+    run_hours = base["epochs"] * (per_epoch * cpu_bf + eval_epoch) / 3600
+    res = {"threads": torch.get_num_threads(), "steps_per_measure": steps, "batch_size": base["batch_size"],
+           "images_per_s_wall": rates, "cpu_seconds_per_train_image": cpu_per_image,
+           "bf16_speedup_cpu_time": round(cpu_32 / cpu_bf, 3), "train_images_per_epoch": per_epoch,
+           "train_cpu_seconds_per_epoch_bf16": round(per_epoch * cpu_bf, 1),
+           "train_cpu_seconds_per_epoch_fp32": round(per_epoch * cpu_32, 1),
+           "eval_cpu_seconds_128_images_fp32": round(cpu_eval, 1), "eval_wall_seconds_128_images": round(t_eval, 1),
+           "eval_cpu_seconds_per_epoch_raw_and_ema": round(eval_epoch, 1),
+           "sample_cpu_seconds_100": round(cpu_sample, 1), "sample_wall_seconds_100": round(t_sample, 1),
+           "run_cpu_hours_train_and_eval": round(run_hours, 2), "epochs": base["epochs"],
+           "hardware": hardware(), "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+           "design_config": design["config"],
+           "note": "the machine was shared with other jobs: wall-clock rates vary with them; CPU seconds (the "
+                   "fastest of the repeats) are what one thread costs when it has a core to itself"}
+    write_results(res, out / "epoch_cost.json")
+    return res
+
+
+def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None, only=None, limit=None,
+               min_images=None, kid_subsets: int = 100, config=None, per_class=None, cache_dir=None,
+               deadline_minutes=None, reserve_minutes: float = 3.0, floor: bool = True) -> int:
+    """Train and evaluate every planned run of ``design`` not finished yet; returns how many finished now.
+
+    ``deadline_minutes``: end the call resumably by then: each run trains at most until
+    ``reserve_minutes`` before it (``max_minutes``, a run-control setting, not part of the budget),
+    which is left for its scoring and sampling; no run starts with less than that left.
+    ``floor=False``: leave the real floor (``<out>/real_floor.json``) to another process."""
+    started = time.monotonic()
+    from pcnn.data import load_split, resolve_data_dir
+    from pcnn.fid import load_inception
+    from pcnn.generation import InceptionFeatures
+    from pcnn.train import TrainConfig
+    import fusion_v2 as F
+    root = resolve_data_dir(data_dir)
+    base = TrainConfig.from_json(config or ROOT / design["config"]).to_dict()
+    size = base["model"]["image_size"]
+    train_split = load_split("train", root, size=size, show_progress=False)
+    val_split = load_split("validation", root, size=size, show_progress=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    extractor = InceptionFeatures(load_inception(device), device, 50, cache_dir=cache_dir)
+    per_class = per_class or design["per_class"]
+    out.mkdir(parents=True, exist_ok=True)
+    if floor and not (out / "real_floor.json").exists():
+        log.info("real floor: %d validation images per class at %dx%d", per_class, size, size)
+        floor = F.floor_scores(workdir / "real_floor", root, extractor, per_class, size, min_images,
+                               kid_subsets)
+        from pcnn.experiments import write_results
+        write_results(floor, out / "real_floor.json")
+    finished = 0
+    failed = set()
+    while True:
+        plan = F.planned_runs(design, F.load_runs(out))
+        todo = [(n, s) for n, s in plan["runs"] if not (out / f"{F.run_id(n, s)}.json").exists()
+                and (not only or n in only) and (n, s) not in failed]
+        if not todo:
+            break
+        progressed = False
+        for n, s in todo:
+            if deadline_minutes is not None:
+                left = deadline_minutes - (time.monotonic() - started) / 60 - reserve_minutes
+                if left <= 0.5:
+                    log.info("deadline: %.1f min left, stopping before %s", left + reserve_minutes, F.run_id(n, s))
+                    return finished
+                base = dict(base, max_minutes=round(left, 2))
+            t0 = time.time()
+            log.info("%s: training (or resuming) in %s", F.run_id(n, s), workdir / F.run_id(n, s))
+            try:
+                res = F.run_one(name, base, n, s, workdir, out, train_split, val_split, root, extractor,
+                                per_class, min_images, kid_subsets, device)
+            except Exception:   # a diverged or broken run must not stop the others; it stays missing
+                log.exception("%s failed; the other runs go on (this call will not retry it)", F.run_id(n, s))
+                failed.add((n, s))
+                progressed = True
+                break
+            if res is None:
+                if (workdir / F.run_id(n, s) / "job" / "train.lock").exists():
+                    continue           # another process runs it
+                log.info("stopped: %s is resumable", F.run_id(n, s))
+                return finished
+            finished += 1
+            progressed = True
+            log.info("%s finished in %.0f s (%d of %d planned runs done)", F.run_id(n, s), time.time() - t0,
+                     len(F.load_runs(out)), plan["total"])
+            if limit is not None and finished >= limit:
+                return finished
+            break                      # re-plan: the extra seeds are chosen once seeds 0-1 are done
+        if not progressed:
+            break
+    return finished
+
+
 def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--design", choices=list(DESIGNS), help="v2: the design to train or report (results/fusion/README.md)")
+    p.add_argument("--config", default=None, help="v1: the budget (default configs/fusion_budget.json); "
+                   "v2: replace the design's preset (tests, tiny runs)")
+    p.add_argument("--workdir", help="parent of the per-run folders (outside the repo); needed to train")
+    p.add_argument("--out", default=None, help="folder of the results files (v1 default results/fusion, "
+                   "v2 the design's folder)")
+    p.add_argument("--only", nargs="*", choices=list(STRATEGIES), help="a subset of the strategies")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--report", action="store_true", help="only write the report from the results files")
+    p.add_argument("--measure", action="store_true", help="v2: time the budget (writes <out>/epoch_cost.json)")
+    p.add_argument("--deadline-minutes", type=float, default=None,
+                   help="v2: end the call resumably within this many minutes (a bounded GPU call)")
+    p.add_argument("--no-floor", action="store_true", help="v2: leave the real floor to another process")
+    p.add_argument("--limit", type=int, default=None, help="v2: stop after this many runs finished")
+    p.add_argument("--min-images", type=int, default=None, help="v2: fewest samples FID-2048 accepts (tiny runs)")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--cache-dir", default=None, help="v2: Inception feature / FID statistics cache "
+                   "(default $PCNN_CACHE_DIR or ~/.cache/pcnn)")
+    p.add_argument("--per-class", type=int, default=None, help="v2: samples per class (default the design's 125; tiny runs)")
+    p.add_argument("--draws", type=int, default=None, help="v2 report: bootstrap draws (default 10,000)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.design:
+        import fusion_v2 as F
+        design = DESIGNS[a.design]
+        out = Path(a.out) if a.out else ROOT / design["out"]
+        if a.report:
+            rep = F.write_report(out, design, a.design, v1_folder=ROOT / "results" / "fusion",
+                                 draws=a.draws or F.BOOTSTRAP_DRAWS)
+            print(F.report_markdown(rep, a.design))
+            return 0
+        if a.measure:
+            print(json.dumps(measure(design, out, a.data_dir), indent=1))
+            return 0
+        if not a.workdir:
+            p.error("--workdir is needed to train (or pass --report)")
+        n = run_design(a.design, design, Path(a.workdir), out, a.data_dir, a.only, a.limit, a.min_images,
+                       a.kid_subsets, a.config, a.per_class, a.cache_dir, a.deadline_minutes,
+                       floor=not a.no_floor)
+        log.info("%d run(s) finished in this call", n)
+        return 0
+    out = Path(a.out or "results/fusion")
+    if a.report:
+        return report(out)
+    if not a.workdir:
+        p.error("--workdir is needed to train (or pass --report)")
+    return train_v1(a, out)
+
+
+def train_v1(a, out: Path) -> int:
+    """The v1 comparison (2 epochs, one seed per strategy): history, kept runnable."""
     from pcnn.data import load_split, resolve_data_dir
     from pcnn.experiments import run_and_record
     from pcnn.fid import load_inception
     from pcnn.train import TrainConfig
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/fusion_budget.json")
-    p.add_argument("--workdir", help="parent of the per-strategy run folders (outside the repo); needed to train")
-    p.add_argument("--out", default="results/fusion", help="folder of the results files")
-    p.add_argument("--only", nargs="*", choices=list(STRATEGIES), help="a subset of the strategies")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--report", action="store_true", help="only write <out>/table.md and <out>/comparison.png")
-    a = p.parse_args(argv)
-    if a.report:
-        return report(Path(a.out))
-    if not a.workdir:
-        p.error("--workdir is needed to train (or pass --report)")
-    if a.threads:
-        torch.set_num_threads(a.threads)
     root = resolve_data_dir(a.data_dir)
-    base = TrainConfig.from_json(a.config).to_dict()
+    base = TrainConfig.from_json(a.config or "configs/fusion_budget.json").to_dict()
     size = base["model"]["image_size"]
     train_split = load_split("train", root, size=size)
     val_split = load_split("validation", root, size=size)
     inception = load_inception("cpu")
-    out = Path(a.out)
     for name in a.only or STRATEGIES:
         target = out / f"{name}.json"
         if target.exists():

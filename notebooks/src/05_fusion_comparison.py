@@ -9,21 +9,17 @@
 # %% [markdown]
 # # 05 Fusion strategies compared
 #
-# Where the class enters the network (`pcnn.fusion`), side by side: accuracy, macro F1, bits/dim, FID (192 and 2048 dims), training time and hardware, from the results files `results/fusion/*.json` (one per run, written by `pcnn.experiments.run_and_record`).
+# Where should the class enter the network (`pcnn.fusion`)? Every strategy trained from scratch under one preset that differs only in `model.fusion` and the seed (design `cpu10`: size 1/40/5 at 32x32, **10 epochs, seeds 0 and 1, seed 2 for the best three**), then compared on EMA validation accuracy, bits/dim, FID-2048 with 500 samples (beside real images' floor) and the Inception probe, with the best checked against every other strategy **on the same validation images**. The design, why it was chosen, the budget and the rules (which runs, how the best is chosen, what counts as "better") are in `results/fusion/README.md`, committed before the first run.
 #
-# **Committed outputs:** the real comparison in `results/fusion/` (scripts/fusion_comparison.py, budget `configs/fusion_budget.json`: 1/40/5, 2 epochs, seed 0, flips, EMA, one thread per run on the project's 2-core CPU machine while another training job used the other core). Two epochs is a short budget: the ranking can change with longer training (see the table's caveats in the README).
+# **Committed outputs:** everything here is read from the committed results files `results/fusion/v2/<strategy>_s<seed>.json` (one per finished run, written by `scripts/fusion_comparison.py --design cpu10`); nothing is trained. The report works on whatever runs are finished and says how many of how many: until all are, every statement is provisional. The old 2-epoch, one-seed comparison (v1) closes the notebook as history.
 #
-# With `PCNN_SMOKE=1` (CI) every size shrinks so the notebook runs in well under a minute on a CPU; no step is skipped.
+# With `PCNN_SMOKE=1` (CI) the only change is fewer bootstrap draws (500 instead of 10,000), so the intervals and p-values differ slightly from `results/fusion/v2/report.md`.
 
 # %%
 import os, sys
-SMOKE = os.environ.get("PCNN_SMOKE") == "1"   # CI: shrink every size, skip nothing
-STRATEGIES = ["input", "input_concat", "first_conv", "middle", "late", "blocks", "blocks_film", "none"]   # tiny runs only
-TINY_STEPS = 2 if SMOKE else 20          # steps per strategy when results are made here
-TINY_SIZE = 8 if SMOKE else 32           # image size of those tiny runs
-PER_CLASS = 1 if SMOKE else 10           # samples per class for their FID
-N_REF = 8 if SMOKE else 100              # reference (test) images for their FID
-FID_DIMS = (192,) if SMOKE else (192, 2048)
+SMOKE = os.environ.get("PCNN_SMOKE") == "1"   # CI: fewer bootstrap draws, nothing else
+DRAWS = 500 if SMOKE else 10_000              # bootstrap draws of the paired comparison
+DESIGN = "cpu10"                              # "gpu30" once the GPU comparison has results
 
 # %%
 # Set-up. On Colab or Kaggle (or with PCNN_SETUP=remote) clone the project at a pinned ref, install it
@@ -66,69 +62,74 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 # %matplotlib inline
 # %config InlineBackend.figure_format = "png"
 import matplotlib.pyplot as plt
-import torch
-import pcnn
-from pcnn import notebook as nb, plots
-import pcnn.fid
-nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
-if SMOKE and not torch.cuda.is_available():
-    torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
-DEVICE = nb.device()
-ROOT = nb.repo_root()
-DATA = nb.ensure_data()      # $PCNN_DATA_DIR, a Kaggle input data set, or <repo>/data (downloaded when missing)
-print(nb.describe_setup(DATA, DEVICE, SMOKE))
-
-# %%
-from pcnn import experiments
-RESULTS = ROOT / "results" / "fusion"
-results = experiments.load_results(RESULTS) if RESULTS.is_dir() else []
-print(f"{len(results)} results file(s) in {nb.show_path(RESULTS)}")
-
-# %% [markdown]
-# ## Tiny runs (smoke mode, or when there are no results files)
-# Each strategy is trained for a few steps on a tiny network, sampled and scored; the results files go to a temporary folder.
-
-# %%
-if SMOKE or not results:
-    import tempfile
-    from pcnn.data import load_split
-    from pcnn.fid import list_images
-    from pcnn.sample import copy_subset
-    tmp = Path(tempfile.mkdtemp(prefix="pcnn-fusion-"))
-    tr = load_split("train", DATA, size=TINY_SIZE, show_progress=False)
-    va = load_split("validation", DATA, size=TINY_SIZE, show_progress=False)
-    ref = copy_subset(list_images(DATA / "test"), tmp / "ref", n=N_REF)
-    inception = pcnn.fid.load_inception("cpu")    # loaded once for all runs
-    print("Inception weights:", inception.weights)
-    for name in STRATEGIES:
-        cfg = nb.tiny_train_config(image_size=TINY_SIZE, steps=TINY_STEPS, fusion=name, batch_size=4, val_subset=8, ema=0.0)
-        res = experiments.run_and_record(cfg, tmp / name, tmp / "results" / f"{name}.json", name=name,
-                                         train_data=tr, val_data=va, fid_ref_dir=ref, fid_dims=FID_DIMS,
-                                         per_class=PER_CLASS, fid_model=inception)
-        print(f"{name:<13} acc {res['final']['accuracy']}, bpd {res['final']['val_bpd']:.3f}, FID {res['final']['fid_192']:.1f}")
-    results = experiments.load_results(tmp / "results")
-
-# %% [markdown]
-# ## Table
-
-# %%
 from IPython.display import Markdown, display
-display(Markdown(experiments.markdown_table(results)))
-print("FID weights:", sorted({r["final"].get("fid_weights") or "-" for r in results}))
+from pcnn import notebook as nb, plots, experiments
+nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
+ROOT = nb.repo_root()
+sys.path.insert(0, str(ROOT / "scripts"))
+import fusion_v2 as F       # the report's code (scripts/fusion_v2.py; scripts/ is not a package)
+design = F.DESIGNS[DESIGN]
+RESULTS = ROOT / design["out"]
+runs = F.load_runs(RESULTS) if RESULTS.is_dir() else []
+rep = F.build_report(RESULTS, design, v1_folder=ROOT / "results" / "fusion", draws=DRAWS)
+s = rep["status"]
+print(f"{s['done']} of {s['total']} planned runs finished ({len(runs)} results files in {nb.show_path(RESULTS)})")
+if s["missing"]:
+    print("missing:", ", ".join(s["missing"]))
+if s["undecided"]:
+    print(f"{s['undecided']} more (seed 2 of the best three) are chosen once seeds 0 and 1 are finished")
 
 # %% [markdown]
-# ## Bar plots
-# One panel per metric, a row per run. Accuracy and macro F1 show the raw weights (solid) and the EMA weights (hatched) of each run: after two epochs the EMA average lags behind the raw weights in bits/dim but classifies better, and the two rank the runs differently. Accuracy carries +-1 standard error (one seed per run, on the validation images) and a dotted chance line; no accuracy bar is marked best, because most of the runs are within noise of each other. The other panels outline their best run; the bits/dim panel is zoomed onto the values (it does not start at 0): the runs differ by hundredths of a bit.
+# ## Per strategy
+# Mean ± sample standard deviation over the finished seeds (their number in brackets). Accuracy, macro F1 and bits/dim belong to the EMA weights on the 519 validation images; FID-2048, the course FID-192, KID and the probe (a logistic regression on Inception features of the training split: how recognisable the samples' classes are) to 500 samples of the same weights, against the test images. The *real floor* row is 500 real validation images under the same protocol: no model can be expected below it. The last column is the v1 run (2 epochs, seed 0) of the same strategy.
 
 # %%
-from pcnn.data import verify
-N_VAL = verify(DATA)["validation"]["n"] if not SMOKE else 8   # images each accuracy was measured on
-plots.plot_results(results, n_eval=N_VAL)
+display(Markdown(rep["table"]))
+
+# %% [markdown]
+# ## Learning curves
+# EMA validation accuracy and bits/dim after every epoch of every run (one colour per strategy, one line style per seed), from each run's metrics log. Curves still climbing at the last epoch mean the ranking may change with a longer budget.
+
+# %%
+if runs:
+    F.plot_curves(runs)
+    plt.show()
+else:
+    print("no finished run yet")
+
+# %% [markdown]
+# ## Every seed at a glance
+# Each dot is one run, the black tick the strategy's mean; dashed green: real images (FID and probe); dotted grey: chance accuracy.
+
+# %%
+if runs:
+    F.plot_summary(rep["summary"], rep["floor"], rep["best"])
+    plt.show()
+
+# %% [markdown]
+# ## The best against every other strategy, on the same images
+# The best is the conditional strategy with the highest mean EMA accuracy (the rule). Each row compares it with another strategy on the same validation images: the difference in accuracy (points), a bootstrap over images and seeds (its 95% interval and p-value, Holm-adjusted over the rows) and, per seed both ran, the exact McNemar test (images only the best gets right / only the other gets right). "not separated" means this budget cannot tell them apart. The second table does the same for bits/dim (negative: the best models the images better), `none` included.
+
+# %%
+if rep["best"]:
+    display(Markdown(rep["accuracy_table"] or "(no other conditional strategy has finished yet)"))
+    display(Markdown(rep["bpd_table"] or "(no other strategy has finished yet)"))
+else:
+    print("no conditional strategy has finished yet")
+
+# %% [markdown]
+# ## What it shows, and what it cannot
+# Written from the numbers above by `fusion_v2.conclusion`.
+
+# %%
+print("\n".join("- " + line for line in rep["conclusion"]))
+
+# %% [markdown]
+# ## History: the 2-epoch, one-seed comparison (v1)
+# `results/fusion/*.json` (`configs/fusion_budget.json`): every strategy for 2 epochs, seed 0, 25 samples per class for FID. At 5.5-5.8 bits/dim and about 2 points of standard error on each accuracy it could not rank the strategies; it is kept as the starting point, not as the answer.
+
+# %%
+v1 = experiments.load_results(ROOT / "results" / "fusion")
+display(Markdown(experiments.markdown_table(v1)))
+plots.plot_results(v1, n_eval=519)   # the 519 validation images each v1 accuracy was measured on
 plt.show()
-
-# %% [markdown]
-# ## What it shows
-# Read from the results files above: which runs are within two standard errors of the best (so one seed cannot separate them), whether raw and EMA weights agree, and the likelihood ranking.
-
-# %%
-print("\n".join(plots.fusion_conclusion(results, N_VAL)))

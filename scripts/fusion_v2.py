@@ -1,0 +1,647 @@
+"""Fusion comparison v2 (issue 35): the design, one run, and the report over whatever runs are finished.
+
+Scripts-side module (not part of the library): ``scripts/fusion_comparison.py --design ...``
+trains with it, ``--report`` reports with it, and notebook 05 imports it (with ``scripts/``
+on ``sys.path``) to show the report from the committed results files. The rules it follows
+are written in ``results/fusion/README.md``.
+
+* A **design** (:data:`DESIGNS`) is a training preset plus a plan: every strategy of
+  :data:`STRATEGIES` with each of ``seeds``, then ``extra_seeds`` for the ``extra_top``
+  conditional strategies with the highest mean EMA accuracy over ``seeds``
+  (:func:`planned_runs`, :func:`top_strategies`).
+* A **run** (:func:`run_one`) trains ``<workdir>/<name>_s<seed>`` (resumed from ``last.pt``),
+  scores the validation split with the EMA weights in float32 and keeps every image's
+  log p(x|c), samples ``per_class`` images per class and measures FID-2048, the course
+  FID-192, KID and the Inception probe on them (:func:`pcnn.generation.evaluate_generation`),
+  then writes ``<out>/<name>_s<seed>.json`` (:data:`RUN_FORMAT`).
+* The **report** (:func:`build_report`) summarises the finished runs per strategy (mean and
+  sample standard deviation over seeds), picks the best by the rule, compares it with every
+  other strategy on the same validation images (exact McNemar per seed and a paired bootstrap
+  over images and seeds, Holm-adjusted), draws the learning curves and the summary plot, and
+  writes the conclusion in words.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger("fusion_v2")
+
+#: name -> fusion modes. "combo" is the combination of the best public peer result
+#: (early one-hot concatenation, FiLM in every block, bottleneck and late injection).
+STRATEGIES = {
+    "input": ["input"], "input_concat": ["input_concat"], "first_conv": ["first_conv"],
+    "middle": ["middle"], "late": ["late"], "blocks": ["blocks"], "blocks_film": ["blocks_film"],
+    "combo": ["input_concat", "blocks_film", "middle", "late"], "none": [],
+}
+RUN_FORMAT = "pcnn-fusion-run-v2"
+FLOOR_FORMAT = "pcnn-fusion-floor-v2"
+#: The designs: a training preset (only model.fusion and seed change per run) and the plan.
+DESIGNS = {
+    "cpu10": {"config": "configs/fusion_cpu10.json", "seeds": [0, 1], "extra_seeds": [2], "extra_top": 3,
+              "per_class": 125, "out": "results/fusion/v2"},
+    "gpu30": {"config": "configs/fusion_gpu30.json", "seeds": [0, 1, 2], "extra_seeds": [], "extra_top": 0,
+              "per_class": 125, "out": "results/fusion/gpu30"},
+}
+BOOTSTRAP_DRAWS = 10_000
+ALPHA = 0.05
+
+
+def run_id(name: str, seed: int) -> str:
+    return f"{name}_s{seed}"
+
+
+def is_conditional(name: str) -> bool:
+    return bool(STRATEGIES[name])
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def top_strategies(runs: Sequence[dict], seeds: Sequence[int], k: int) -> Optional[List[str]]:
+    """The ``k`` conditional strategies with the highest mean EMA accuracy over ``seeds`` (ties:
+    lower mean bits/dim, then the order of :data:`STRATEGIES`); None until every conditional
+    strategy has finished all of ``seeds``."""
+    by = {(r["name"], r["seed"]): r for r in runs}
+    rows = []
+    for i, name in enumerate(n for n in STRATEGIES if is_conditional(n)):
+        got = [by.get((name, s)) for s in seeds]
+        if any(g is None for g in got):
+            return None
+        acc = float(np.mean([g["ema"]["accuracy"] for g in got]))
+        bpd = float(np.mean([g["ema"]["bpd"] for g in got]))
+        rows.append((-acc, bpd, i, name))
+    return [r[3] for r in sorted(rows)[:k]]
+
+
+def planned_runs(design: dict, runs: Sequence[dict]) -> dict:
+    """``{"runs": [(name, seed)] known so far, in training order, "undecided": how many extra runs
+    wait for the selection, "total": all planned runs, "top": the selected strategies or None}``."""
+    order = [(n, s) for s in design["seeds"] for n in STRATEGIES]
+    top = None
+    undecided = 0
+    if design["extra_top"] and design["extra_seeds"]:
+        top = top_strategies(runs, design["seeds"], design["extra_top"])
+        if top is None:
+            undecided = design["extra_top"] * len(design["extra_seeds"])
+        else:
+            order += [(n, s) for s in design["extra_seeds"] for n in top]
+    return {"runs": order, "undecided": undecided, "total": len(order) + undecided, "top": top}
+
+
+def run_config(base: dict, name: str, seed: int) -> dict:
+    """The preset with only ``model.fusion`` and ``seed`` changed (and the description saying so)."""
+    d = dict(base, model=dict(base["model"], fusion=list(STRATEGIES[name])), seed=seed)
+    d["description"] = f"fusion comparison v2: {name} = {STRATEGIES[name] or 'unconditional'}, seed {seed}; " + \
+        base.get("description", "")
+    return d
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def ema_model(workdir):
+    """The EMA weights of the run in ``workdir`` (from ``last.pt``), in eval mode."""
+    from pcnn.checkpoint import read_tensor_file
+    from pcnn.config import ModelConfig
+    from pcnn.model import PixelCNNpp
+    s = read_tensor_file(Path(workdir) / "last.pt")
+    if s.get("ema") is None:
+        raise ValueError(f"{workdir}/last.pt holds no EMA weights (the preset must keep an EMA)")
+    model = PixelCNNpp(ModelConfig.from_dict(s["config"]["model"]))
+    model.load_state_dict(s["ema"])
+    return model.eval()
+
+
+def training_finished(log_rows: Sequence[dict], epochs: int) -> bool:
+    """Whether the metrics log ends with the whole last epoch evaluated."""
+    return bool(log_rows) and log_rows[-1].get("epoch") == epochs and not log_rows[-1].get("partial") \
+        and log_rows[-1].get("val_bpd") is not None
+
+
+def validation_scores(model, split) -> dict:
+    """EMA figures on ``split`` with every image's log p(x|c) in nats (float32 network, as the trainer's evaluation)."""
+    from pcnn.classify import log_likelihoods, score
+    from pcnn.data import to_float
+    ll = log_likelihoods(model, to_float(split.images))
+    m = score(ll, split.labels, model.config)
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "bpd": m["bpd"], "correct": m["correct"],
+            "class_nll": m["class_nll"], "n": len(split),
+            "log_px": [[round(float(v), 3) for v in row] for row in ll.tolist()],
+            "pred": ll.argmax(1).tolist() if model.config.conditional else None,
+            "labels": split.labels.tolist(), "files": list(split.paths)}
+
+
+def generation_scores(model, sample_dir, data_root, extractor, per_class: int, seed: int,
+                      min_images: Optional[int] = None, kid_subsets: int = 100) -> dict:
+    """``per_class`` samples per class (seed ``seed``) and every generation metric on them
+    (features and reference statistics cached in ``extractor.cache_dir``)."""
+    import warnings
+    from pcnn.generation import MIN_FID2048_IMAGES, evaluate_generation
+    from pcnn.sample import write_sample_set
+    t0 = time.perf_counter()
+    write_sample_set(model, sample_dir, per_class=per_class, seed=seed, show_progress=False)
+    t_sample = time.perf_counter() - t0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # rank warnings of small sets are kept in the result
+        res = evaluate_generation([sample_dir], Path(data_root) / "test", data_dir=data_root,
+                                  min_images=min_images or MIN_FID2048_IMAGES, extractor=extractor,
+                                  device=extractor.device,
+                                  kid_subsets=kid_subsets, seed=0, log=log.info, cache_dir=extractor.cache_dir)
+    entry = dict(res["sets"][str(sample_dir)])
+    entry.pop("dir", None)
+    return {**entry, "per_class": per_class, "sample_seed": seed, "weights": res["weights"],
+            "ref_n": res["ref"]["n"], "probe_validation": (res.get("probe") or {}).get("validation"),
+            "warnings": res["warnings"], "sampling_seconds": round(t_sample, 1),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def floor_scores(floor_dir, data_root, extractor, per_class: int, size: int, min_images: Optional[int] = None,
+                 kid_subsets: int = 100) -> dict:
+    """The real floor: ``per_class`` validation images per class at ``size``, every metric as for samples."""
+    import warnings
+    from pcnn.generation import MIN_FID2048_IMAGES, evaluate_generation, write_real_floor
+    write_real_floor(floor_dir, {c: per_class for c in range(4)}, size, data_root, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluate_generation([floor_dir], Path(data_root) / "test", data_dir=data_root,
+                                  min_images=min_images or MIN_FID2048_IMAGES, extractor=extractor,
+                                  device=extractor.device,
+                                  kid_subsets=kid_subsets, seed=0, log=log.info, cache_dir=extractor.cache_dir)
+    entry = dict(res["sets"][str(floor_dir)])
+    entry.pop("dir", None)
+    return {"format": FLOOR_FORMAT, **entry, "per_class": per_class, "image_size": size, "floor_seed": 0,
+            "weights": res["weights"], "ref_n": res["ref"]["n"],
+            "probe_validation": (res.get("probe") or {}).get("validation")}
+
+
+def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, out_dir, train_split, val_split,
+            data_root, extractor, per_class: int, min_images: Optional[int] = None, kid_subsets: int = 100,
+            device: str = "cpu"):
+    """Train (or resume) one run, evaluate it and write its results file. Returns the results dict,
+    or None when training stopped early (a signal, ``max_minutes``) or another process holds the run.
+    ``device``: where the EMA weights are scored and sampled (training picks its own)."""
+    from pcnn.experiments import hardware, write_results
+    from pcnn.train import TrainConfig, read_metrics, train
+    from pcnn.workdir import WorkdirLock, WorkdirLocked
+    rid = run_id(name, seed)
+    wd = Path(workdir_root) / rid
+    target = Path(out_dir) / f"{rid}.json"
+    if target.exists():
+        return json.loads(target.read_text())
+    wd.mkdir(parents=True, exist_ok=True)
+    try:
+        job = WorkdirLock(wd / "job").acquire()   # the whole run: training, scoring, sampling
+    except WorkdirLocked:
+        log.info("%s: another process holds it, skipped", rid)
+        return None
+    try:
+        cfg = TrainConfig.from_dict(run_config(base, name, seed))
+        t0 = time.perf_counter()
+        train(cfg, wd, train_data=train_split, val_data=val_split, resume=(wd / "last.pt").exists(), progress=False)
+        rows = read_metrics(wd)
+        if not training_finished(rows, cfg.epochs):
+            log.info("%s: training stopped before epoch %d, resumable from %s", rid, cfg.epochs, wd / "last.pt")
+            return None
+        t_train = time.perf_counter() - t0
+        model = ema_model(wd).to(device)
+        t0 = time.perf_counter()
+        val = validation_scores(model, val_split)
+        t_val = time.perf_counter() - t0
+        gen = generation_scores(model, wd / "samples", data_root, extractor, per_class, seed, min_images, kid_subsets)
+        res = {"format": RUN_FORMAT, "design": design_name, "name": name, "seed": seed,
+               "fusion": list(STRATEGIES[name]), "config": cfg.to_dict(), "metrics_log": rows,
+               "ema": {k: v for k, v in val.items() if k not in ("log_px", "pred", "labels", "files")},
+               "validation": {k: val[k] for k in ("log_px", "pred", "labels", "files")},
+               "generation": gen, "hardware": hardware(),
+               "seconds": {"train_log": round(sum(r.get("seconds") or 0 for r in rows), 1),
+                           "train_this_call": round(t_train, 1), "validation": round(t_val, 1),
+                           "generation": gen["seconds"]}}
+        write_results(res, target)
+        log.info("%s: EMA accuracy %s, bits/dim %.4f, FID-2048 %.1f, probe %s -> %s", rid, val["accuracy"],
+                 val["bpd"], gen["fid_2048"], (gen.get("probe") or {}).get("accuracy"), target)
+        return res
+    finally:
+        job.release()
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts: ``b`` images only the first
+    model gets right, ``c`` only the second. Under no difference b ~ Binomial(b + c, 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def holm(pvalues: Sequence[float]) -> List[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, made monotone, capped at 1), in the given order."""
+    p = np.asarray(pvalues, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (m - rank) * p[i])
+        adj[i] = min(1.0, running)
+    return adj.tolist()
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Bootstrap of mean(a) - mean(b) over images and seeds.
+
+    ``a`` (Sa, N) and ``b`` (Sb, N): a per-image value (1/0 correct, or bits/dim) of each seed's run
+    of two strategies on the same N images. Each draw resamples the N images with replacement
+    (the same images for both, so the comparison is paired) and, for each strategy on its own,
+    its seeds with replacement. Returns the observed difference, the percentile interval at
+    ``level``, and the two-sided bootstrap p-value ``2 min(P(d <= 0), P(d >= 0))`` (capped at 1).
+    """
+    a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"the two strategies were scored on different images: {a.shape[1]} vs {b.shape[1]}")
+    rng = np.random.default_rng(seed)
+    n = a.shape[1]
+    diffs = np.empty(draws)
+    chunk = 500
+    for lo in range(0, draws, chunk):
+        k = min(chunk, draws - lo)
+        img = rng.integers(0, n, size=(k, n))
+        sa = rng.integers(0, a.shape[0], size=(k, a.shape[0]))
+        sb = rng.integers(0, b.shape[0], size=(k, b.shape[0]))
+        ma = a[:, img].mean(axis=2)      # (Sa, k): each seed's mean on the drawn images
+        mb = b[:, img].mean(axis=2)
+        da = np.take_along_axis(ma.T, sa, axis=1).mean(axis=1)
+        db = np.take_along_axis(mb.T, sb, axis=1).mean(axis=1)
+        diffs[lo:lo + k] = da - db
+    tail = (1 - level) / 2
+    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    return {"diff": float(a.mean() - b.mean()), "lo": float(np.quantile(diffs, tail)),
+            "hi": float(np.quantile(diffs, 1 - tail)), "p": p, "draws": draws, "level": level}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def load_runs(folder) -> List[dict]:
+    """Every results file of :data:`RUN_FORMAT` in ``folder`` (others skipped), in plan order."""
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        try:
+            r = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict) and r.get("format") == RUN_FORMAT:
+            out.append(r)
+    order = {n: i for i, n in enumerate(STRATEGIES)}
+    return sorted(out, key=lambda r: (order.get(r["name"], len(order)), r["seed"]))
+
+
+def load_floor(folder) -> Optional[dict]:
+    p = Path(folder) / "real_floor.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _mean_sd(values: Sequence[Optional[float]]) -> dict:
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return {"mean": None, "sd": None, "values": [], "n": 0}
+    return {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None, "values": v,
+            "n": len(v)}
+
+
+def summarize(runs: Sequence[dict]) -> Dict[str, dict]:
+    """Per strategy: its seeds and mean / sample sd over them of EMA accuracy, macro F1, bits/dim,
+    FID-2048, course FID-192, KID and the probe's accuracy on the samples."""
+    out = {}
+    for name in STRATEGIES:
+        rs = [r for r in runs if r["name"] == name]
+        if not rs:
+            continue
+        g = [r["generation"] for r in rs]
+        out[name] = {"seeds": [r["seed"] for r in rs], "fusion": "+".join(STRATEGIES[name]) or "none",
+                     "accuracy": _mean_sd([r["ema"]["accuracy"] for r in rs]),
+                     "macro_f1": _mean_sd([r["ema"]["macro_f1"] for r in rs]),
+                     "bpd": _mean_sd([r["ema"]["bpd"] for r in rs]),
+                     "fid_2048": _mean_sd([x["fid_2048"] for x in g]),
+                     "fid_192": _mean_sd([x["fid_192"] for x in g]),
+                     "kid": _mean_sd([x["kid_mean"] for x in g]),
+                     "probe": _mean_sd([(x.get("probe") or {}).get("accuracy") for x in g]),
+                     "train_hours": _mean_sd([r["seconds"]["train_log"] / 3600 for r in rs])}
+    return out
+
+
+def choose_best(summary: Dict[str, dict]) -> Optional[str]:
+    """The rule: the conditional strategy with the highest mean EMA accuracy (ties: lower mean bits/dim)."""
+    cands = [(-s["accuracy"]["mean"], s["bpd"]["mean"], n) for n, s in summary.items()
+             if is_conditional(n) and s["accuracy"]["mean"] is not None]
+    return min(cands)[2] if cands else None
+
+
+def per_image(run: dict, what: str) -> np.ndarray:
+    """(N,) per validation image: ``correct`` (1/0 for the EMA prediction) or ``bpd`` (under the true label)."""
+    v = run["validation"]
+    labels = np.asarray(v["labels"])
+    ll = np.asarray(v["log_px"], float)
+    if what == "correct":
+        return (np.asarray(v["pred"]) == labels).astype(float)
+    if what == "bpd":
+        dims = 3 * run["config"]["model"]["image_size"] ** 2
+        true = ll[:, 0] if ll.shape[1] == 1 else ll[np.arange(len(labels)), labels]
+        return -true / (dims * math.log(2))
+    raise ValueError(f"what must be 'correct' or 'bpd', got {what!r}")
+
+
+def compare(runs: Sequence[dict], best: str, what: str = "correct", draws: int = BOOTSTRAP_DRAWS) -> List[dict]:
+    """The best strategy against every other (conditional ones only for accuracy) on the same images.
+
+    Per other strategy: the bootstrap (:func:`paired_bootstrap`) of best - other, Holm-adjusted
+    over the comparisons; for accuracy also the exact McNemar test per seed both strategies ran.
+    """
+    by = {}
+    for r in runs:
+        by.setdefault(r["name"], {})[r["seed"]] = r
+    mine = by[best]
+    rows = []
+    for i, name in enumerate(n for n in STRATEGIES if n in by and n != best):
+        if what == "correct" and not is_conditional(name):
+            continue
+        other = by[name]
+        files = {tuple(x["validation"]["files"] or []) for x in list(mine.values()) + list(other.values())}
+        if len(files) != 1:
+            raise ValueError(f"{best} and {name} were scored on different validation images")
+        a = np.stack([per_image(mine[s], what) for s in sorted(mine)])
+        b = np.stack([per_image(other[s], what) for s in sorted(other)])
+        row = {"other": name, "seeds_best": sorted(mine), "seeds_other": sorted(other),
+               **paired_bootstrap(a, b, draws=draws, seed=i)}
+        if what == "correct":
+            row["mcnemar"] = []
+            for s in sorted(set(mine) & set(other)):
+                ca, cb = per_image(mine[s], "correct"), per_image(other[s], "correct")
+                bb, cc = int(((ca == 1) & (cb == 0)).sum()), int(((ca == 0) & (cb == 1)).sum())
+                row["mcnemar"].append({"seed": s, "best_only": bb, "other_only": cc, "p": mcnemar_exact(bb, cc)})
+        rows.append(row)
+    for row, adj in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = adj
+        # bits/dim: lower is better, so the best being better means a negative difference
+        better = row["hi"] < 0 if what == "bpd" else row["lo"] > 0
+        worse = row["lo"] > 0 if what == "bpd" else row["hi"] < 0
+        row["verdict"] = ("best better" if better else "best worse" if worse else "not separated") \
+            if adj < ALPHA else "not separated"
+    return rows
+
+
+def _pm(s: dict, fmt: str, scale: float = 1.0) -> str:
+    if s["mean"] is None:
+        return "-"
+    m = fmt.format(s["mean"] * scale)
+    return m + (" ± " + fmt.format(s["sd"] * scale) if s["sd"] is not None else "") + f" ({s['n']})"
+
+
+def history_rows(v1_folder) -> Dict[str, dict]:
+    """The 2-epoch, one-seed v1 results (``results/fusion/*.json``) by strategy: EMA accuracy and bits/dim, FID-2048."""
+    from pcnn.experiments import load_results
+    out = {}
+    for r in load_results(v1_folder) if Path(v1_folder).is_dir() else []:
+        f = r["final"]
+        out[r["name"]] = {"accuracy_ema": f.get("accuracy_ema"), "val_bpd_ema": f.get("val_bpd_ema"),
+                          "fid_2048": f.get("fid_2048"), "fid_n_gen": f.get("fid_n_gen")}
+    return out
+
+
+def markdown_summary(summary: Dict[str, dict], floor: Optional[dict], history: Dict[str, dict],
+                     best: Optional[str]) -> str:
+    head = ("| strategy | fusion | seeds | EMA accuracy % | macro F1 % | bits/dim | FID-2048 | FID-192 (course) | "
+            "KID x1000 | probe on samples % | v1 (2 ep, 1 seed) EMA acc % / bpd |")
+    lines = [head, "|" + "---|" * 11]
+    for name, s in summary.items():
+        h = history.get(name) or {}
+        hist = "-" if not h else (f"{h['accuracy_ema'] * 100:.1f}" if h.get("accuracy_ema") is not None else "-") \
+            + (f" / {h['val_bpd_ema']:.3f}" if h.get("val_bpd_ema") is not None else "")
+        mark = " **(best)**" if name == best else ""
+        lines.append(f"| {name}{mark} | {s['fusion']} | {','.join(map(str, s['seeds']))} | "
+                     f"{_pm(s['accuracy'], '{:.1f}', 100)} | {_pm(s['macro_f1'], '{:.1f}', 100)} | "
+                     f"{_pm(s['bpd'], '{:.3f}')} | {_pm(s['fid_2048'], '{:.1f}')} | {_pm(s['fid_192'], '{:.2f}')} | "
+                     f"{_pm(s['kid'], '{:.1f}', 1000)} | {_pm(s['probe'], '{:.1f}', 100)} | {hist} |")
+    if floor:
+        p = (floor.get("probe") or {}).get("accuracy")
+        lines.append(f"| real floor | {floor['n']} validation images | - | - | - | - | {floor['fid_2048']:.1f} | "
+                     f"{floor['fid_192']:.2f} | {floor['kid_mean'] * 1000:.1f} | "
+                     f"{'-' if p is None else f'{p * 100:.1f}'} | - |")
+    return "\n".join(lines)
+
+
+def markdown_comparisons(rows: Sequence[dict], best: str, what: str) -> str:
+    unit, scale, fmt = ("points", 100, "{:+.1f}") if what == "correct" else ("bits/dim", 1, "{:+.4f}")
+    head = f"| {best} vs | difference ({unit}) | 95% interval | bootstrap p | Holm p | verdict |"
+    if what == "correct":
+        head += " McNemar per seed (best only / other only, p) |"
+    lines = [head, "|" + "---|" * (7 if what == "correct" else 6)]
+    for r in rows:
+        cells = (f"| {r['other']} | {fmt.format(r['diff'] * scale)} | [{fmt.format(r['lo'] * scale)}, "
+                 f"{fmt.format(r['hi'] * scale)}] | {r['p']:.4f} | {r['p_holm']:.4f} | {r['verdict']} |")
+        if what == "correct":
+            cells += " " + "; ".join(f"s{m['seed']}: {m['best_only']}/{m['other_only']}, {m['p']:.3f}"
+                                     for m in r["mcnemar"]) + " |"
+        lines.append(cells)
+    return "\n".join(lines)
+
+
+def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence[dict], bpd_rows: Sequence[dict],
+               status: dict, floor: Optional[dict]) -> List[str]:
+    """The report in plain words, including what it cannot conclude."""
+    done, total = status["done"], status["total"]
+    out = []
+    if not summary:
+        return [f"No run has finished yet (0 of {total}): nothing can be concluded."]
+    final = done >= total
+    out.append(f"{done} of {total} planned runs are finished"
+               + ("." if final else f"; every statement below is provisional (missing: "
+                  f"{', '.join(status['missing']) or 'the extra seeds, chosen once seeds 0-1 finish'})."))
+    if best is None:
+        return out + ["No conditional strategy has finished, so none can be called best."]
+    b = summary[best]
+    sd = f" ± {b['accuracy']['sd'] * 100:.1f}" if b["accuracy"]["sd"] is not None else ""
+    out.append(f"Best by the rule (highest mean EMA validation accuracy): {best} ({b['fusion']}), "
+               f"{b['accuracy']['mean'] * 100:.1f}{sd} % over seed(s) {', '.join(map(str, b['seeds']))}.")
+    better = [r["other"] for r in acc_rows if r["verdict"] == "best better"]
+    tied = [r["other"] for r in acc_rows if r["verdict"] != "best better"]
+    if better:
+        out.append(f"It classifies better than {', '.join(better)} (paired bootstrap over images and seeds, "
+                   f"Holm-adjusted p < {ALPHA}).")
+    if tied:
+        out.append(f"It is not separated from {', '.join(tied)} at this budget: the differences are within what "
+                   "the validation images and the seeds let vary, so any of them is as good a choice on this evidence.")
+    if bpd_rows:
+        lower = [r["other"] for r in bpd_rows if r["verdict"] == "best better"]
+        higher = [r["other"] for r in bpd_rows if r["verdict"] == "best worse"]
+        by_bpd = min(summary, key=lambda n: summary[n]["bpd"]["mean"])
+        out.append(f"Likelihood: the lowest mean bits/dim is {by_bpd}'s ({summary[by_bpd]['bpd']['mean']:.3f}); "
+                   f"{best} has lower bits/dim than {', '.join(lower) or 'no other strategy'} and higher than "
+                   f"{', '.join(higher) or 'no other strategy'} (same paired test, Holm-adjusted); "
+                   f"it is not separated from the rest.")
+        if "none" in summary:
+            u = summary["none"]["bpd"]["mean"]
+            below = [n for n in summary if is_conditional(n) and summary[n]["bpd"]["mean"] < u]
+            out.append(f"The unconditional model ('none') reaches {u:.3f} bits/dim; conditional strategies with a "
+                       f"lower mean: {', '.join(below) or 'none of them'} (a lower bits/dim means the class helps "
+                       "model the images; the paired table says which differences are beyond noise).")
+    if floor:
+        fids = {n: s["fid_2048"]["mean"] for n, s in summary.items()}
+        lo = min(fids, key=fids.get)
+        out.append(f"Generation: FID-2048 (500 samples) ranges {min(fids.values()):.1f} ({lo}) to "
+                   f"{max(fids.values()):.1f}; real validation images score {floor['fid_2048']:.1f} under the same "
+                   "protocol (the floor), so every model is far from real images; the probe's accuracy on the "
+                   "samples says how recognisable each class is (real images: "
+                   f"{(floor.get('probe') or {}).get('accuracy', 0) * 100:.1f} %).")
+    out.append("What it cannot conclude: the ranking after longer training or at other sizes than 1/40/5 at 32x32 "
+               "(10 epochs on a CPU; the GPU design runs 30 epochs); differences smaller than the intervals above; "
+               "anything about the test split (all accuracies are on the 519 validation images, which the rule also "
+               "used to pick the best, so the best's own figure is slightly optimistic); FID differences smaller "
+               "than the spread over seeds (500 samples per model).")
+    return out
+
+
+def plot_curves(runs: Sequence[dict]):
+    """EMA validation accuracy and bits/dim per epoch of every run (one colour per strategy, one line
+    style per seed), and the bits/dim of the second half of the epochs zoomed (the strategies differ
+    by hundredths of a bit there, invisible beside the first epochs' drop)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    colours = plt.get_cmap("tab10")
+    names = [n for n in STRATEGIES if any(r["name"] == n for r in runs)]
+    last = 1
+    zoom_vals = []
+    for k, name in enumerate(names):
+        for j, r in enumerate(x for x in runs if x["name"] == name):
+            rows = [row for row in r["metrics_log"] if row.get("val_bpd") is not None and not row.get("partial")]
+            ep = [row["epoch"] for row in rows]
+            last = max([last] + ep)
+            style = dict(color=colours(k % 10), lw=1.4, alpha=0.9, ls=("-", "--", ":")[j % 3],
+                         label=name if j == 0 else None)
+            if is_conditional(name):
+                axes[0].plot(ep, [row["val_acc"] * 100 for row in rows], **style)
+            axes[1].plot(ep, [row["val_bpd"] for row in rows], **style)
+            axes[2].plot(ep, [row["val_bpd"] for row in rows], **style)
+            zoom_vals += [row["val_bpd"] for row in rows if ep and row["epoch"] > max(ep) / 2]
+    axes[0].axhline(25, color="grey", ls=":", lw=1)
+    axes[0].set(xlabel="epoch", ylabel="EMA validation accuracy (%)", title="accuracy (dotted grey: chance)")
+    axes[1].set(xlabel="epoch", ylabel="EMA validation bits/dim", title="bits/dim (lower is better)")
+    axes[2].set(xlabel="epoch", ylabel="EMA validation bits/dim", title="bits/dim, second half (zoomed)")
+    if zoom_vals:
+        lo, hi = min(zoom_vals), max(zoom_vals)
+        pad = max(hi - lo, 1e-3) * 0.08
+        axes[2].set_ylim(lo - pad, hi + pad)
+        axes[2].set_xlim(last / 2, last + 0.2)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, ncol=2, title="strategy (seed 0 solid, 1 dashed, 2 dotted)", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_summary(summary: Dict[str, dict], floor: Optional[dict], best: Optional[str]):
+    """One panel per metric: every seed as a dot, the mean as a bar tick; the real floor as a line."""
+    import matplotlib.pyplot as plt
+    panels = [("accuracy", "EMA accuracy (%)", 100), ("bpd", "bits/dim", 1), ("fid_2048", "FID-2048 (500 samples)", 1),
+              ("probe", "probe on samples (%)", 100)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 0.45 * max(4, len(summary)) + 1.2), sharey=True)
+    names = list(summary)
+    for ax, (key, label, scale) in zip(axes, panels):
+        for y, name in enumerate(names):
+            s = summary[name][key]
+            if not s["values"]:
+                continue
+            ax.plot([v * scale for v in s["values"]], [y] * len(s["values"]), "o", ms=5, alpha=0.7,
+                    color="C3" if name == best else "C0")
+            ax.plot([s["mean"] * scale], [y], "|", ms=16, mew=2.5, color="k")
+        if key == "accuracy":
+            ax.axvline(25, color="grey", ls=":", lw=1)
+        if floor and key in ("fid_2048", "probe"):
+            v = floor["fid_2048"] if key == "fid_2048" else (floor.get("probe") or {}).get("accuracy")
+            if v is not None:
+                ax.axvline(v * scale, color="green", ls="--", lw=1.2, label="real images")
+                ax.legend(fontsize=8, loc="best")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(range(len(names)), [n + (" (best)" if n == best else "") for n in names])
+    axes[0].invert_yaxis()
+    fig.suptitle("every seed a dot, the mean a black tick", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def build_report(out_dir, design: dict, v1_folder=None, draws: int = BOOTSTRAP_DRAWS) -> dict:
+    """The report over the finished runs in ``out_dir``: a JSON-ready dict with the status, the
+    summary, the best, both comparisons, the Markdown tables and the conclusion."""
+    runs = load_runs(out_dir)
+    plan = planned_runs(design, runs)
+    have = {(r["name"], r["seed"]) for r in runs}
+    missing = [run_id(n, s) for n, s in plan["runs"] if (n, s) not in have]
+    status = {"done": len(have & set(plan["runs"])), "total": plan["total"], "missing": missing,
+              "undecided": plan["undecided"], "top": plan["top"]}
+    summary = summarize(runs)
+    floor = load_floor(out_dir)
+    best = choose_best(summary)
+    acc_rows = compare(runs, best, "correct", draws) if best else []
+    bpd_rows = compare(runs, best, "bpd", draws) if best else []
+    history = history_rows(v1_folder) if v1_folder is not None else {}
+    rep = {"status": status, "summary": summary, "best": best, "accuracy_comparison": acc_rows,
+           "bpd_comparison": bpd_rows, "floor": floor, "history_v1": history,
+           "table": markdown_summary(summary, floor, history, best),
+           "accuracy_table": markdown_comparisons(acc_rows, best, "correct") if acc_rows else "",
+           "bpd_table": markdown_comparisons(bpd_rows, best, "bpd") if bpd_rows else "",
+           "conclusion": conclusion(summary, best, acc_rows, bpd_rows, status, floor),
+           "bootstrap_draws": draws, "runs": [run_id(r["name"], r["seed"]) for r in runs]}
+    return rep
+
+
+def report_markdown(rep: dict, design_name: str) -> str:
+    s = rep["status"]
+    parts = [f"# Fusion comparison v2 ({design_name}): report",
+             "", f"Written by `python scripts/fusion_comparison.py --design {design_name} --report` from the "
+             f"results files in this folder; the rules are in `results/fusion/README.md`.",
+             "", f"**{s['done']} of {s['total']} planned runs finished.**"
+             + (f" Missing: {', '.join(s['missing'])}." if s["missing"] else "")
+             + (f" {s['undecided']} more (seed 2 of the best three) are chosen when seeds 0 and 1 are done."
+                if s["undecided"] else ""),
+             "", "## Per strategy (mean ± sample sd over seeds, number of seeds in brackets)", "", rep["table"],
+             "", "![learning curves](curves.png)", "", "![summary](summary.png)"]
+    if rep["best"]:
+        none_yet = "(no other strategy has finished yet)"
+        parts += ["", f"## {rep['best']} against every other strategy, same validation images",
+                  "", "Accuracy (paired bootstrap over images and seeds, "
+                  f"{rep['bootstrap_draws']} draws; exact McNemar per seed):", "", rep["accuracy_table"] or none_yet,
+                  "", "Bits/dim under the true label (negative: the best has the lower bits/dim):", "",
+                  rep["bpd_table"] or none_yet]
+    parts += ["", "## Conclusion", ""] + [f"- {line}" for line in rep["conclusion"]]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(out_dir, design: dict, design_name: str, v1_folder=None, draws: int = BOOTSTRAP_DRAWS) -> dict:
+    """:func:`build_report` plus ``report.md``, ``report.json``, ``curves.png`` and ``summary.png`` in ``out_dir``."""
+    import matplotlib.pyplot as plt
+    from pcnn.experiments import write_results
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rep = build_report(out_dir, design, v1_folder, draws)
+    write_results({k: v for k, v in rep.items()}, out_dir / "report.json")
+    (out_dir / "report.md").write_text(report_markdown(rep, design_name))
+    runs = load_runs(out_dir)
+    if runs:
+        for fig, name in ((plot_curves(runs), "curves.png"), (plot_summary(rep["summary"], rep["floor"], rep["best"]),
+                                                              "summary.png")):
+            fig.savefig(out_dir / name, dpi=80)
+            plt.close(fig)
+    return rep

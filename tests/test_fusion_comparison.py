@@ -1,0 +1,193 @@
+"""The fusion comparison v2 (scripts/fusion_v2.py, scripts/fusion_comparison.py --design): plan,
+statistics, report, and one tiny run end to end on a synthetic data folder."""
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import fusion_v2 as F  # noqa: E402  (scripts/ is not a package)
+
+
+def test_mcnemar_exact_is_the_two_sided_binomial_tail():
+    assert F.mcnemar_exact(0, 0) == 1.0
+    assert F.mcnemar_exact(0, 5) == pytest.approx(2 / 32)               # 2 * (1/2)^5
+    assert F.mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)        # 2 * (C(10,0) + C(10,1)) / 2^10
+    assert F.mcnemar_exact(1, 9) == F.mcnemar_exact(9, 1)
+    assert F.mcnemar_exact(3, 3) == 1.0                                 # capped at 1
+
+
+def test_holm_steps_down_and_stays_monotone():
+    assert F.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert F.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert F.holm([0.001]) == pytest.approx([0.001])
+
+
+def test_paired_bootstrap_extremes_and_width():
+    same = np.array([[1, 0, 1, 1, 0, 1.0] * 20])
+    r = F.paired_bootstrap(same, same, draws=500)
+    assert (r["diff"], r["lo"], r["hi"], r["p"]) == (0.0, 0.0, 0.0, 1.0)
+    r = F.paired_bootstrap(np.ones((2, 50)), np.zeros((3, 50)), draws=500)
+    assert (r["diff"], r["lo"], r["hi"], r["p"]) == (1.0, 1.0, 1.0, 0.0)
+    # one seed each: the interval is the paired one, about 1.96 sd(a - b) / sqrt(N) either side
+    g = np.random.default_rng(1)
+    a, b = (g.random((1, 2000)) < 0.7).astype(float), (g.random((1, 2000)) < 0.6).astype(float)
+    r = F.paired_bootstrap(a, b, draws=4000, seed=3)
+    half = 1.96 * np.std(a - b) / math.sqrt(2000)
+    assert r["diff"] == pytest.approx(float(a.mean() - b.mean()))
+    assert (r["hi"] - r["lo"]) / 2 == pytest.approx(half, rel=0.1)
+    assert r["p"] < 0.001
+    with pytest.raises(ValueError, match="different images"):
+        F.paired_bootstrap(np.ones((1, 3)), np.ones((1, 4)))
+
+
+def _run(name, seed, correct, bpd=5.0, n_classes=4):
+    """A results dict with the fields the report reads; image i has label i % 4."""
+    n = len(correct)
+    labels = [i % 4 for i in range(n)]
+    pred = [lab if ok else (lab + 1) % 4 for lab, ok in zip(labels, correct)]
+    nll = bpd * 3 * 8 * 8 * math.log(2)
+    log_px = [[-nll if c == lab else -nll - 10 for c in range(n_classes)] for lab in labels]
+    if not F.STRATEGIES[name]:
+        log_px, pred = [[-nll] for _ in labels], None
+    acc = float(np.mean(correct)) if F.STRATEGIES[name] else None
+    return {"format": F.RUN_FORMAT, "name": name, "seed": seed, "config": {"model": {"image_size": 8}},
+            "ema": {"accuracy": acc, "macro_f1": acc, "bpd": bpd},
+            "validation": {"log_px": log_px, "pred": pred, "labels": labels, "files": [f"v{i}" for i in range(n)]},
+            "generation": {"fid_2048": 100.0 + seed, "fid_192": 1.0, "kid_mean": 0.01, "probe": {"accuracy": 0.5}},
+            "metrics_log": [{"epoch": 1, "val_acc": acc, "val_bpd": bpd + 1}, {"epoch": 2, "val_acc": acc, "val_bpd": bpd}],
+            "seconds": {"train_log": 3600.0}}
+
+
+def _acc_runs(accs, seeds=(0, 1), n=40):
+    """Runs whose seed s of strategy k gets the first round(acc * n) images right."""
+    runs = []
+    for name, acc in accs.items():
+        for s in seeds:
+            k = round(acc * n)
+            runs.append(_run(name, s, [1] * k + [0] * (n - k)))
+    return runs
+
+
+def test_plan_picks_the_best_three_for_the_extra_seed():
+    design = F.DESIGNS["cpu10"]
+    cond = [n for n in F.STRATEGIES if F.STRATEGIES[n]]
+    plan = F.planned_runs(design, [])
+    assert plan["total"] == 21 and plan["undecided"] == 3 and plan["top"] is None
+    assert plan["runs"][:9] == [(n, 0) for n in F.STRATEGIES] and len(plan["runs"]) == 18
+    accs = {n: 0.5 for n in cond}
+    accs.update(late=0.8, middle=0.7, blocks=0.6, blocks_film=0.6)
+    runs = _acc_runs(accs)
+    for r in runs:   # blocks_film ties blocks on accuracy but has the lower bits/dim
+        if r["name"] == "blocks_film":
+            r["ema"]["bpd"] = 4.0
+    plan = F.planned_runs(design, runs)
+    assert plan["top"] == ["late", "middle", "blocks_film"] and plan["undecided"] == 0
+    assert plan["runs"][18:] == [("late", 2), ("middle", 2), ("blocks_film", 2)] and plan["total"] == 21
+    gpu = F.planned_runs(F.DESIGNS["gpu30"], runs)     # the GPU design: 3 seeds of everything, no selection
+    assert gpu["total"] == 27 and gpu["top"] is None and gpu["runs"][18:] == [(n, 2) for n in F.STRATEGIES]
+    # one conditional run missing: not decided yet
+    assert F.top_strategies([r for r in runs if (r["name"], r["seed"]) != ("late", 1)], [0, 1], 3) is None
+
+
+def test_run_config_changes_only_fusion_and_seed():
+    base = json.loads((ROOT / "configs" / "fusion_cpu10.json").read_text())
+    a, b = F.run_config(base, "combo", 1), F.run_config(base, "none", 0)
+    assert a["model"]["fusion"] == ["input_concat", "blocks_film", "middle", "late"] and a["seed"] == 1
+    assert b["model"]["fusion"] == [] and b["seed"] == 0
+    for d in (a, b):
+        rest = {k: v for k, v in d.items() if k not in ("model", "seed", "description")}
+        assert rest == {k: v for k, v in base.items() if k not in ("model", "seed", "description")}
+        assert {k: v for k, v in d["model"].items() if k != "fusion"} == \
+            {k: v for k, v in base["model"].items() if k != "fusion"}
+
+
+def test_report_summary_best_and_paired_verdicts():
+    accs = {"late": 0.9, "middle": 0.875, "input": 0.4}
+    runs = _acc_runs(accs) + [_run("none", 0, [0] * 40, bpd=6.0), _run("none", 1, [0] * 40, bpd=6.0)]
+    summary = F.summarize(runs)
+    assert summary["late"]["accuracy"]["mean"] == pytest.approx(0.9) and summary["late"]["accuracy"]["sd"] == 0.0
+    assert summary["late"]["fid_2048"]["mean"] == pytest.approx(100.5)
+    assert summary["late"]["fid_2048"]["sd"] == pytest.approx(math.sqrt(0.5))
+    assert summary["none"]["accuracy"]["mean"] is None and summary["none"]["bpd"]["mean"] == pytest.approx(6.0)
+    assert F.choose_best(summary) == "late"
+    rows = {r["other"]: r for r in F.compare(runs, "late", "correct", draws=2000)}
+    assert set(rows) == {"middle", "input"}          # accuracy: conditional strategies only
+    assert rows["input"]["diff"] == pytest.approx(0.5) and rows["input"]["verdict"] == "best better"
+    assert rows["middle"]["diff"] == pytest.approx(0.025) and rows["middle"]["verdict"] == "not separated"
+    assert rows["middle"]["mcnemar"] == [{"seed": 0, "best_only": 1, "other_only": 0, "p": 1.0},
+                                         {"seed": 1, "best_only": 1, "other_only": 0, "p": 1.0}]
+    bpd = {r["other"]: r for r in F.compare(runs, "late", "bpd", draws=2000)}
+    assert bpd["none"]["diff"] == pytest.approx(-1.0) and bpd["none"]["verdict"] == "best better"
+    assert bpd["middle"]["diff"] == pytest.approx(0.0) and bpd["middle"]["verdict"] == "not separated"
+
+
+def test_build_report_counts_done_of_planned(tmp_path):
+    runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0,))
+    for r in runs:
+        (tmp_path / f"{r['name']}_s{r['seed']}.json").write_text(json.dumps(r))
+    (tmp_path / "not_a_run.json").write_text(json.dumps({"format": "other"}))
+    rep = F.build_report(tmp_path, F.DESIGNS["cpu10"], draws=200)
+    assert rep["status"]["done"] == 2 and rep["status"]["total"] == 21 and rep["status"]["undecided"] == 3
+    assert len(rep["status"]["missing"]) == 16 and "late_s1" in rep["status"]["missing"]
+    assert rep["best"] == "late" and rep["conclusion"][0].startswith("2 of 21 planned runs are finished")
+    assert "| late **(best)** | late | 0 | 90.0 (1) |" in rep["table"]
+    assert F.build_report(tmp_path / "empty", F.DESIGNS["cpu10"])["conclusion"] == [
+        "No run has finished yet (0 of 21): nothing can be concluded."]
+
+
+def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
+    """Two strategies, one seed each, trained, scored and sampled on a synthetic data folder by the
+    real command; then the report. The EMA figures equal the trainer's last logged row."""
+    from pcnn import fid
+    from pcnn import generation as G
+    if fid.fid_helper_weights_path() is None and not fid._hub_weights_path().is_file():
+        pytest.skip("needs offline Inception weights")
+    from gen_helpers import write_data_dir
+    import fusion_comparison as FC
+    monkeypatch.setattr(G, "frechet_2048", lambda a, b: float(np.abs(a.mean(0) - b.mean(0))[:64].sum()))  # the
+    # 2048-d square root costs a minute on a CPU; tests/test_generation.py checks the real one
+    data = write_data_dir(tmp_path / "data", per_class=(3, 2, 2))
+    cfg = json.loads((ROOT / "configs" / "fusion_cpu10.json").read_text())
+    cfg.update(model=dict(cfg["model"], nr_filters=8, nr_logistic_mix=2, image_size=8), epochs=2, batch_size=4,
+               ema=0.9, amp="off")
+    (tmp_path / "tiny.json").write_text(json.dumps(cfg))
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    args = ["--design", "cpu10", "--config", str(tmp_path / "tiny.json"), "--workdir", str(runs), "--out", str(out),
+            "--data-dir", str(data), "--only", "late", "none", "--per-class", "1", "--min-images", "2",
+            "--kid-subsets", "5", "--cache-dir", str(tmp_path / "cache")]
+    assert FC.main(args + ["--deadline-minutes", "1"]) == 0   # 1 min < the 3 min reserve: the floor, no run
+    assert sorted(p.name for p in out.glob("*.json")) == ["real_floor.json"] and not (runs / "late_s0").exists()
+    assert FC.main(args + ["--limit", "1"]) == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["late_s0.json", "real_floor.json"]
+    assert FC.main(args) == 0                           # resumes the plan: none_s0, then seed 1 of both
+    got = sorted(p.name for p in out.glob("*_s*.json"))
+    assert got == ["late_s0.json", "late_s1.json", "none_s0.json", "none_s1.json"]
+    late = json.loads((out / "late_s0.json").read_text())
+    last = late["metrics_log"][-1]
+    assert last["epoch"] == 2 and late["ema"]["accuracy"] == pytest.approx(last["val_acc"])
+    assert late["ema"]["bpd"] == pytest.approx(last["val_bpd"], rel=1e-5)
+    assert late["config"]["model"]["fusion"] == ["late"] and late["config"]["seed"] == 0
+    assert len(late["validation"]["log_px"]) == 8 and len(late["validation"]["log_px"][0]) == 4
+    assert late["ema"]["correct"] == sum(p == y for p, y in zip(late["validation"]["pred"],
+                                                                  late["validation"]["labels"]))
+    g = late["generation"]
+    assert g["n"] == 4 and g["per_class"] == 1 and g["fid_2048"] >= 0 and 0 <= g["probe"]["accuracy"] <= 1
+    none = json.loads((out / "none_s1.json").read_text())
+    assert none["ema"]["accuracy"] is None and none["validation"]["pred"] is None and none["seed"] == 1
+    floor = json.loads((out / "real_floor.json").read_text())
+    assert floor["format"] == F.FLOOR_FORMAT and floor["n"] == 4
+    assert FC.main(args) == 0                           # everything finished: nothing is retrained
+    assert json.loads((out / "late_s0.json").read_text()) == late
+    assert FC.main(["--design", "cpu10", "--out", str(out), "--report", "--draws", "200"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"]["done"] == 4 and rep["best"] == "late" and rep["bpd_comparison"][0]["other"] == "none"
+    assert (out / "curves.png").stat().st_size > 0 and (out / "summary.png").stat().st_size > 0
+    assert "4 of 21 planned runs finished" in (out / "report.md").read_text()
+    # the whole run dict round-trips torch-free (the notebook reads it without training)
+    assert torch.tensor(late["validation"]["log_px"]).shape == (8, 4)
