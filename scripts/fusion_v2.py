@@ -616,8 +616,9 @@ def report_markdown(rep: dict, design_name: str) -> str:
              + (f" Missing: {', '.join(s['missing'])}." if s["missing"] else "")
              + (f" {s['undecided']} more (seed 2 of the best three) are chosen when seeds 0 and 1 are done."
                 if s["undecided"] else ""),
-             "", "## Per strategy (mean ± sample sd over seeds, number of seeds in brackets)", "", rep["table"],
-             "", "![learning curves](curves.png)", "", "![summary](summary.png)"]
+             "", "## Per strategy (mean ± sample sd over seeds, number of seeds in brackets)", "", rep["table"]]
+    if s["done"]:  # the figures exist only once a run has finished (write_report draws them then)
+        parts += ["", "![learning curves](curves.png)", "", "![summary](summary.png)"]
     if rep["best"]:
         none_yet = "(no other strategy has finished yet)"
         parts += ["", f"## {rep['best']} against every other strategy, same validation images",
