@@ -8,6 +8,16 @@ floor: FID-2048, KID, the Inception-probe accuracy per class, and the course's F
 on its 100-image protocol (the first 25 per class), each with its real-image figure. A set
 whose folder already holds its images and its ``done.json`` is not sampled again, so a run
 that dies resumes where it stopped.
+
+Issue #34 re-measures guidance with the plausibility constraint and the schedules of
+:mod:`pcnn.guidance` (contrastive decoding's constraint, Li et al. 2023; guidance intervals,
+Kynkäänniemi et al. 2024) over a grid of :class:`pcnn.guidance.GuidanceSetting` fixed before
+the first sample (:func:`plausible_grid`), with the metrics that see what a person sees
+(:mod:`pcnn.quality`: speckle and clipped-colour rates, precision / recall / density /
+coverage of Naeem et al. 2020) beside FID-2048, KID and the probe: :func:`sample_settings`
+draws every set (resumable set by set), :func:`score_settings` scores each set once into
+``scores/<name>.json`` (resumable too), :func:`pick_recommended` applies the rule written
+before measuring. Nothing here reads ``results/``: the files are passed in.
 """
 from __future__ import annotations
 
@@ -22,12 +32,73 @@ from .card import COURSE_PER_CLASS, course_fid_192, floor_rows
 from .checkpoint import atomic_write
 from .data import load_split
 from .generation import evaluate_generation
-from .guidance import DEFAULT_GUIDE, GUIDES, TEMPER, check_guidance
+from .guidance import DEFAULT_GUIDE, GUIDES, TEMPER, GuidanceSetting, check_guidance
 from .paths import repo_root, resolve_data_dir
 from .precision import describe_cpu
 from .sample import write_sample_set
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+#: Issue #34's grid, fixed before the first sample (results/guidance/README.md).
+PLAUSIBLE_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
+PLAUSIBLE_ALPHAS = (0.0, 0.03, 0.1, 0.3)
+SCHEDULE_ALPHA = 0.1
+#: The guided rows of the interval schedule, chosen before measuring: the top half of the
+#: 32-row image. The class (colours, the object's top) is settled in the first rows, where the
+#: running posterior saturates (results/guidance/README.md), as LlamaGen's cfg-interval guides
+#: only the early tokens; the rows below follow from them under the model's own class-
+#: conditional distribution, untilted, so no tilt can put speckle there.
+PLAUSIBLE_INTERVAL = "interval:0:16"
+
+
+def plausible_grid(weights=PLAUSIBLE_WEIGHTS, alphas=PLAUSIBLE_ALPHAS, schedules=("ramp", PLAUSIBLE_INTERVAL),
+                   schedule_alpha: float = SCHEDULE_ALPHA, guide: str = DEFAULT_GUIDE) -> list:
+    """Issue #34's grid as :class:`GuidanceSetting` s: w = 0 first, then for every w the constant
+    schedule at every alpha, then each of ``schedules`` at ``schedule_alpha``."""
+    out = [GuidanceSetting(0.0)]
+    for w in weights:
+        out += [GuidanceSetting(w, guide, a, "constant") for a in alphas]
+        out += [GuidanceSetting(w, guide, schedule_alpha, sch) for sch in schedules]
+    names = [setting_name(s) for s in out]
+    if len(set(names)) != len(names):
+        raise ValueError("the grid repeats a setting")
+    return out
+
+
+def setting_name(s: GuidanceSetting) -> str:
+    """Folder name of a setting's sample set: ``w0``, else ``<guide>_w<w>_a<alpha>_<schedule>``
+    (``interval:0:16`` written ``interval0-16``)."""
+    if s.w == 0:
+        return "w0"
+    return f"{s.guide}_w{s.w:g}_a{s.plausible:g}_{s.schedule.replace(':', '', 1).replace(':', '-')}"
+
+
+def sample_settings(model, work, settings, per_class: int = 125, seed: int = 3, batch_size: int = 100,
+                    progress: bool = True, log=print) -> dict:
+    """Draw every setting's set into ``work/samples/<name>`` from one seed (the same noise at
+    every setting: the exact 256-bin draw, also at w = 0); a set whose ``done.json`` records the
+    same setting, count and seed is kept. Returns {name: seconds of sampling}."""
+    work = Path(work)
+    out = {}
+    for k, st in enumerate(settings):
+        name = setting_name(st)
+        folder = work / "samples" / name
+        done = folder / "done.json"
+        want = {"per_class": per_class, "seed": seed, "setting": {**st.to_dict(), "source": None}}
+        if done.is_file():
+            rec = json.loads(done.read_text())
+            if {k2: rec.get(k2) for k2 in want} == want:
+                out[name] = float(rec["seconds"])
+                continue
+        log(f"sampling {name} ({k + 1}/{len(settings)}): {per_class} per class, seed {seed}")
+        t0 = time.perf_counter()
+        write_sample_set(model, folder, per_class=per_class, seed=seed, batch_size=batch_size, exact_bins=True,
+                         show_progress=progress, **st.kwargs())
+        seconds = time.perf_counter() - t0
+        rec = {**want, "seconds": round(seconds, 2), "threads": torch.get_num_threads(), "cpu": describe_cpu()}
+        atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(rec) + "\n"))
+        out[name] = seconds
+        log(f"  {name}: {seconds / (per_class * model.config.num_classes):.3f} s per image")
+    return out
 
 
 def set_name(guide: str, w: float) -> str:
