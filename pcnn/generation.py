@@ -51,7 +51,7 @@ import torch
 
 from .config import CPEN455_CLASSES
 from .data import load_split
-from .quality import pixel_metrics, prdc
+from .quality import pixel_metrics, prdc_or_none
 from .sample import save_png
 from . import fid as fidlib
 
@@ -365,7 +365,7 @@ def evaluate_generation(gen_dirs, ref_dir, data_dir=None, real_floor: bool = Fal
         k_mean, k_std, _ = kid(ref_imgs, imgs, ex, subset_size=m, subsets=kid_subsets, seed=seed)
         entry = {"dir": str(folder), "n": int(len(imgs)), "fid_192": course["fid"][192],
                  "fid_2048": frechet_2048(feats, ref_feats), "kid_mean": k_mean, "kid_std": k_std,
-                 **{k: v for k, v in prdc(ref_feats, feats).items() if k != "k"}, **pixel_metrics(imgs)}
+                 **prdc_or_none(ref_feats, feats), **pixel_metrics(imgs)}
         if probe_model is not None:
             entry["probe"] = probe_scores(probe_model, feats, classes, int(probe_model.classes_.max()) + 1)
         out["sets"][name] = entry
@@ -387,8 +387,9 @@ def format_table(res: dict) -> str:
         cells = [f"{v * 100:.1f}" for v in per.values()]
         acc = "-" if not p else f"{p['accuracy'] * 100:.1f}"
         per_cells = " | ".join(cells) if cells else "-"
-        seen = (f"{e['precision']:.3f} | {e['recall']:.3f} | {e['density']:.3f} | {e['coverage']:.3f} | "
-                f"{e['speckle'] * 100:.3f} | {e['clipped'] * 100:.3f}") if "speckle" in e else " | ".join(["-"] * 6)
+        seen = " | ".join(["-" if e.get(k) is None else f"{e[k]:.3f}" for k in ("precision", "recall", "density",
+                                                                            "coverage")]
+                          + ["-" if e.get(k) is None else f"{e[k] * 100:.3f}" for k in ("speckle", "clipped")])
         rows.append(f"| {name} | {e['n']} | {e['fid_192']:.2f} | {e['fid_2048']:.1f} | "
                     f"{e['kid_mean']:.4f} ± {e['kid_std']:.4f} | {acc} | {per_cells} | {seen} |")
     head = ("| set | images | FID 192 (course) | FID 2048 | KID (mean ± std) | probe acc % | "

@@ -38,9 +38,9 @@ from .generation import (KID_MAX_SUBSET, KID_SUBSETS, InceptionFeatures, evaluat
                          probe_scores, read_folder, train_probe, write_real_floor)
 from .grids import labeled_grid
 from .guidance import DEFAULT_GUIDE, GUIDES, TEMPER, GuidanceSetting, check_guidance
-from .paths import repo_root, resolve_data_dir
+from .paths import resolve_data_dir
 from .precision import describe_cpu
-from .quality import PRDC_K, pixel_metrics, prdc
+from .quality import PRDC_K, pixel_metrics, prdc_or_none
 from .sample import read_sample_set, save_png, write_sample_set
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -227,17 +227,11 @@ def pick_default(res: dict, probe_target: float = 0.80) -> Optional[dict]:
     return max(ok, key=lambda r: (r["probe"], -r["fid_2048"]))
 
 
-def tradeoff_path() -> Optional[Path]:
-    """``<checkout>/results/guidance/tradeoff.json`` (None outside a checkout)."""
-    root = repo_root()
-    return None if root is None else root / "results" / "guidance" / "tradeoff.json"
-
-
-def read_tradeoff(path=None) -> Optional[dict]:
-    """The committed trade-off (:func:`guidance_tradeoff`'s result) from ``path`` (default
-    :func:`tradeoff_path`), or None when there is no such file."""
-    path = tradeoff_path() if path is None else Path(path)
-    if path is None or not path.is_file():   # outside a checkout, or nothing committed
+def read_tradeoff(path) -> Optional[dict]:
+    """A trade-off results file (:func:`guidance_tradeoff`'s or :func:`score_settings`' result)
+    from ``path``, or None when there is no such file. The library never looks for one itself."""
+    path = Path(path)
+    if not path.is_file():
         return None
     return json.loads(path.read_text())
 
@@ -257,25 +251,6 @@ def tradeoff_floors(res: dict, pick: Optional[dict] = None) -> list:
     return floor_rows(sets, course_n)
 
 
-def default_guidance(path=None) -> dict:
-    """The guided setting the measured trade-off picks by its rule (:func:`pick_default`), for the
-    widget and notebook 07: ``{"guide", "w", "probe", "fid_2048", "source"}``, read from
-    ``path`` (default :func:`tradeoff_path`). ``w`` is 0 (guidance off by default) when no
-    guided set keeps FID-2048 at or below w = 0's, and when there is no file; ``guide`` is then
-    the one with the highest probe accuracy at its largest w (what to show), or
-    :data:`pcnn.guidance.DEFAULT_GUIDE` without a file."""
-    path = tradeoff_path() if path is None else Path(path)
-    res = read_tradeoff(path)
-    if res is None:
-        return {"guide": DEFAULT_GUIDE, "w": 0.0, "probe": None, "fid_2048": None, "source": None}
-    pick = pick_default(res)
-    if pick is None:
-        top = max((r for r in res["rows"] if r["w"] > 0), key=lambda r: (r["w"], r["probe"]))
-        return {"guide": top["guide"], "w": 0.0, "probe": None, "fid_2048": None, "source": str(path)}
-    return {"guide": pick["guide"], "w": float(pick["w"]), "probe": pick["probe"], "fid_2048": pick["fid_2048"],
-            "source": str(path)}
-
-
 # ----------------------------------------------------------------------------- issue #34: scoring
 
 
@@ -287,7 +262,7 @@ def _set_entry(imgs, classes, ex, ref_imgs, ref_feats, probe_model, kid_subset: 
     p = probe_scores(probe_model, feats, classes, int(probe_model.classes_.max()) + 1) or {}
     return {"n": int(len(imgs)), "fid_2048": frechet_2048(feats, ref_feats), "kid_mean": k_mean, "kid_std": k_std,
             "probe": p.get("accuracy"), "probe_per_class": p.get("per_class"), "course_fid_192": course_fid,
-            **{k: v for k, v in prdc(ref_feats, feats).items() if k != "k"}, **pixel_metrics(imgs)}
+            **prdc_or_none(ref_feats, feats), **pixel_metrics(imgs)}
 
 
 def score_settings(work, settings, data_dir=None, min_images: int = 500, course_per_class: int = COURSE_PER_CLASS,
@@ -377,7 +352,7 @@ def pick_recommended(res: dict, speckle_factor: float = 3.0) -> Optional[dict]:
     ok = [r for r in res["rows"] if r["w"] > 0 and r["fid_2048"] <= base["fid_2048"] and r["speckle"] <= limit]
     if not ok:
         return None
-    return max(ok, key=lambda r: (round(r["probe"] * r["n"]), r["coverage"]))
+    return max(ok, key=lambda r: (round(r["probe"] * r["n"]), r["coverage"] or 0.0))
 
 
 def recommended_setting(pick: dict, source: Optional[str] = None) -> GuidanceSetting:
@@ -397,9 +372,10 @@ def plausible_table(res: dict) -> str:
     lines = [head, "|" + "---|" * 15]
 
     def cells(r):
+        seen = " | ".join("-" if r.get(k) is None else f"{r[k]:.3f}" for k in ("precision", "recall", "density",
+                                                                             "coverage"))
         return (f"{_pct(r['probe'])} | {r['fid_2048']:.1f} | {r['kid_mean']:.3f} | {r['course_fid_192']:.2f} | "
-                f"{r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | {r['coverage']:.3f} | "
-                f"{r['speckle'] * 100:.3f} | {r['clipped'] * 100:.3f}")
+                f"{seen} | {r['speckle'] * 100:.3f} | {r['clipped'] * 100:.3f}")
     for r in res["rows"]:
         lines.append(f"| {r['name']} | {r['w']:g} | {r['plausible']:g} | {r['schedule']} | {cells(r)} | "
                      f"{r['seconds_per_image']:.3f} |")

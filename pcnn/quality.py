@@ -100,6 +100,14 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = PRDC_K) -> dict:
             "k": k}
 
 
+def prdc_or_none(real: np.ndarray, fake: np.ndarray, k: int = PRDC_K) -> dict:
+    """:func:`prdc` without ``k``, or the four figures as None when a set has k features or
+    fewer (a tiny smoke run): a report of several metrics need not fail on this one."""
+    if min(len(real), len(fake)) <= k:
+        return {"precision": None, "recall": None, "density": None, "coverage": None}
+    return {key: v for key, v in prdc(real, fake, k).items() if key != "k"}
+
+
 def pixel_metrics(images: torch.Tensor) -> dict:
     """``{"speckle", "clipped"}`` rates (0..1) of uint8 images (N, 3, H, W)."""
     return {"speckle": speckle_rate(images), "clipped": clipped_rate(images)}
