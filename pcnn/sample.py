@@ -300,6 +300,42 @@ def guidance_grid(model, cls: int, weights: Sequence[float] = (0.0, 1.0, 2.0, 4.
                         col_labels=[f"noise {k}" for k in range(per_row)], scale=scale)
 
 
+def setting_rows(model, cls: int, settings: Sequence, per_row: int = 8, seed: int = 0,
+                 method: str = "cached") -> torch.Tensor:
+    """``per_row`` images of class ``cls`` under each guided setting of ``settings``
+    (:class:`pcnn.guidance.GuidanceSetting` s, or dicts of :func:`sample`'s guidance keywords),
+    one noise draw for all: uint8 (len(settings), per_row, 3, S, S); the exact 256-bin draw
+    with ``torch.Generator().manual_seed(seed)`` in every row, so the rows differ only by the
+    setting."""
+    check_class_values([cls], model.config, "cls")
+    rows = []
+    for st in settings:
+        kw = st.kwargs() if hasattr(st, "kwargs") else dict(st)
+        rows.append(sample(model, [cls] * per_row, generator=torch.Generator().manual_seed(seed), exact_bins=True,
+                           method=method, **kw).cpu())
+    return torch.stack(rows)
+
+
+def setting_grid(model, settings: Sequence, labels: Optional[Sequence[str]] = None,
+                 classes: Optional[Sequence[int]] = None, per_row: int = 8, seed: int = 0,
+                 class_names: Optional[Sequence[str]] = None, scale: int = 3, method: str = "cached") -> torch.Tensor:
+    """Guided settings side by side on the same noise (:func:`setting_rows`): for each class of
+    ``classes`` (default all) one row per setting, labelled ``<class> <label>`` (``labels``
+    default: each setting's ``describe()``), column k always noise draw k."""
+    classes = list(range(model.config.num_classes)) if classes is None else list(classes)
+    labels = [st.describe() if hasattr(st, "describe") else str(st) for st in settings] if labels is None \
+        else list(labels)
+    if len(labels) != len(settings):
+        raise ValueError(f"{len(labels)} labels for {len(settings)} settings")
+    names = class_names_for(model.config.num_classes, class_names)
+    tiles, row_labels = [], []
+    for c in classes:
+        for st_row, lab in zip(setting_rows(model, c, settings, per_row, seed, method), labels):
+            tiles.append(list(st_row))
+            row_labels.append(f"{names[c]}: {lab}")
+    return labeled_grid(tiles, row_labels, col_labels=[f"noise {k}" for k in range(per_row)], scale=scale)
+
+
 def make_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tensor:
     """uint8 images (N, 3, H, W) -> one uint8 grid image (3, H', W'), white padding."""
     from torchvision.utils import make_grid as tv_grid

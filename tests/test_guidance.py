@@ -410,3 +410,18 @@ def test_recommended_guidance_comes_from_the_checkpoint_metadata(tiny, tmp_path)
     for bad in ({"w": -1.0}, {"w": 1.0, "plausible": 2.0}, {"w": 1.0, "schedule": "x"}, {"w": 1.0, "colour": 1}):
         with pytest.raises(ValueError):
             GuidanceSetting.from_dict(bad)
+
+
+def test_setting_rows_share_noise_and_the_grid_labels_every_row(tiny):
+    from pcnn.guidance import GuidanceSetting
+    from pcnn.sample import setting_grid, setting_rows
+    settings = [GuidanceSetting(0.0), GuidanceSetting(3.0, "flat", 0.0), GuidanceSetting(3.0, "flat", 0.2, "ramp")]
+    rows = setting_rows(tiny, 1, settings, per_row=2, seed=5)
+    assert rows.shape == (3, 2, 3, 8, 8) and rows.dtype == torch.uint8
+    for r, st in zip(rows, settings):
+        assert torch.equal(r, sample(tiny, [1, 1], torch.Generator().manual_seed(5), exact_bins=True, **st.kwargs()))
+    assert torch.equal(setting_rows(tiny, 1, [{"guidance": 3.0}], per_row=2, seed=5)[0], rows[1])
+    grid = setting_grid(tiny, settings, ["w=0", "flat w=3", "new"], classes=[0, 2], per_row=2, seed=5, scale=2)
+    assert grid.dtype == torch.uint8 and grid.shape[1] > 6 * 16    # 2 classes x 3 settings, 16-pixel tiles
+    with pytest.raises(ValueError, match="labels"):
+        setting_grid(tiny, settings, ["one"])
