@@ -434,3 +434,22 @@ def write_setting_grids(work, settings, out_dir, per_row: int = 8, prefix: str =
         grid = labeled_grid(rows, row_labels, col_labels=[f"noise {k}" for k in range(cols)], scale=scale)
         paths.append(save_png(grid, out / f"{prefix}_{class_names[c] if c < len(class_names) else c}.png"))
     return paths
+
+
+def compare_grid(work, settings, labels: Sequence[str], per_row: int = 8, scale: int = 2) -> torch.Tensor:
+    """One figure from the drawn sets: for every class, a row per setting of ``settings``
+    (labelled ``<class>: <label>``), the first ``per_row`` images of the class, the same noise in
+    every row (e.g. w = 0, the earlier default and the recommendation side by side)."""
+    work = Path(work)
+    if len(labels) != len(settings):
+        raise ValueError(f"{len(labels)} labels for {len(settings)} settings")
+    sets = [read_sample_set(work / "samples" / setting_name(s)) for s in settings]
+    tiles, row_labels = [], []
+    for c in sorted(set(sets[0][1].tolist())):
+        name = CPEN455_CLASSES[c] if c < len(CPEN455_CLASSES) else f"Class{c}"
+        for (imgs, lab), label in zip(sets, labels):
+            tiles.append(list(imgs[lab == c][:per_row]))
+            row_labels.append(f"{name}: {label}")
+    cols = max(len(r) for r in tiles)
+    tiles = [r + [None] * (cols - len(r)) for r in tiles]
+    return labeled_grid(tiles, row_labels, col_labels=[f"noise {k}" for k in range(cols)], scale=scale)

@@ -11,7 +11,8 @@ results/: 12,500 PNGs), then scores each set once (FID-2048, KID, Inception prob
 precision / recall / density / coverage, speckle and clipped-colour rates, each beside the real
 floor). Both phases resume set by set: run the same command again after a stop. ``--phase sample``
 only draws (the scoring can follow later). The results go to --out as plausible_tradeoff.json /
-.md / .png and one same-noise grid per class (a row per setting). ``--write-checkpoint`` puts the
+.md / .png, one same-noise grid per class (a row per setting) and plausible_compare.png (w = 0,
+issue #28's default and the rule's pick, every class, the same noise). ``--write-checkpoint`` puts the
 setting the rule picks into the checkpoint's metadata (pcnn.guidance.METADATA_KEY).
 
 ``--grid 28`` reruns issue #28's grid (guides x w, results/guidance/tradeoff.*) instead.
@@ -112,6 +113,16 @@ def main(argv=None) -> int:
     plot_plausible_tradeoff(res, out / "plausible_tradeoff.png")
     for path in gt.write_setting_grids(a.work, settings, out, per_row=a.grid_columns):
         say(f"grid: {path}")
+    # w = 0, issue #28's default (flat, w = 4, alpha 0, constant) and the pick, on the same noise
+    from pcnn.guidance import GuidanceSetting
+    from pcnn.sample import save_png
+    old = GuidanceSetting(4.0, "flat", 0.0, "constant")
+    shown = [s for s in settings if s.w == 0] + [s for s in settings if s == old]
+    labels = ["w = 0", "flat w = 4, alpha 0 (earlier default)"][:len(shown)]
+    if pick is not None:
+        shown.append(gt.recommended_setting(pick))
+        labels.append(f"rule's pick: {gt.recommended_setting(pick).describe()}")
+    save_png(gt.compare_grid(a.work, shown, labels, per_row=a.grid_columns), out / "plausible_compare.png")
     print(text)
     if a.write_checkpoint:
         if pick is None:

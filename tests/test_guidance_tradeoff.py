@@ -224,3 +224,8 @@ def test_issue_34_rule_table_plot_and_grids(world34, tmp_path):
     from PIL import Image
     w, h = Image.open(paths[0]).size
     assert h > 5 * 64 and w > 2 * 64   # 4 settings + the real row, 2 columns of 64-pixel tiles
+    from pcnn.guidance_tradeoff import compare_grid
+    g = compare_grid(world34["root"], world34["settings"][:3], ["w = 0", "w = 2", "w = 2, alpha 0.3"], per_row=2)
+    assert g.dtype == torch.uint8 and g.shape[1] > 12 * 64   # 4 classes x 3 settings
+    with pytest.raises(ValueError, match="labels"):
+        compare_grid(world34["root"], world34["settings"][:3], ["w = 0"])
