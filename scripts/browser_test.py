@@ -105,6 +105,10 @@ def main(argv=None) -> int:
         for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                   "--window-size=1400,1800", "--no-first-run", "--disable-extensions"):
             opts.add_argument(a)
+        # Voila sends the page only after executing the notebook: on a busy CPU that outlasts the
+        # webdriver client's 120 s HTTP timeout, so get() returns at once and the wait below, with
+        # its own --timeout, waits for the widget instead.
+        opts.page_load_strategy = "none"
         try:
             driver = webdriver.Chrome(service=Service(driver_path), options=opts)
         except Exception as e:  # the browser is there but cannot start
