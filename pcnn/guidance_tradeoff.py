@@ -22,6 +22,7 @@ before measuring. Nothing here reads ``results/``: the files are passed in.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -43,6 +44,7 @@ from .precision import describe_cpu
 from .quality import PRDC_K, pixel_metrics, prdc_or_none
 from .sample import read_sample_set, save_png, write_sample_set
 
+_log = logging.getLogger(__name__)
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 #: Issue #34's grid, fixed before the first sample (results/guidance/README.md).
 PLAUSIBLE_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
@@ -79,7 +81,7 @@ def setting_name(s: GuidanceSetting) -> str:
 
 
 def sample_settings(model, work, settings, per_class: int = 125, seed: int = 3, batch_size: int = 100,
-                    progress: bool = True, log=print) -> dict:
+                    progress: bool = True, log=_log.info) -> dict:
     """Draw every setting's set into ``work/samples/<name>`` from one seed (the same noise at
     every setting: the exact 256-bin draw, also at w = 0); a set whose ``done.json`` records the
     same setting, count and seed is kept. Returns {name: seconds of sampling}."""
@@ -266,7 +268,7 @@ def _set_entry(imgs, classes, ex, ref_imgs, ref_feats, probe_model, kid_subset: 
 
 
 def score_settings(work, settings, data_dir=None, min_images: int = 500, course_per_class: int = COURSE_PER_CLASS,
-                   cache_dir=None, checkpoint: Optional[str] = None, seed: int = 0, log=print) -> dict:
+                   cache_dir=None, checkpoint: Optional[str] = None, seed: int = 0, log=_log.info) -> dict:
     """Score every drawn set of ``settings`` (:func:`sample_settings`) and the real floor; each
     set's figures are kept in ``work/scores/<name>.json`` beside the ``done.json`` they belong to
     and reused while that is unchanged. Returns the JSON-ready result: ``rows`` (one per
