@@ -529,7 +529,7 @@ def plot_plausible_tradeoff(res: dict, path=None):
     panel with the real-image floor dashed. Saved to ``path`` when given; returns the figure."""
     plt = _plt()
     panels = (("probe", "Inception-probe accuracy (%)", 100.0), ("fid_2048", "FID-2048 (lower is better)", 1.0),
-              ("speckle", "speckle (% of pixels, log scale)", 100.0), ("coverage", "coverage (higher: more diverse)", 1.0))
+              ("speckle", "speckle (% of pixels, log scale; 0 drawn at 1e-4)", 100.0), ("coverage", "coverage (higher: more diverse)", 1.0))
     base = next(r for r in res["rows"] if r["w"] == 0)
     lines = {}
     for r in res["rows"]:
