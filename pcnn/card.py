@@ -4,9 +4,10 @@ state about a checkpoint, in one results file (``card.json`` + ``card.md`` + plo
 * classification on the validation split (plain ``argmax_c log p(x|c)``, the headline; the
   mirror average beside it): accuracy, macro F1, per class, confusion, bits/dim;
 * calibration of the posterior p(c|x): expected calibration error and a reliability diagram;
-* generation (:func:`pcnn.generation.evaluate_generation`): FID at dims 2048, KID and the
-  Inception-probe accuracy on ``per_class`` samples per class, each beside the same figure
-  for as many real validation images; and the course's own protocol (FID at dims 192 on
+* generation (:func:`pcnn.generation.evaluate_generation`): FID at dims 2048, KID, the
+  Inception-probe accuracy, precision / recall / density / coverage and the speckle and
+  clipped-colour rates (:mod:`pcnn.quality`) on ``per_class`` samples per class, each beside
+  the same figure for as many real validation images; and the course's own protocol (FID at dims 192 on
   25 samples per class, 100 images) beside real images under the same protocol;
 * the training cost: training-loop seconds summed over the stages' metric logs, with the
   CPU, the thread count and the precision they ran in, as given.
@@ -187,13 +188,17 @@ def card_markdown(card: dict) -> str:
              "(10 bins; `reliability.png`).", ""]
     if "generation" in card:
         g = card["generation"]
-        lines += ["| generation | images | FID 2048 | KID | probe accuracy |", "|---|---|---|---|---|"]
+        lines += ["| generation | images | FID 2048 | KID | probe accuracy | precision | recall | density | coverage | "
+                  "speckle | clipped colour |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in g["sets"].items():
             probe = s.get("probe") or {}
             acc = probe.get("accuracy")
+            # cards measured before issue #34 lack the last six figures: "-"
+            seen = [("-" if s.get(k) is None else f"{s[k]:.3f}") for k in ("precision", "recall", "density", "coverage")]
+            seen += [("-" if s.get(k) is None else f"{s[k] * 100:.3f} %") for k in ("speckle", "clipped")]
             lines.append(f"| {'real floor' if name == 'real floor' else 'samples'} | {s['n']} | "
                          f"{s['fid_2048']:.1f} | {s['kid_mean']:.4f} | "
-                         f"{'-' if acc is None else f'{acc * 100:.1f} %'} |")
+                         f"{'-' if acc is None else f'{acc * 100:.1f} %'} | " + " | ".join(seen) + " |")
         cf = card["course_fid_192"]
         lines += ["", f"Course protocol (FID at dims 192, {cf['images']} images): samples **{cf['samples']:.2f}**, "
                       f"real validation images {cf['real']:.2f}.", ""]

@@ -131,6 +131,23 @@ def read_metadata(path) -> dict:
     return json.loads(_open(path)[1].get("metadata", "{}"))
 
 
+def update_metadata(path, updates: dict) -> Path:
+    """Rewrite the checkpoint at ``path`` with ``updates`` merged into its metadata (a key whose
+    value is None is removed), weights and config bit for bit as they were; atomic. Used to put
+    the recommended guidance (:data:`pcnn.guidance.METADATA_KEY`) into a shipped checkpoint."""
+    from safetensors.torch import save_file
+    state, meta = _open(path)
+    merged = json.loads(meta.get("metadata", "{}"))
+    for k, v in updates.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    meta = dict(meta, metadata=json.dumps(merged, sort_keys=True))
+    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
+    return Path(path)
+
+
 def _open(path):
     from safetensors import safe_open
     path = Path(path)
@@ -153,6 +170,8 @@ def load(path, device: str | torch.device = "cpu", config: Optional[ModelConfig]
     """Rebuild the model stored at ``path`` from its own config, in eval mode.
 
     If ``config`` is given it must equal the stored one (else :class:`CheckpointError`).
+    The stored metadata (:func:`read_metadata`) is kept on the model as ``checkpoint_metadata``
+    (e.g. its recommended guidance, :func:`pcnn.guidance.recommended_guidance`).
     Weights holding NaN or inf (a diverged run) raise :class:`CheckpointError` unless
     ``allow_nonfinite=True`` (to inspect such a file).
     """
@@ -176,4 +195,8 @@ def load(path, device: str | torch.device = "cpu", config: Optional[ModelConfig]
                               f"{len(state)} tensors, e.g. {bad[:3]}: the run that wrote it diverged. Pass "
                               "allow_nonfinite=True to load it anyway")
     model.load_state_dict(state)
+    try:
+        model.checkpoint_metadata = json.loads(meta.get("metadata", "{}"))
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata: {e}") from e
     return model.to(device).eval()

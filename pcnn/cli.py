@@ -34,7 +34,7 @@ from .fid import SUPPORTED_DIMS, FIDError, FIDRankWarning, fid_from_dirs
 from .grading import grade
 from .generation import KID_SUBSETS, MIN_FID2048_IMAGES, evaluate_generation, format_table
 from .grids import class_names_for, completion_grid
-from .guidance import DEFAULT_GUIDE, GUIDES
+from .guidance import DEFAULT_GUIDE, GUIDES, RECOMMENDED, resolve_guidance
 from .paths import DATA_ENV_VAR, default_checkpoint, load_preset, resolve_data_dir
 from .precision import SCORING_COMPILE_MODES, resolve_device, resolve_scoring_compile
 from .sample import complete_as_every_class, grid_path_for, save_png, write_sample_set
@@ -147,21 +147,46 @@ def cmd_sample(args) -> int:
     paths = write_sample_set(model, args.out, per_class=args.per_class, classes=classes, seed=args.seed,
                              batch_size=args.batch_size, show_progress=not args.quiet,
                              temperature=args.temperature, real=real, guidance=args.guidance, guide=args.guide,
+                             plausible=args.plausible, schedule=args.schedule,
                              **kw)
     print(json.dumps({"images": len(paths), "out": str(args.out), "grid": str(grid_path_for(args.out)),
-                      "seed": args.seed, "temperature": args.temperature, "guidance": args.guidance,
-                      "guide": args.guide}))
+                      "seed": args.seed, "temperature": args.temperature, **_guidance_used(model, args)}))
     return 0
 
 
+def _guidance_value(text: str):
+    """--guidance: a number, or "recommended" (the checkpoint's recommended setting)."""
+    if text.strip().lower() == RECOMMENDED:
+        return RECOMMENDED
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or {RECOMMENDED!r}, got {text!r}") from None
+
+
+def _guidance_used(model, args) -> dict:
+    """What the sampling used: w, guide, alpha and schedule, resolved from the checkpoint for
+    ``--guidance recommended``."""
+    w, guide, alpha, schedule = resolve_guidance(model, args.guidance, args.guide, args.plausible, args.schedule)
+    return {"guidance": w, "guide": guide, "plausible": alpha, "schedule": str(schedule),
+            **({"guidance_from": "checkpoint metadata (recommended)"} if args.guidance == RECOMMENDED else {})}
+
+
 def _guidance_args(p) -> None:
-    """--guidance and --guide, the same on every command that samples."""
-    p.add_argument("--guidance", type=float, default=0.0,
+    """--guidance, --guide, --plausible and --schedule, the same on every command that samples."""
+    p.add_argument("--guidance", type=_guidance_value, default=0.0,
                    help="class guidance w >= 0 by the model's own classifier (default 0: the model's own "
-                        "distribution; results/guidance/ measures the trade-off); C times the work")
+                        "distribution), or 'recommended': w, guide, alpha and schedule from the checkpoint's "
+                        "metadata (results/guidance/ measures the trade-off); C times the work")
     p.add_argument("--guide", default=DEFAULT_GUIDE, choices=list(GUIDES),
                    help=f"class weights guidance compares against (default {DEFAULT_GUIDE}, the one that measured "
                         "best in results/guidance/; see pcnn.guidance)")
+    p.add_argument("--plausible", type=float, default=0.0, metavar="ALPHA",
+                   help="plausibility constraint alpha in [0, 1]: before the guidance tilt, exclude the values whose "
+                        "probability under the class is below alpha x the most probable one (default 0: none)")
+    p.add_argument("--schedule", default="constant", metavar="SCHEDULE",
+                   help="how w varies over the image rows: constant (default), ramp (0 at the first row to w at the "
+                        "last) or interval:START:STOP (guidance on rows [START, STOP) only)")
 
 
 def cmd_complete(args) -> int:
@@ -187,13 +212,13 @@ def cmd_complete(args) -> int:
         classes = [_class_index(c, cfg.num_classes) for c in args.classes]
     done = complete_as_every_class(model, image, args.keep_rows, seed=args.seed, classes=classes,
                                    method=args.method, temperature=args.temperature, guidance=args.guidance,
-                                   guide=args.guide)
+                                   guide=args.guide, plausible=args.plausible, schedule=args.schedule)
     names = class_names_for(cfg.num_classes)
     grid = completion_grid(image, done, args.keep_rows, class_names=[names[c] for c in classes], scale=args.scale)
     out = save_png(grid, args.out)
     print(json.dumps({"source": source, "keep_rows": args.keep_rows, "classes": [names[c] for c in classes],
-                      "seed": args.seed, "temperature": args.temperature, "guidance": args.guidance,
-                      "guide": args.guide, "grid": str(out)}))
+                      "seed": args.seed, "temperature": args.temperature, **_guidance_used(model, args),
+                      "grid": str(out)}))
     return 0
 
 
@@ -344,7 +369,7 @@ def cmd_course_grade(args) -> int:
             workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcnn-grade-"))) / "course"
             res = grade(args.starter, checkpoint, root, workdir, mode=args.mode,
                         generation=not args.no_generation, threads=args.threads, guidance=args.guidance,
-                        guide=args.guide)
+                        guide=args.guide, plausible=args.plausible, schedule=args.schedule)
     except (RuntimeError, ModuleNotFoundError) as e:  # a script failed (its output is the message), or its imports are absent
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -12,7 +12,9 @@ This module provides both with exactly those signatures for our
   ``{"format", "config" (ModelConfig as a JSON string), "state_dict", "class_names"}``
   that loads with ``torch.load(path, weights_only=True)`` (tensors and strings
   only, no pickled code);
-* :func:`load_course_model` rebuilds the model from that file; the model it returns also
+  The checkpoint's recommended guidance (:data:`pcnn.guidance.METADATA_KEY`) travels in it too;
+* :func:`load_course_model` rebuilds the model from that file (with that recommendation, so
+  ``my_sample(..., guidance="recommended")`` works in the course's scripts); the model it returns also
   accepts that file's dict in ``load_state_dict``, as the course's classification script,
   after the student's block, loads ``torch.load('models/conditional_pixelcnn.pth')`` into it;
 * CLI: ``python -m pcnn course export --checkpoint C --out models/conditional_pixelcnn.pth``.
@@ -49,7 +51,7 @@ from pathlib import Path
 import torch
 
 from .config import CPEN455_CLASSES, ModelConfig
-from .guidance import DEFAULT_GUIDE
+from .guidance import DEFAULT_GUIDE, METADATA_KEY
 from .checkpoint import atomic_write, load
 from .classify import log_likelihoods
 from .likelihood import quantize
@@ -72,6 +74,9 @@ def export_for_course(checkpoint, out=DEFAULT_PATH) -> Path:
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "config": model.config.to_json(), "state_dict": state,
                "class_names": json.dumps(list(CPEN455_CLASSES[:model.config.num_classes]))}
+    rec = (getattr(model, "checkpoint_metadata", None) or {}).get(METADATA_KEY)
+    if rec is not None:
+        payload[METADATA_KEY] = json.dumps(rec)
     out = Path(out)
     atomic_write(out, lambda tmp: torch.save(payload, tmp))
     return out
@@ -89,6 +94,8 @@ def load_course_model(path=DEFAULT_PATH, device="cpu") -> PixelCNNpp:
                          "PixelCNN weights cannot be loaded into pcnn's model")
     model = PixelCNNpp(ModelConfig.from_dict(json.loads(payload["config"])))
     model.load_state_dict(payload["state_dict"])
+    if METADATA_KEY in payload:   # the recommendation, for guidance="recommended"
+        model.checkpoint_metadata = {METADATA_KEY: json.loads(payload[METADATA_KEY])}
     # The course's classification script, after the student's block, runs
     # ``model.load_state_dict(torch.load('models/conditional_pixelcnn.pth'))``, a line the
     # student may not change. That file is our payload (config beside the weights), not
@@ -145,14 +152,15 @@ def get_label(model, model_input, device):
 
 
 def my_sample(model, gen_data_dir, sample_batch_size=100, obs=(3, 32, 32), sample_op=None, guidance=0.0,
-              guide=DEFAULT_GUIDE):
+              guide=DEFAULT_GUIDE, plausible=0.0, schedule="constant"):
     """Write :data:`PER_CLASS` (25) images per class into ``gen_data_dir`` as ``Class<c>_image_<nn>.png``.
 
     ``sample_batch_size`` bounds the images sampled at once; ``obs`` must match the
     model's ``(3, S, S)``; ``sample_op`` is ignored (see the module docstring).
     Reproducible (seed 0). Returns the list of written paths (``grid.png`` excluded).
-    ``guidance``, ``guide``: class guidance (:func:`pcnn.sample.sample`; default off), e.g.
-    ``my_sample(model=model, gen_data_dir=gen_data_dir, guidance=1.0)`` in the course's block.
+    ``guidance``, ``guide``, ``plausible``, ``schedule``: class guidance (:func:`pcnn.sample.sample`;
+    default off), e.g. ``my_sample(model=model, gen_data_dir=gen_data_dir, guidance="recommended")``
+    (the checkpoint's recommended setting) or ``guidance=4.0, plausible=0.1`` in the course's block.
     """
     ours = _ours(model)
     s = ours.config.image_size
@@ -160,4 +168,4 @@ def my_sample(model, gen_data_dir, sample_batch_size=100, obs=(3, 32, 32), sampl
         raise ValueError(f"obs {tuple(obs)} does not match the model's image shape (3, {s}, {s})")
     return write_sample_set(ours, gen_data_dir, per_class=PER_CLASS, seed=0,
                             batch_size=max(1, int(sample_batch_size or 100)), show_progress=False,
-                            guidance=guidance, guide=guide)
+                            guidance=guidance, guide=guide, plausible=plausible, schedule=schedule)

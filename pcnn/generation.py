@@ -17,7 +17,11 @@ reports
 * **Inception-probe accuracy**: a scikit-learn logistic regression on the 2048-d
   features of the training split (resized to the generated images' size, the
   course resize), its accuracy on the real validation split, and on the
-  generated images per intended class (read from the file names).
+  generated images per intended class (read from the file names);
+* **what a person sees** (:mod:`pcnn.quality`): improved precision / recall and
+  density / coverage of the 2048-d features against the reference (Kynkäänniemi
+  et al. 2019; Naeem et al. 2020, k = 5), and the speckle and clipped-colour rates
+  of the pixels.
 
 ``real_floor=True`` writes the same number of real validation images per class,
 resized to the generated images' size, as PNG files named like samples, and
@@ -47,6 +51,7 @@ import torch
 
 from .config import CPEN455_CLASSES
 from .data import load_split
+from .quality import pixel_metrics, prdc_or_none
 from .sample import save_png
 from . import fid as fidlib
 
@@ -279,7 +284,8 @@ def evaluate_generation(gen_dirs, ref_dir, data_dir=None, real_floor: bool = Fal
 
     Returns a JSON-ready dict: ``sets`` maps each evaluated folder (the floor as
     ``"real floor"``) to ``{"n", "fid_192", "fid_2048", "kid_mean", "kid_std",
-    "probe"}``; plus the reference and probe details, the KID subset size, the
+    "probe", "precision", "recall", "density", "coverage", "speckle", "clipped"}``
+    (:mod:`pcnn.quality`); plus the reference and probe details, the KID subset size, the
     weights and warnings. ``min_images``: the fewest images FID-2048 accepts
     (default 500; lower it knowingly, the estimate is then rank-deficient).
     ``floor_count``: total real images for the floor (default: as many per class
@@ -358,7 +364,8 @@ def evaluate_generation(gen_dirs, ref_dir, data_dir=None, real_floor: bool = Fal
         feats = ex.set_features(imgs)
         k_mean, k_std, _ = kid(ref_imgs, imgs, ex, subset_size=m, subsets=kid_subsets, seed=seed)
         entry = {"dir": str(folder), "n": int(len(imgs)), "fid_192": course["fid"][192],
-                 "fid_2048": frechet_2048(feats, ref_feats), "kid_mean": k_mean, "kid_std": k_std}
+                 "fid_2048": frechet_2048(feats, ref_feats), "kid_mean": k_mean, "kid_std": k_std,
+                 **prdc_or_none(ref_feats, feats), **pixel_metrics(imgs)}
         if probe_model is not None:
             entry["probe"] = probe_scores(probe_model, feats, classes, int(probe_model.classes_.max()) + 1)
         out["sets"][name] = entry
@@ -380,11 +387,15 @@ def format_table(res: dict) -> str:
         cells = [f"{v * 100:.1f}" for v in per.values()]
         acc = "-" if not p else f"{p['accuracy'] * 100:.1f}"
         per_cells = " | ".join(cells) if cells else "-"
+        seen = " | ".join(["-" if e.get(k) is None else f"{e[k]:.3f}" for k in ("precision", "recall", "density",
+                                                                            "coverage")]
+                          + ["-" if e.get(k) is None else f"{e[k] * 100:.3f}" for k in ("speckle", "clipped")])
         rows.append(f"| {name} | {e['n']} | {e['fid_192']:.2f} | {e['fid_2048']:.1f} | "
-                    f"{e['kid_mean']:.4f} ± {e['kid_std']:.4f} | {acc} | {per_cells} |")
+                    f"{e['kid_mean']:.4f} ± {e['kid_std']:.4f} | {acc} | {per_cells} | {seen} |")
     head = ("| set | images | FID 192 (course) | FID 2048 | KID (mean ± std) | probe acc % | "
-            + (" | ".join(f"{n} %" for n in names) if names else "per class") + " |")
-    sep = "|" + "---|" * (6 + max(1, len(names or [])))
+            + (" | ".join(f"{n} %" for n in names) if names else "per class")
+            + " | precision | recall | density | coverage | speckle % | clipped % |")
+    sep = "|" + "---|" * (12 + max(1, len(names or [])))
     out = [head, sep, *rows]
     pv = (res.get("probe") or {}).get("validation")
     if pv:

@@ -33,7 +33,7 @@ import torch
 
 from .course import DEFAULT_PATH, export_for_course
 from .fid import PYTORCH_FID_FILE, load_inception
-from .guidance import DEFAULT_GUIDE, check_guidance
+from .guidance import DEFAULT_GUIDE, RECOMMENDED, Schedule, check_guidance, check_plausible
 
 CLASSIFICATION_SCRIPT = "classification_evaluation.py"
 GENERATION_SCRIPT = "generation_evaluation.py"
@@ -135,28 +135,36 @@ def _parse(pattern, text: str, script: str, proc) -> float:
     return float(m[-1])
 
 
-def generation_blocks(guidance: float = 0.0, guide: str = DEFAULT_GUIDE) -> tuple:
+def generation_blocks(guidance=0.0, guide: str = DEFAULT_GUIDE, plausible: float = 0.0,
+                      schedule: str = "constant") -> tuple:
     """The generation script's two blocks; with ``guidance`` > 0 the sampling line asks for
-    class guidance (``my_sample(..., guidance=w)``), everything else as :data:`GENERATION_BLOCKS`."""
-    w = check_guidance(guidance, guide)
-    if w == 0:
-        return GENERATION_BLOCKS
-    extra = f", guidance={w!r}, guide={guide!r}"  # explicit: the block reads the same if the default moves
+    class guidance (``my_sample(..., guidance=w, guide=..., plausible=..., schedule=...)``), with
+    ``guidance="recommended"`` for the checkpoint's recommended setting
+    (``my_sample(..., guidance='recommended')``), everything else as :data:`GENERATION_BLOCKS`."""
+    if isinstance(guidance, str) and guidance.strip().lower() == RECOMMENDED:
+        extra = f", guidance={RECOMMENDED!r}"
+    else:
+        w = check_guidance(guidance, guide)
+        if w == 0:
+            return GENERATION_BLOCKS
+        # explicit: the block reads the same if a default moves
+        extra = (f", guidance={w!r}, guide={guide!r}, plausible={check_plausible(plausible)!r}, "
+                 f"schedule={str(Schedule.parse(schedule))!r}")
     return (GENERATION_BLOCKS[0], GENERATION_BLOCKS[1].replace("gen_data_dir=gen_data_dir)",
                                                                f"gen_data_dir=gen_data_dir{extra})"))
 
 
 def grade(starter_dir, checkpoint, data_dir, workdir, mode: str = "validation", generation: bool = True,
-          threads: Optional[int] = None, timeout: float = 3600.0, guidance: float = 0.0,
-          guide: str = DEFAULT_GUIDE) -> Dict:
+          threads: Optional[int] = None, timeout: float = 3600.0, guidance=0.0,
+          guide: str = DEFAULT_GUIDE, plausible: float = 0.0, schedule: str = "constant") -> Dict:
     """Prepare ``workdir`` and run the course's scripts; returns what they printed, parsed.
 
     ``{"classification": {"mode", "accuracy", "seconds"}, "generation": {"fid_192",
     "images", "seconds"}, "blocks": {...}}``; ``generation=False`` skips the sampling
     script (minutes on a CPU). ``guidance``: the generation block samples with class
-    guidance (:func:`generation_blocks`). A script that fails raises RuntimeError with its output.
+    guidance (:func:`generation_blocks`, with ``guide``, ``plausible``, ``schedule``). A script that fails raises RuntimeError with its output.
     """
-    gen_blocks = generation_blocks(guidance, guide)
+    gen_blocks = generation_blocks(guidance, guide, plausible, schedule)
     workdir = prepare(starter_dir, checkpoint, data_dir, workdir, gen_blocks)
     result: Dict = {"checkpoint": str(checkpoint), "starter": str(starter_dir), "guidance": guidance,
                     "blocks": {CLASSIFICATION_SCRIPT: list(CLASSIFICATION_BLOCKS),

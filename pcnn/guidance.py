@@ -18,6 +18,26 @@ likelihood of the sub-pixels already drawn, computed by the very
 space (:func:`guided_log_probs`) and drawn by inverse CDF from one uniform per sub-pixel
 (:func:`draw_bins`). ``w = 0`` draws from the model's own distribution.
 
+Two guards on the tilt (issue #34), because at w = 4 the ratio ``(p_c / p_avg)^w`` lifts bins that the
+class model itself finds implausible but the other classes find even less likely (saturated
+single-pixel speckle):
+
+* **plausibility constraint** ``plausible`` = alpha: before the tilt, the bins whose probability
+  under the target class is below ``alpha * max p_c`` are excluded, then q is renormalised over
+  the rest: the adaptive plausibility constraint of contrastive decoding (Li et al., ACL 2023,
+  "Contrastive Decoding: Open-ended Text Generation as Optimization"), which is also min-p
+  sampling (Nguyen et al. 2024). ``alpha = 0`` is the untruncated draw, bit for bit.
+* **schedules** of w over the raster rows (:class:`Schedule`): ``constant``; ``ramp``, w rising
+  linearly from 0 at the first row to w at the last (the linear guidance schedules of MUSE,
+  Chang et al. 2023, and MAR, Li et al. 2024, linear in the tokens drawn); ``interval:A:B``,
+  guidance only on rows [A, B) (guidance in a limited interval, Kynkäänniemi et al. 2024, and
+  LlamaGen's ``cfg-interval``, Sun et al. 2024, which guides only the early tokens). The
+  constraint goes with the tilt: on a row whose scheduled w is 0 the draw is the model's own.
+
+The recommended setting of a checkpoint (:class:`GuidanceSetting`: w, guide, alpha, schedule and
+the trade-off file it came from) travels in the checkpoint's metadata under
+:data:`METADATA_KEY`; ``guidance="recommended"`` reads it there (:func:`resolve_guidance`).
+
 The class weights pi (``GUIDES``), because the running posterior saturates after a few rows:
 
 * ``"posterior"``: pi = p(c' | x_<i), the model's running posterior (uniform prior).
@@ -32,6 +52,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 
@@ -48,6 +70,12 @@ DEFAULT_GUIDE = "flat"
 TEMPER = 0.05
 #: Largest guidance weight accepted; beyond it q is a near-deterministic argmax.
 MAX_GUIDANCE = 64.0
+#: The schedules of w over the raster rows (:class:`Schedule`).
+SCHEDULES = ("constant", "ramp", "interval")
+#: The key of the recommended guidance in a checkpoint's metadata (:class:`GuidanceSetting`).
+METADATA_KEY = "recommended_guidance"
+#: The word that asks for the checkpoint's recommended guidance instead of a number.
+RECOMMENDED = "recommended"
 
 
 def check_guidance(w, guide: str = DEFAULT_GUIDE) -> float:
@@ -60,6 +88,132 @@ def check_guidance(w, guide: str = DEFAULT_GUIDE) -> float:
     if guide not in GUIDES:
         raise ValueError(f"unknown guide {guide!r}; choose from {list(GUIDES)}")
     return w
+
+
+def check_plausible(alpha) -> float:
+    """``alpha`` as a float; ``ValueError`` unless a finite number in [0, 1] (0 = no constraint)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise ValueError(f"plausible (alpha) must be a number in [0, 1] (0 = no constraint), got {alpha!r}")
+    alpha = float(alpha)
+    if not math.isfinite(alpha) or not 0 <= alpha <= 1:
+        raise ValueError(f"plausible (alpha) must be in [0, 1]: bins below alpha * max p_c are excluded; got {alpha!r}")
+    return alpha
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How w varies over the raster rows: ``kind`` in :data:`SCHEDULES`; ``start``, ``stop`` the
+    guided rows [start, stop) of ``"interval"`` (None otherwise). Written and parsed as
+    ``"constant"``, ``"ramp"`` or ``"interval:START:STOP"`` (:meth:`parse`, ``str``)."""
+    kind: str = "constant"
+    start: Optional[int] = None
+    stop: Optional[int] = None
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r}; choose from constant, ramp, interval:START:STOP")
+        if self.kind == "interval":
+            ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.start, self.stop))
+            if not ok or not 0 <= self.start < self.stop:
+                raise ValueError(f"an interval schedule needs rows 0 <= START < STOP, got [{self.start}, {self.stop})")
+        elif self.start is not None or self.stop is not None:
+            raise ValueError(f"only the interval schedule takes rows, not {self.kind!r}")
+
+    @classmethod
+    def parse(cls, spec) -> "Schedule":
+        """A :class:`Schedule` from itself or from ``"constant"``, ``"ramp"``, ``"interval:A:B"``."""
+        if isinstance(spec, Schedule):
+            return spec
+        if not isinstance(spec, str):
+            raise ValueError(f"schedule must be 'constant', 'ramp' or 'interval:START:STOP', got {spec!r}")
+        parts = spec.strip().split(":")
+        if parts[0] == "interval":
+            if len(parts) != 3 or not all(p.strip().isdigit() for p in parts[1:]):
+                raise ValueError(f"an interval schedule is written interval:START:STOP (rows [START, STOP)), "
+                                 f"got {spec!r}")
+            return cls("interval", int(parts[1]), int(parts[2]))
+        if len(parts) != 1:
+            raise ValueError(f"schedule {spec!r}: only interval takes rows (interval:START:STOP)")
+        return cls(parts[0])
+
+    def __str__(self) -> str:
+        return f"interval:{self.start}:{self.stop}" if self.kind == "interval" else self.kind
+
+    def check_rows(self, rows: int) -> None:
+        """``ValueError`` if an interval reaches past an image of ``rows`` rows."""
+        if self.kind == "interval" and self.stop > rows:
+            raise ValueError(f"schedule {self}: the image has {rows} rows, so STOP must be at most {rows}")
+
+    def scale(self, row: int, rows: int) -> float:
+        """The factor of w at image row ``row`` (0-based) of ``rows``: 1 (constant), ``row / (rows - 1)``
+        (ramp: 0 at the first row, 1 at the last) or 1 inside [start, stop) and 0 outside (interval)."""
+        if self.kind == "constant":
+            return 1.0
+        if self.kind == "ramp":
+            return row / (rows - 1) if rows > 1 else 1.0
+        return 1.0 if self.start <= row < self.stop else 0.0
+
+
+@dataclass(frozen=True)
+class GuidanceSetting:
+    """One guided setting: ``w``, ``guide``, ``plausible`` (alpha), ``schedule`` (a spec string) and
+    ``source`` (the trade-off file it was chosen from, or None). Validated on creation; what a
+    checkpoint's metadata holds under :data:`METADATA_KEY` (:meth:`to_dict` / :meth:`from_dict`)."""
+    w: float = 0.0
+    guide: str = DEFAULT_GUIDE
+    plausible: float = 0.0
+    schedule: str = "constant"
+    source: Optional[str] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "w", check_guidance(self.w, self.guide))
+        object.__setattr__(self, "plausible", check_plausible(self.plausible))
+        object.__setattr__(self, "schedule", str(Schedule.parse(self.schedule)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GuidanceSetting":
+        if not isinstance(d, dict):
+            raise ValueError(f"a guidance setting is a dict with w, guide, plausible, schedule, got {d!r}")
+        unknown = set(d) - {"w", "guide", "plausible", "schedule", "source"}
+        if unknown:
+            raise ValueError(f"unknown keys in a guidance setting: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def kwargs(self) -> dict:
+        """The keyword arguments of :func:`pcnn.sample.sample` for this setting."""
+        return {"guidance": self.w, "guide": self.guide, "plausible": self.plausible, "schedule": self.schedule}
+
+    def describe(self) -> str:
+        """A short human label, e.g. ``"flat w=4, alpha 0.1, ramp"``."""
+        if self.w == 0:
+            return "w=0"
+        return f"{self.guide} w={self.w:g}, alpha {self.plausible:g}, {self.schedule}"
+
+
+def recommended_guidance(model) -> GuidanceSetting:
+    """The guided setting recommended for ``model``, from the metadata of the checkpoint it was
+    loaded from (:func:`pcnn.checkpoint.load` keeps it as ``model.checkpoint_metadata``);
+    ``ValueError`` when the checkpoint carries none."""
+    meta = getattr(model, "checkpoint_metadata", None) or {}
+    rec = meta.get(METADATA_KEY)
+    if rec is None:
+        raise ValueError(f"this model carries no recommended guidance (its checkpoint's metadata has no "
+                         f"{METADATA_KEY!r}); give guidance as a number, e.g. guidance=4")
+    return GuidanceSetting.from_dict(rec)
+
+
+def resolve_guidance(model, guidance, guide: str = DEFAULT_GUIDE, plausible=0.0, schedule="constant") -> tuple:
+    """``(w, guide, alpha, Schedule)`` checked; ``guidance="recommended"`` takes all four from
+    :func:`recommended_guidance` (the ``guide``, ``plausible`` and ``schedule`` given are then not used)."""
+    if isinstance(guidance, str):
+        if guidance.strip().lower() != RECOMMENDED:
+            raise ValueError(f"guidance must be a number >= 0 or {RECOMMENDED!r}, got {guidance!r}")
+        rec = recommended_guidance(model)
+        guidance, guide, plausible, schedule = rec.w, rec.guide, rec.plausible, rec.schedule
+    return check_guidance(guidance, guide), guide, check_plausible(plausible), Schedule.parse(schedule)
 
 
 def bin_values(like: torch.Tensor) -> torch.Tensor:
@@ -88,19 +242,27 @@ def channel_probs(log_w: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tens
     return (cdf[..., 1:] - cdf[..., :-1]).clamp(min=0)
 
 
-def guided_log_probs(log_p: torch.Tensor, target: torch.Tensor, log_pi: torch.Tensor, w: float) -> torch.Tensor:
+def guided_log_probs(log_p: torch.Tensor, target: torch.Tensor, log_pi: torch.Tensor, w: float,
+                     plausible: float = 0.0) -> torch.Tensor:
     """Normalised log q over the 256 bins: log_p (B, C, 256) per-class log-probabilities,
     target (B,) class indices, log_pi (B, C) log class weights (normalised) -> (B, 256).
 
     ``log q = (1 + w) log p_target - w logsumexp_c(log_pi_c + log p_c)``, renormalised; at
     ``w = 0`` it is ``log p_target`` renormalised (the discretised logistic sums to 1 up to the
-    tail bins that use the density at their centre, below 1e-5).
+    tail bins that use the density at their centre, below 1e-5). ``plausible`` alpha > 0 (with
+    w > 0): the bins with ``p_target < alpha * max p_target`` get log q = -inf before the
+    renormalisation (the most probable bin always stays); alpha = 0 computes exactly the
+    untruncated q.
     """
     own = log_p.gather(1, target.view(-1, 1, 1).expand(-1, 1, log_p.shape[2])).squeeze(1)
     if w == 0:
         return torch.log_softmax(own, dim=1)
     mix = torch.logsumexp(log_pi[..., None] + log_p, dim=1)
-    return torch.log_softmax((1 + w) * own - w * mix, dim=1)
+    logits = (1 + w) * own - w * mix
+    if plausible > 0:
+        keep = own >= own.max(dim=1, keepdim=True).values + math.log(plausible)
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return torch.log_softmax(logits, dim=1)
 
 
 def draw_bins(log_q: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -108,7 +270,10 @@ def draw_bins(log_q: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     -> (B,) bin indices in 0..255 (the first bin whose CDF exceeds u; exact up to rounding)."""
     cdf = torch.cumsum(torch.exp(log_q), dim=1)
     idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1).to(cdf.dtype), right=True).squeeze(1)
-    return idx.clamp(max=255)
+    # u * total rounding up to the total would pick past the end: take the last bin with mass
+    # (255 unless a plausibility constraint excluded the top bins, so never an excluded bin)
+    last = 255 - torch.isfinite(log_q).flip(1).to(torch.uint8).argmax(1)
+    return torch.minimum(idx, last)
 
 
 class GuidedDraw:
@@ -123,11 +288,17 @@ class GuidedDraw:
     what was placed are accumulated (``log_lik`` (B, C), nats), which the ``"posterior"`` and
     ``"tempered"`` weights read. ``temperature`` T: each class's mixture logits / T and
     logistic scales * T before guidance, as in :func:`pcnn.likelihood.sample_from_params`.
+    ``plausible`` alpha and ``schedule`` (a :class:`Schedule` or its spec): at image row i the
+    weight is ``w * schedule.scale(i, S)`` and the constraint applies where that is > 0.
     """
 
     def __init__(self, targets: torch.Tensor, num_classes: int, nr_mix: int, u: torch.Tensor, w: float,
-                 guide: str = DEFAULT_GUIDE, temperature: float = 1.0):
+                 guide: str = DEFAULT_GUIDE, temperature: float = 1.0, plausible: float = 0.0,
+                 schedule="constant"):
         self.w = check_guidance(w, guide)
+        self.plausible = check_plausible(plausible)
+        self.schedule = Schedule.parse(schedule)
+        self.schedule.check_rows(u.shape[-2])
         self.guide, self.C, self.K, self.T = guide, num_classes, nr_mix, float(temperature)
         self.targets, self.u = targets, u
         self.B = targets.shape[0]
@@ -153,6 +324,7 @@ class GuidedDraw:
         if known is not None and known.shape[0] != self.B:   # the sampler's class-major copies
             known = known[:self.B]
         logits, means, log_s, coeffs = self._params(out)
+        w = self.w * self.schedule.scale(i, self.u.shape[-2])
         log_w = torch.log_softmax(logits, dim=2).clamp(min=LOG_WEIGHT_MIN)                 # (B, C, K)
         tiny = torch.finfo(log_w.dtype).tiny
         vals = []
@@ -164,7 +336,8 @@ class GuidedDraw:
                 mean = mean + coeffs[:, :, 1] * vals[0][:, None, None] + coeffs[:, :, 2] * vals[1][:, None, None]
             if known is None:
                 log_p = torch.log(channel_probs(log_w, mean, log_s[:, :, ch]).clamp(min=tiny))   # (B, C, 256)
-                log_q = guided_log_probs(log_p, self.targets, self.log_weights().to(log_p.dtype), self.w)
+                log_q = guided_log_probs(log_p, self.targets, self.log_weights().to(log_p.dtype), w,
+                                         self.plausible)
                 x = bin_values(mean)[draw_bins(log_q, self.u[:, ch, i, j].to(log_q.dtype))]
             else:
                 x = known[:, ch].to(mean.dtype)

@@ -522,6 +522,46 @@ def plot_guidance_tradeoff(res: dict, path=None):
     return fig
 
 
+def plot_plausible_tradeoff(res: dict, path=None):
+    """Issue #34's trade-off (:func:`pcnn.guidance_tradeoff.score_settings`' results): probe
+    accuracy, FID-2048, speckle rate (log scale) and coverage against w; one line per alpha of
+    the constant schedule, one per other schedule, all starting from the shared w = 0 set; each
+    panel with the real-image floor dashed. Saved to ``path`` when given; returns the figure."""
+    plt = _plt()
+    panels = (("probe", "Inception-probe accuracy (%)", 100.0), ("fid_2048", "FID-2048 (lower is better)", 1.0),
+              ("speckle", "speckle (% of pixels, log scale; 0 drawn at 1e-4)", 100.0), ("coverage", "coverage (higher: more diverse)", 1.0))
+    base = next(r for r in res["rows"] if r["w"] == 0)
+    lines = {}
+    for r in res["rows"]:
+        if r["w"] > 0:
+            key = f"alpha {r['plausible']:g}" if r["schedule"] == "constant" else f"{r['schedule']}, alpha {r['plausible']:g}"
+            lines.setdefault(key, []).append(r)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.0))
+    for ax, (key, title, scale) in zip(axes, panels):
+        for k, (label, rs) in enumerate(lines.items()):
+            rs = [base] + sorted(rs, key=lambda r: r["w"])
+            style = "o-" if label.startswith("alpha") else "s--"
+            ax.plot([r["w"] for r in rs], [max(r[key] * scale, 1e-4) if key == "speckle" else r[key] * scale
+                                            for r in rs], style, color=f"C{k}", label=label, ms=4)
+        ax.axhline(max(res["floor"][key] * scale, 1e-4) if key == "speckle" else res["floor"][key] * scale,
+                   color="k", ls="--", lw=1, label="real images")
+        if key == "speckle":
+            ax.axhline(3 * res["floor"][key] * scale, color="r", ls=":", lw=1, label="3x real (the rule's limit)")
+            ax.set_yscale("log")
+        if key == "fid_2048":
+            ax.axhline(base[key], color="0.5", ls=":", lw=1, label="w = 0 (the rule's limit)")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("guidance w")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"class guidance with the plausibility constraint: {res['per_class']} samples per class, seed "
+                 f"{res['seed']}, same noise at every setting", fontsize=11)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
 def confidence_summary(ll: torch.Tensor, labels: torch.Tensor, threshold: float = 0.995) -> dict:
     """How confident p(c | x) (uniform prior) is against how often it is right: ``accuracy``,
     ``share_confident`` (images whose top posterior is >= ``threshold``), ``accuracy_confident``

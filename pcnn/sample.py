@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .fast_sample import cached_sample
-from .guidance import DEFAULT_GUIDE, GuidedDraw, check_guidance
+from .guidance import DEFAULT_GUIDE, GuidedDraw, resolve_guidance
 from .grids import class_grid, class_names_for, labeled_grid
 from .likelihood import check_temperature, draw_noise, mixture_params, sample_from_params, to_uint8
 from .model import check_labels
@@ -70,8 +70,9 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
            progress: Optional[Callable[[int, int], None]] = None,
            return_float: bool = False,
            preview: Optional[Callable[[int, torch.Tensor], None]] = None,
-           temperature: float = 1.0, return_outputs: bool = False, guidance: float = 0.0,
-           guide: str = DEFAULT_GUIDE, exact_bins: bool = False):
+           temperature: float = 1.0, return_outputs: bool = False, guidance=0.0,
+           guide: str = DEFAULT_GUIDE, exact_bins: bool = False, plausible: float = 0.0,
+           schedule="constant"):
     """Sample images of the given classes: labels (B,) -> uint8 images (B, 3, S, S).
 
     ``method``: ``"cached"`` (default) computes each layer only where a new pixel
@@ -96,21 +97,29 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     each sub-pixel drawn exactly from ``p(x_i | x_<i, c) * p(c | x_<=i)^w`` over its 256 bins
     (:mod:`pcnn.guidance`; ``guide`` chooses the class weights: ``"flat"``, the default and the
     one that measured best in results/guidance/, ``"posterior"`` or ``"tempered"``). The network
-    then runs on every class at once (C times the work).
-    ``exact_bins=True`` uses that draw even at w = 0 (the model's own distribution, drawn
+    then runs on every class at once (C times the work). ``plausible`` alpha in [0, 1]: bins
+    whose probability under the target class is below alpha times the largest are excluded
+    before the tilt (0, the default, excludes none: exactly the untruncated draw);
+    ``schedule``: ``"constant"``, ``"ramp"`` (w rising linearly from 0 at the first row to w at
+    the last) or ``"interval:A:B"`` (guidance on rows [A, B) only), see :mod:`pcnn.guidance`.
+    ``guidance="recommended"`` takes w, guide, alpha and schedule from the checkpoint's metadata
+    (:func:`pcnn.guidance.recommended_guidance`); the default stays w = 0.
+    ``exact_bins=True` uses that draw even at w = 0 (the model's own distribution, drawn
     per sub-pixel by inverse CDF, the network on the image's own class only), so images at
     several w from one seed share their noise and differ only by w. Without either, the mixture is drawn as above (bitwise today's).
     """
     return _run(model, labels, generator, method, progress, return_float, preview, temperature,
-                return_outputs=return_outputs, guidance=guidance, guide=guide, exact_bins=exact_bins)
+                return_outputs=return_outputs, guidance=guidance, guide=guide, exact_bins=exact_bins,
+                plausible=plausible, schedule=schedule)
 
 
 def _run(model, labels, generator, method, progress, return_float, preview, temperature,
-         known=None, keep_rows: int = 0, return_outputs: bool = False, guidance: float = 0.0,
-         guide: str = DEFAULT_GUIDE, exact_bins: bool = False):
+         known=None, keep_rows: int = 0, return_outputs: bool = False, guidance=0.0,
+         guide: str = DEFAULT_GUIDE, exact_bins: bool = False, plausible: float = 0.0, schedule="constant"):
     """The shared body of :func:`sample` and :func:`complete`."""
     temperature = check_temperature(temperature)
-    guidance = check_guidance(guidance, guide)
+    guidance, guide, plausible, schedule = resolve_guidance(model, guidance, guide, plausible, schedule)
+    schedule.check_rows(model.config.image_size)
     guided = guidance > 0 or bool(exact_bins)
     cfg = model.config
     check_class_values(labels, cfg)
@@ -138,7 +147,7 @@ def _run(model, labels, generator, method, progress, return_float, preview, temp
         draw = GuidedDraw(torch.zeros_like(labels), 1, cfg.nr_logistic_mix, u_log, 0.0, guide, temperature)
     elif guided:  # every image under every class, class-major; the hook keeps the copies equal
         nc = cfg.num_classes
-        draw = GuidedDraw(labels, nc, cfg.nr_logistic_mix, u_log, guidance, guide, temperature)
+        draw = GuidedDraw(labels, nc, cfg.nr_logistic_mix, u_log, guidance, guide, temperature, plausible, schedule)
         labels = torch.arange(nc, device=device).repeat_interleave(n)
         u_mix, u_log = u_mix.repeat(nc, 1, 1, 1), u_log.repeat(nc, 1, 1, 1)
         known = None if known is None else known.repeat(nc, 1, 1, 1)
@@ -175,8 +184,9 @@ _SAMPLERS = {"naive": _naive, "cached": cached_sample}
 def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Optional[torch.Generator] = None,
              method: str = "cached", temperature: float = 1.0,
              progress: Optional[Callable[[int, int], None]] = None, return_float: bool = False,
-             preview: Optional[Callable[[int, torch.Tensor], None]] = None, guidance: float = 0.0,
-             guide: str = DEFAULT_GUIDE, exact_bins: bool = False) -> torch.Tensor:
+             preview: Optional[Callable[[int, torch.Tensor], None]] = None, guidance=0.0,
+             guide: str = DEFAULT_GUIDE, exact_bins: bool = False, plausible: float = 0.0,
+             schedule="constant") -> torch.Tensor:
     """Class-conditional completion: keep the first ``keep_rows`` rows of each image, sample the rest.
 
     ``images``: uint8 (B, 3, S, S) at the model's size (e.g. ``load_split(...).images``);
@@ -190,7 +200,8 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
     see them exactly as the naive reference does; the cost is that of sampling
     a whole image. ``temperature``, ``progress``, ``preview``, ``return_float``:
     as in :func:`sample` (``progress`` is also called for the kept rows). ``guidance``,
-    ``guide``, ``exact_bins``: as in :func:`sample`; every sampled sub-pixel is guided given the
+    ``guide``, ``exact_bins``, ``plausible``, ``schedule``: as in :func:`sample` (the schedule counts
+    the image's rows, kept ones included); every sampled sub-pixel is guided given the
     kept rows, and with the ``posterior`` and ``tempered`` guides the kept rows also count as
     evidence in the class weights (completing a panda as a pizza is then guided away from the
     panda that the kept rows show; the default ``flat`` weights ignore them).
@@ -211,26 +222,28 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
         raise ValueError(f"need one label per image: {images.shape[0]} images, {n_labels} labels")
     known = images.to(next(model.parameters()).dtype) / 127.5 - 1   # as pcnn.data.to_float, in the model's dtype
     return _run(model, labels, generator, method, progress, return_float, preview, temperature,
-                known=known, keep_rows=keep_rows, guidance=guidance, guide=guide, exact_bins=exact_bins)
+                known=known, keep_rows=keep_rows, guidance=guidance, guide=guide, exact_bins=exact_bins,
+                plausible=plausible, schedule=schedule)
 
 
 def complete_as_every_class(model, images: torch.Tensor, keep_rows: int, seed: int = 0,
                             classes: Optional[Sequence[int]] = None, method: str = "cached",
-                            temperature: float = 1.0, guidance: float = 0.0, guide: str = DEFAULT_GUIDE,
-                            exact_bins: bool = False) -> torch.Tensor:
+                            temperature: float = 1.0, guidance=0.0, guide: str = DEFAULT_GUIDE,
+                            exact_bins: bool = False, plausible: float = 0.0, schedule="constant") -> torch.Tensor:
     """Complete every image as every class: uint8 (N, 3, S, S) -> uint8 (N, C, 3, S, S).
 
     Each class is completed with ``torch.Generator().manual_seed(seed)``, so the
     completions of one image differ only by the class ("finish this panda as a
     pizza"); see :func:`pcnn.grids.completion_grid` to draw them. ``guidance``, ``guide``,
-    ``exact_bins``: as in :func:`complete`.
+    ``exact_bins``, ``plausible``, ``schedule``: as in :func:`complete`.
     """
     cfg = model.config
     if not cfg.conditional:
         raise ValueError("completing as every class needs a class-conditional model")
     classes = list(range(cfg.num_classes)) if classes is None else list(classes)
     outs = [complete(model, images, [c] * images.shape[0], keep_rows, torch.Generator().manual_seed(seed),
-                     method=method, temperature=temperature, guidance=guidance, guide=guide, exact_bins=exact_bins)
+                     method=method, temperature=temperature, guidance=guidance, guide=guide, exact_bins=exact_bins,
+                     plausible=plausible, schedule=schedule)
             for c in classes]
     return torch.stack(outs, dim=1)
 
@@ -287,6 +300,42 @@ def guidance_grid(model, cls: int, weights: Sequence[float] = (0.0, 1.0, 2.0, 4.
                         col_labels=[f"noise {k}" for k in range(per_row)], scale=scale)
 
 
+def setting_rows(model, cls: int, settings: Sequence, per_row: int = 8, seed: int = 0,
+                 method: str = "cached") -> torch.Tensor:
+    """``per_row`` images of class ``cls`` under each guided setting of ``settings``
+    (:class:`pcnn.guidance.GuidanceSetting` s, or dicts of :func:`sample`'s guidance keywords),
+    one noise draw for all: uint8 (len(settings), per_row, 3, S, S); the exact 256-bin draw
+    with ``torch.Generator().manual_seed(seed)`` in every row, so the rows differ only by the
+    setting."""
+    check_class_values([cls], model.config, "cls")
+    rows = []
+    for st in settings:
+        kw = st.kwargs() if hasattr(st, "kwargs") else dict(st)
+        rows.append(sample(model, [cls] * per_row, generator=torch.Generator().manual_seed(seed), exact_bins=True,
+                           method=method, **kw).cpu())
+    return torch.stack(rows)
+
+
+def setting_grid(model, settings: Sequence, labels: Optional[Sequence[str]] = None,
+                 classes: Optional[Sequence[int]] = None, per_row: int = 8, seed: int = 0,
+                 class_names: Optional[Sequence[str]] = None, scale: int = 3, method: str = "cached") -> torch.Tensor:
+    """Guided settings side by side on the same noise (:func:`setting_rows`): for each class of
+    ``classes`` (default all) one row per setting, labelled ``<class> <label>`` (``labels``
+    default: each setting's ``describe()``), column k always noise draw k."""
+    classes = list(range(model.config.num_classes)) if classes is None else list(classes)
+    labels = [st.describe() if hasattr(st, "describe") else str(st) for st in settings] if labels is None \
+        else list(labels)
+    if len(labels) != len(settings):
+        raise ValueError(f"{len(labels)} labels for {len(settings)} settings")
+    names = class_names_for(model.config.num_classes, class_names)
+    tiles, row_labels = [], []
+    for c in classes:
+        for st_row, lab in zip(setting_rows(model, c, settings, per_row, seed, method), labels):
+            tiles.append(list(st_row))
+            row_labels.append(f"{names[c]}: {lab}")
+    return labeled_grid(tiles, row_labels, col_labels=[f"noise {k}" for k in range(per_row)], scale=scale)
+
+
 def make_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tensor:
     """uint8 images (N, 3, H, W) -> one uint8 grid image (3, H', W'), white padding."""
     from torchvision.utils import make_grid as tv_grid
@@ -309,15 +358,17 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
                      seed: int = 0, batch_size: int = 100, method: Optional[str] = None,
                      file_names: Optional[Sequence[str]] = None, show_progress: bool = True,
                      temperature: float = 1.0, real: Optional[tuple] = None,
-                     grid_per_row: int = 10, grid_scale: int = 3, guidance: float = 0.0,
-                     guide: str = DEFAULT_GUIDE, exact_bins: bool = False) -> list[Path]:
+                     grid_per_row: int = 10, grid_scale: int = 3, guidance=0.0,
+                     guide: str = DEFAULT_GUIDE, exact_bins: bool = False, plausible: float = 0.0,
+                     schedule="constant") -> list[Path]:
     """Generate ``per_class`` images of each class into ``out_dir`` as PNG, plus a grid image.
 
     The grid goes *beside* the folder (:func:`grid_path_for`: ``samples/`` ->
     ``samples_grid.png``), so ``out_dir`` holds only same-size samples, as FID
     (ours and the course's) expects. Files follow the course's convention ``Class<c>_image_<nn>.png`` (``file_names``
     overrides the ``Class<c>`` part). Reproducible: batch b uses seed ``seed + b``.
-    ``temperature``, ``guidance``, ``guide``, ``exact_bins``: as in :func:`sample`. The grid is :func:`pcnn.grids.class_grid`: one
+    ``temperature``, ``guidance``, ``guide``, ``exact_bins``, ``plausible``, ``schedule``: as in
+    :func:`sample`. The grid is :func:`pcnn.grids.class_grid`: one
     row per class labelled with its name, the first ``grid_per_row`` samples upscaled
     ``grid_scale`` times; ``real=(images, labels)`` (uint8) adds a row of real
     images under each class's samples.
@@ -326,8 +377,9 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
     """
     from tqdm.auto import tqdm
     temperature = check_temperature(temperature)
-    guidance = check_guidance(guidance, guide)
+    guidance, guide, plausible, schedule = resolve_guidance(model, guidance, guide, plausible, schedule)
     cfg = model.config
+    schedule.check_rows(cfg.image_size)
     if per_class < 1 or batch_size < 1:
         raise ValueError(f"per_class and batch_size must be >= 1, got {per_class}, {batch_size}")
     classes = list(range(cfg.num_classes)) if classes is None else list(classes)
@@ -351,7 +403,8 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
             bar.update((rows - done[0]) * n)
             done[0] = rows
         images.append(sample(model, chunk, generator=torch.Generator().manual_seed(seed + b), progress=tick,
-                             temperature=temperature, guidance=guidance, guide=guide, exact_bins=exact_bins, **kw))
+                             temperature=temperature, guidance=guidance, guide=guide, exact_bins=exact_bins,
+                             plausible=plausible, schedule=schedule, **kw))
     bar.close()
     images = torch.cat(images)
     paths = []

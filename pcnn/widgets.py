@@ -29,7 +29,7 @@ import torch
 
 from .config import CPEN455_CLASSES
 from .grids import completion_grid
-from .guidance import DEFAULT_GUIDE, GUIDES
+from .guidance import DEFAULT_GUIDE, GUIDES, RECOMMENDED, GuidanceSetting, Schedule, recommended_guidance
 from .sample import complete, make_grid, sample, save_png
 
 
@@ -75,6 +75,36 @@ def _png_bytes(image: torch.Tensor, upscale: int = 1) -> bytes:
     return buf.getvalue()
 
 
+#: The schedules the widgets offer (the interval is issue #34's, fixed before measuring).
+SCHEDULE_CHOICES = ("constant", "ramp", "interval:0:16")
+
+
+def start_setting(model, guidance, guide: str, plausible: float, schedule) -> GuidanceSetting:
+    """The guided setting a widget starts at: ``guidance="recommended"`` is the checkpoint's
+    recommendation (:func:`pcnn.guidance.recommended_guidance`), or w = 0 when it carries none
+    or the model is unconditional; a number takes ``guide``, ``plausible``, ``schedule`` as given."""
+    if isinstance(guidance, str) and guidance.strip().lower() == RECOMMENDED:
+        if not model.config.conditional:
+            return GuidanceSetting(0.0)
+        try:
+            return recommended_guidance(model)
+        except ValueError:   # no recommendation in the checkpoint: start unguided
+            return GuidanceSetting(0.0)
+    return GuidanceSetting(guidance, guide, plausible, str(Schedule.parse(schedule)))
+
+
+def _schedule_options(current: str) -> list:
+    return list(SCHEDULE_CHOICES) + ([current] if current not in SCHEDULE_CHOICES else [])
+
+
+def _setting_stem(w: float, alpha: float, schedule: str) -> str:
+    """``_w4_a0.1_ramp``-style suffix of saved file names ("" at w = 0)."""
+    if w == 0:
+        return ""
+    sch = "" if schedule == "constant" else "_" + schedule.replace(":", "", 1).replace(":", "-")
+    return f"_w{w:g}" + (f"_a{alpha:g}" if alpha > 0 else "") + sch
+
+
 class SamplerWidget:
     """ipywidgets UI around :func:`pcnn.sample.sample` for one model.
 
@@ -84,7 +114,10 @@ class SamplerWidget:
     ``image`` (ipywidgets.Image with the PNG grid, ``upscale`` x nearest-neighbour: tiles
     of ``S * upscale`` pixels whatever the count, ``ncol`` per row), ``download`` (HTML
     with the zip link after a save), ``guidance`` (FloatSlider: class guidance w, 0 = the
-    model's own distribution) and ``guide`` (Dropdown of :data:`pcnn.guidance.GUIDES`), ``images`` (last uint8 batch (N, 3, S, S) or None),
+    model's own distribution), ``guide`` (Dropdown of :data:`pcnn.guidance.GUIDES`), ``plausible``
+    (FloatSlider: the plausibility constraint alpha) and ``schedule`` (Dropdown: constant, ramp,
+    interval:0:16), starting at the checkpoint's recommended guidance (``guidance="recommended"``,
+    the default; w = 0 when the checkpoint carries none), ``images`` (last uint8 batch (N, 3, S, S) or None),
     ``last_saved`` (paths written by the last save), ``grid_png`` (the last PNG grid).
     ``display()`` / ``widget`` show it. CSS classes ``pcnn-sampler``, ``pcnn-grid`` and
     ``pcnn-status`` name the parts for browser tests.
@@ -92,7 +125,8 @@ class SamplerWidget:
 
     def __init__(self, model, class_names: Sequence[str] = CPEN455_CLASSES, out_dir="samples/widget",
                  max_count: int = 16, upscale: int = 4, method: Optional[str] = None,
-                 preview_every: int = 4, ncol: int = 8, guidance: float = 0.0, guide: str = DEFAULT_GUIDE):
+                 preview_every: int = 4, ncol: int = 8, guidance=RECOMMENDED, guide: str = DEFAULT_GUIDE,
+                 plausible: float = 0.0, schedule: str = "constant"):
         import ipywidgets as W
         self.preview_every = max(1, int(preview_every))  # redraw the forming images every N rows
         self.preview_frames = 0
@@ -110,7 +144,8 @@ class SamplerWidget:
         self.method = method
         self.images: Optional[torch.Tensor] = None
         self.labels: Optional[torch.Tensor] = None
-        self.drawn: Optional[tuple] = None   # (class, seed, guidance) of the images shown
+        self.drawn: Optional[tuple] = None   # (class, seed, w, alpha, schedule) of the images shown
+        start = start_setting(model, guidance, guide, plausible, schedule)
         self.last_saved: list = []
         self.busy = False
 
@@ -120,10 +155,16 @@ class SamplerWidget:
         self.seed = W.IntText(value=0, description="seed")
         # Every w draws with the exact 256-bin sampler (exact_bins), so one seed gives the same
         # noise at every w and moving the slider shows what guidance changes, nothing else.
-        self.guidance = W.FloatSlider(value=float(guidance), min=0.0, max=4.0, step=0.5, description="guidance",
-                                      disabled=not cfg.conditional, readout_format=".1f")
-        self.guide = W.Dropdown(options=list(GUIDES), value=guide, description="guide",
+        self.guidance = W.FloatSlider(value=start.w, min=0.0, max=max(8.0, start.w), step=0.5,
+                                      description="guidance", disabled=not cfg.conditional, readout_format=".1f")
+        self.guide = W.Dropdown(options=list(GUIDES), value=start.guide, description="guide",
                                 disabled=not cfg.conditional, layout=W.Layout(width="220px"))
+        # the plausibility constraint and the schedule (pcnn.guidance; results/guidance/ measures them)
+        self.plausible = W.FloatSlider(value=start.plausible, min=0.0, max=0.5, step=0.01, description="alpha",
+                                       disabled=not cfg.conditional, readout_format=".2f")
+        self.schedule = W.Dropdown(options=_schedule_options(start.schedule), value=start.schedule,
+                                   description="schedule", disabled=not cfg.conditional,
+                                   layout=W.Layout(width="260px"))
         self.sample_button = W.Button(description="Sample", button_style="primary", icon="random")
         self.save_button = W.Button(description="Save PNGs", icon="save", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=100, description="rows")
@@ -137,7 +178,7 @@ class SamplerWidget:
         self.image.add_class("pcnn-grid")
         self.widget = W.VBox([
             W.HBox([self.class_dropdown, self.count, self.seed]),
-            W.HBox([self.guidance, self.guide]),
+            W.HBox([self.guidance, self.guide, self.plausible, self.schedule]),
             W.HBox([self.sample_button, self.save_button, self.progress, self.status]),
             self.download, self.browser_out,
             W.Box([self.image], layout=W.Layout(overflow="auto", max_width="100%")),
@@ -185,17 +226,18 @@ class SamplerWidget:
             gen = torch.Generator().manual_seed(int(self.seed.value))
             kw = {} if self.method is None else {"method": self.method}
             w = float(self.guidance.value) if self.model.config.conditional else 0.0
+            alpha, sch = float(self.plausible.value), str(self.schedule.value)
             if self.model.config.conditional:
-                kw.update(guidance=w, guide=self.guide.value, exact_bins=True)
+                kw.update(guidance=w, guide=self.guide.value, exact_bins=True, plausible=alpha, schedule=sch)
             t0 = time.perf_counter()
             self.preview_frames = 0
             imgs = sample(self.model, labels, generator=gen, progress=self._on_progress,
                           preview=self._on_preview, **kw)
             self.images, self.labels = imgs.cpu(), labels
-            self.drawn = (c, int(self.seed.value), w)
+            self.drawn = (c, int(self.seed.value), w, alpha, sch)
             self._show(self.images)
             self.progress.value = 100
-            how = f"guidance {w:g} ({self.guide.value})" if w > 0 else "no guidance"
+            how = f"guidance {w:g} ({self.guide.value}, alpha {alpha:g}, {sch})" if w > 0 else "no guidance"
             self.status.value = (f"done: {n} x {self.class_names[c]} (seed {int(self.seed.value)}, {how}) "
                                  f"in {time.perf_counter() - t0:.1f} s")
             self.save_button.disabled = False
@@ -208,10 +250,11 @@ class SamplerWidget:
         return self.images
 
     def file_names(self) -> list:
-        """Names the next save uses: ``<class>_seed<seed>[_w<guidance>]_<nn>.png``, from what the shown
-        images were drawn with (not the controls, which may have moved since)."""
-        c, seed, w = self.drawn if self.drawn is not None else (int(self.class_dropdown.value), int(self.seed.value), 0.0)
-        stem = f"{self.class_names[c]}_seed{seed}" + (f"_w{w:g}" if w > 0 else "")
+        """Names the next save uses: ``<class>_seed<seed>[_w<w>[_a<alpha>][_<schedule>]]_<nn>.png``, from
+        what the shown images were drawn with (not the controls, which may have moved since)."""
+        c, seed, w, alpha, sch = self.drawn if self.drawn is not None else (
+            int(self.class_dropdown.value), int(self.seed.value), 0.0, 0.0, "constant")
+        stem = f"{self.class_names[c]}_seed{seed}" + _setting_stem(w, alpha, sch)
         n = 0 if self.images is None else len(self.images)
         return [f"{stem}_{i:02d}.png" for i in range(n)]
 
@@ -258,11 +301,14 @@ class CompletionWidget:
     returns the completions, uint8 (C, 3, S, S), so tests drive it headlessly.
     ``guidance`` (a FloatSlider, w) completes with class guidance (the default guide, flat):
     every sampled sub-pixel is pushed toward what the chosen class predicts more than the class
-    average does, given the kept rows, so a panda completed as a pizza takes the pizza's colours.
+    average does, given the kept rows, so a panda completed as a pizza takes the pizza's colours;
+    ``plausible`` (alpha) and ``schedule`` as in :class:`SamplerWidget`. ``guidance="recommended"``
+    starts at the checkpoint's recommended setting (its guide too).
     """
 
     def __init__(self, model, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                 class_names: Sequence[str] = CPEN455_CLASSES, upscale: int = 4, guidance: float = 0.0):
+                 class_names: Sequence[str] = CPEN455_CLASSES, upscale: int = 4, guidance=0.0,
+                 plausible: float = 0.0, schedule: str = "constant"):
         import ipywidgets as W
         cfg = model.config
         if not cfg.conditional:
@@ -279,8 +325,14 @@ class CompletionWidget:
         self.index = W.BoundedIntText(value=0, min=0, max=len(images) - 1, description="image")
         self.keep_rows = W.IntSlider(value=s // 2, min=0, max=s, description="keep rows")
         self.seed = W.IntText(value=0, description="seed")
-        self.guidance = W.FloatSlider(value=float(guidance), min=0.0, max=4.0, step=0.5, description="guidance",
-                                      readout_format=".1f")
+        start = start_setting(model, guidance, DEFAULT_GUIDE, plausible, schedule)
+        self.guide_name = start.guide
+        self.guidance = W.FloatSlider(value=start.w, min=0.0, max=max(8.0, start.w), step=0.5,
+                                      description="guidance", readout_format=".1f")
+        self.plausible = W.FloatSlider(value=start.plausible, min=0.0, max=0.5, step=0.01, description="alpha",
+                                       readout_format=".2f")
+        self.schedule = W.Dropdown(options=_schedule_options(start.schedule), value=start.schedule,
+                                   description="schedule", layout=W.Layout(width="260px"))
         self.button = W.Button(description="Complete as every class", button_style="primary", icon="magic",
                                layout=W.Layout(width="220px"))
         self.progress = W.IntProgress(value=0, min=0, max=100, description="rows")
@@ -289,7 +341,8 @@ class CompletionWidget:
         # sized to the PNG's own pixels (set on each draw) instead of stretching to the output width
         self.image = W.Image(format="png", layout=W.Layout(width="0px", height="0px"))
         self.button.on_click(self.on_complete)
-        self.widget = W.VBox([W.HBox([self.index, self.keep_rows, self.seed, self.guidance]),
+        self.widget = W.VBox([W.HBox([self.index, self.keep_rows, self.seed]),
+                              W.HBox([self.guidance, self.plausible, self.schedule]),
                               W.HBox([self.button, self.progress, self.status]),
                               W.Box([self.image], layout=W.Layout(overflow="auto", max_width="100%"))])
 
@@ -300,7 +353,7 @@ class CompletionWidget:
         self.busy, self.button.disabled, self.progress.value = True, True, 0
         try:
             i, keep, seed = int(self.index.value), int(self.keep_rows.value), int(self.seed.value)
-            w = float(self.guidance.value)
+            w, alpha, sch = float(self.guidance.value), float(self.plausible.value), str(self.schedule.value)
             c_all = len(self.class_names)
             t0 = time.perf_counter()
             outs = []
@@ -310,7 +363,8 @@ class CompletionWidget:
                     self.status.value = f"as {self.class_names[c]}: row {done} / {total}"
                 outs.append(complete(self.model, self.images[i:i + 1], [c], keep,
                                      generator=torch.Generator().manual_seed(seed), progress=tick,
-                                     guidance=w, exact_bins=True)[0])
+                                     guidance=w, guide=self.guide_name, plausible=alpha, schedule=sch,
+                                     exact_bins=True)[0])
             self.completions = torch.stack(outs).cpu()
             grid = completion_grid(self.images[i:i + 1], self.completions[None], keep, class_names=self.class_names)
             self.grid_png = _png_bytes(grid)
@@ -318,7 +372,8 @@ class CompletionWidget:
             self.image.value = self.grid_png
             true = "" if self.labels is None else f" (a {self.class_names[int(self.labels[i])]})"
             self.progress.value = 100
-            self.status.value = (f"image {i}{true}, top {keep} rows kept, seed {seed}, guidance {w:g}: done in "
+            how = f"guidance {w:g}" + (f" (alpha {alpha:g}, {sch})" if w > 0 else "")
+            self.status.value = (f"image {i}{true}, top {keep} rows kept, seed {seed}, {how}: done in "
                                  f"{time.perf_counter() - t0:.1f} s")
         except Exception as e:  # shown in the UI, then re-raised for the caller
             self.status.value = f"error: {e}"

@@ -2,7 +2,8 @@
 """Notebook 07's sampling widget in a real browser: Voila serves the notebook on 127.0.0.1,
 Debian's chromium (headless, driven by Selenium through the system chromedriver: nothing
 downloads a browser) picks a class and a count, clicks **Sample** and waits for the images,
-then moves the guidance slider and samples again (class guidance, the same seed).
+then moves the guidance slider and samples again (class guidance, the same seed), then guides
+at w = 2 with the plausibility constraint alpha = 0.1 (the third slider) and samples once more.
 
     python scripts/browser_test.py                      # smoke mode, screenshot in artifacts/browser/
     python scripts/browser_test.py --count 5 --cls panda
@@ -104,6 +105,10 @@ def main(argv=None) -> int:
         for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                   "--window-size=1400,1800", "--no-first-run", "--disable-extensions"):
             opts.add_argument(a)
+        # Voila sends the page only after executing the notebook: on a busy CPU that outlasts the
+        # webdriver client's 120 s HTTP timeout, so get() returns at once and the wait below, with
+        # its own --timeout, waits for the widget instead.
+        opts.page_load_strategy = "none"
         try:
             driver = webdriver.Chrome(service=Service(driver_path), options=opts)
         except Exception as e:  # the browser is there but cannot start
@@ -144,8 +149,8 @@ def main(argv=None) -> int:
         assert not blank, f"blank tiles {blank} (std per tile {stats['std']})"
         # Class guidance: move the guidance slider (the second slider readout) to another w and sample
         # again with the same seed: the same count of tiles, other images, the status names the w.
-        # The slider starts at the measured default (results/guidance/): from a guided start go to
-        # 0 (no guidance), from 0 to 2, so one run sees both.
+        # The slider starts at the checkpoint's recommended guidance (its metadata): from a guided start
+        # go to 0 (no guidance), from 0 to 2, so one run sees both.
         g_readout = sampler.find_elements(By.CSS_SELECTOR, ".widget-readout")[1]
         w_old = float(g_readout.text.strip())
         w_new = "0" if w_old > 0 else "2"
@@ -166,9 +171,35 @@ def main(argv=None) -> int:
         assert (stats["w"], stats["h"]) == want, f"second grid of {stats['w']}x{stats['h']} px, want {want}"
         blank = [k for k, s in enumerate(stats["std"]) if s < 3.0]
         assert not blank, f"blank tiles at w = {w_new}: {blank} (std per tile {stats['std']})"
+        # The plausibility constraint: guidance 2 and the alpha slider (the third readout) at 0.1, sample
+        # again: the status names both, the tiles are there.
+        if w_new == "0":
+            g_readout.click()
+            g_readout.send_keys(Keys.CONTROL, "a")
+            g_readout.send_keys("2", Keys.ENTER)
+            wait.until(lambda d: float(g_readout.text.strip()) == 2.0)
+        a_readout = sampler.find_elements(By.CSS_SELECTOR, ".widget-readout")[2]
+        a_readout.click()
+        a_readout.send_keys(Keys.CONTROL, "a")
+        a_readout.send_keys("0.1", Keys.ENTER)
+        wait.until(lambda d: abs(float(a_readout.text.strip()) - 0.1) < 1e-9)
+        second = img.get_attribute("src") or ""
+        button.click()
+        t3 = time.perf_counter()
+        wait.until(lambda d: status.text.startswith("done") and "guidance 2 " in status.text
+                   and "alpha 0.1" in status.text)
+        print(f"sampled with guidance 2, alpha 0.1 in {time.perf_counter() - t3:.0f} s: {status.text}", flush=True)
+        wait.until(lambda d: (img.get_attribute("src") or "") != second
+                   and d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img))
+        stats = driver.execute_script(TILE_STATS_JS, img, tile, PAD * UPSCALE, args.count, NCOL)
+        driver.save_screenshot(str(out / "07_sampler_alpha.png"))
+        assert (stats["w"], stats["h"]) == want, f"third grid of {stats['w']}x{stats['h']} px, want {want}"
+        blank = [k for k, s in enumerate(stats["std"]) if s < 3.0]
+        assert not blank, f"blank tiles at alpha 0.1: {blank} (std per tile {stats['std']})"
         print(f"browser test passed in {time.perf_counter() - t0:.0f} s: {args.count} non-blank tiles of "
-              f"{tile} px ({stats['w']}x{stats['h']}) with guidance {w_old:g} and {w_new}, screenshots "
-              f"{out / '07_sampler.png'}, {out / f'07_sampler_w{w_new}.png'}")
+              f"{tile} px ({stats['w']}x{stats['h']}) with guidance {w_old:g}, {w_new} and 2 at alpha 0.1, "
+              f"screenshots {out / '07_sampler.png'}, {out / f'07_sampler_w{w_new}.png'}, "
+              f"{out / '07_sampler_alpha.png'}")
         return 0
     except Exception as e:
         if driver is not None:

@@ -39,12 +39,16 @@ def test_card_markdown_generation_rows():
                                "per_class_accuracy": [1.0, 0.0], "confusion_matrix": [[1, 0], [1, 0]]},
             "calibration": {"ece": 0.1}}
     base["classification_flip_average"] = base["classification"]
-    base["generation"] = {"sets": {"s": {"n": 520, "fid_2048": 200.0, "kid_mean": 0.1, "probe": {"accuracy": 0.7}},
+    base["generation"] = {"sets": {"s": {"n": 520, "fid_2048": 200.0, "kid_mean": 0.1, "probe": {"accuracy": 0.7},
+                                         "precision": 0.5, "recall": 0.25, "density": 0.4, "coverage": 0.3,
+                                         "speckle": 0.0004, "clipped": 0.02},
                                    "real floor": {"n": 520, "fid_2048": 107.0, "kid_mean": 0.03,
                                                   "probe": {"accuracy": 0.96}}}}
     base["course_fid_192"] = {"samples": 23.5, "real": 32.7, "images": 100}
     md = card.card_markdown(base)
-    assert "| samples | 520 | 200.0 | 0.1000 | 70.0 % |" in md and "| real floor | 520 | 107.0" in md
+    assert ("| samples | 520 | 200.0 | 0.1000 | 70.0 % | 0.500 | 0.250 | 0.400 | 0.300 | 0.040 % | 2.000 % |" in md
+            and "| real floor | 520 | 107.0" in md)
+    assert "| 96.0 % | - | - | - | - | - | - |" in md   # a card measured before issue #34
     assert "samples **23.50**, real validation images 32.70" in md
 
 

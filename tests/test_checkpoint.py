@@ -47,3 +47,18 @@ def test_wrong_config_and_foreign_file(tmp_path):
     save_file(state, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(pcnn.CheckpointError, match="not a pcnn model checkpoint"):
         pcnn.load(tmp_path / "foreign.safetensors")
+
+
+def test_update_metadata_keeps_the_weights_and_the_loaded_model_carries_the_metadata(tmp_path):
+    from pcnn.checkpoint import read_metadata, update_metadata
+    torch.manual_seed(0)
+    model = pcnn.PixelCNNpp(tiny_config()).eval()
+    path = pcnn.save(tmp_path / "m.safetensors", model, {"epoch": 3, "note": "x"})
+    assert pcnn.load(path).checkpoint_metadata == {"epoch": 3, "note": "x"}
+    update_metadata(path, {"recommended_guidance": {"w": 2.0}, "note": None})
+    assert read_metadata(path) == {"epoch": 3, "recommended_guidance": {"w": 2.0}}
+    back = pcnn.load(path)
+    assert back.checkpoint_metadata == read_metadata(path) and back.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(pcnn.CheckpointError):
+        update_metadata(tmp_path / "missing.safetensors", {"a": 1})

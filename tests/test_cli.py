@@ -112,3 +112,33 @@ def test_sample_and_complete_take_guidance(ckpt, tmp_path, capsys):
     assert main(["complete", "--checkpoint", str(ckpt), "--image", str(img), "--keep-rows", "20", "--class", "pizza",
                  "--guidance", "2", "--out", str(tmp_path / "c.png")]) == 0
     assert json.loads(capsys.readouterr().out)["guidance"] == 2.0 and (tmp_path / "c.png").is_file()
+
+
+def test_cli_plausible_schedule_and_recommended(ckpt, tmp_path, capsys):
+    """--plausible and --schedule reach the sampler; --guidance recommended reads the checkpoint's
+    metadata (and is an error line for a checkpoint without it); bad values are one error line."""
+    from pcnn.guidance import METADATA_KEY, GuidanceSetting
+    base = ["sample", "--per-class", "1", "--quiet", "--class", "panda", "--seed", "5"]
+    assert main(base + ["--checkpoint", str(ckpt), "--out", str(tmp_path / "a"), "--guidance", "3",
+                        "--plausible", "0.1", "--schedule", "interval:0:20"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["guidance"], res["plausible"], res["schedule"]) == (3.0, 0.1, "interval:0:20")
+    ref = pcnn.sample(pcnn.load(ckpt), [1], generator=torch.Generator().manual_seed(5), guidance=3.0, plausible=0.1,
+                      schedule="interval:0:20")
+    got = torch.from_numpy(__import__("numpy").array(Image.open(tmp_path / "a" / "Class1_image_00.png"))).permute(2, 0, 1)
+    assert torch.equal(got, ref[0])
+    rec = GuidanceSetting(3.0, "flat", 0.1, "interval:0:20", source="results/x.json")
+    with_rec = pcnn.save(tmp_path / "r.safetensors", pcnn.load(ckpt), {METADATA_KEY: rec.to_dict()})
+    assert main(base + ["--checkpoint", str(with_rec), "--out", str(tmp_path / "b"), "--guidance", "recommended"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["guidance"], res["guide"], res["plausible"], res["schedule"]) == (3.0, "flat", 0.1, "interval:0:20")
+    assert res["guidance_from"].startswith("checkpoint metadata")
+    assert (tmp_path / "b" / "Class1_image_00.png").read_bytes() == (tmp_path / "a" / "Class1_image_00.png").read_bytes()
+    assert main(base + ["--checkpoint", str(ckpt), "--out", str(tmp_path / "c"), "--guidance", "recommended"]) == 2
+    assert "no recommended guidance" in capsys.readouterr().err
+    for bad, word in ((["--plausible", "1.5"], "plausible"), (["--schedule", "interval:9"], "interval"),
+                      (["--schedule", "interval:0:40"], "STOP must be at most 32")):
+        assert main(base + ["--checkpoint", str(ckpt), "--out", str(tmp_path / "d"), "--guidance", "2"] + bad) == 2
+        assert word in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(base + ["--checkpoint", str(ckpt), "--out", str(tmp_path / "d"), "--guidance", "best"])

@@ -100,3 +100,22 @@ def test_my_sample_takes_guidance(tmp_path):
     guided = course.my_sample(model, tmp_path / "g", obs=(3, 8, 8), guidance=2.0)
     assert [p.name for p in plain] == [p.name for p in guided]
     assert any(a.read_bytes() != b.read_bytes() for a, b in zip(plain, guided))
+    cut = course.my_sample(model, tmp_path / "c", obs=(3, 8, 8), guidance=2.0, plausible=0.2, schedule="ramp")
+    assert any(a.read_bytes() != b.read_bytes() for a, b in zip(guided, cut))
+
+
+def test_the_recommendation_travels_through_the_course_export(tmp_path):
+    """export_for_course keeps the checkpoint's recommended guidance, load_course_model gives it
+    back, and my_sample(..., guidance="recommended") samples with it."""
+    from pcnn.guidance import METADATA_KEY, GuidanceSetting, recommended_guidance
+    model = _tiny()
+    rec = GuidanceSetting(2.0, "flat", 0.1, "ramp", source="results/x.json")
+    ck = pcnn.save(tmp_path / "m.safetensors", model, {METADATA_KEY: rec.to_dict()})
+    back = course.load_course_model(course.export_for_course(ck, tmp_path / "m.pth"))
+    assert recommended_guidance(back) == rec
+    a = course.my_sample(back, tmp_path / "a", obs=(3, 8, 8), guidance="recommended")
+    b = course.my_sample(back, tmp_path / "b", obs=(3, 8, 8), **rec.kwargs())
+    assert [x.read_bytes() for x in a] == [x.read_bytes() for x in b]
+    bare = course.load_course_model(course.export_for_course(model, tmp_path / "bare.pth"))
+    with pytest.raises(ValueError, match="no recommended guidance"):
+        course.my_sample(bare, tmp_path / "c", obs=(3, 8, 8), guidance="recommended")

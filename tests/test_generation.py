@@ -84,6 +84,19 @@ def test_results_are_complete_and_json(world):
     assert res["images_featurised"] == 8 + 8 + 4 + 4       # the floor's images are validation images: reused
 
 
+def test_sets_carry_what_a_person_sees(world):
+    """Every set's speckle and clipped-colour rates are pcnn.quality's on its images; PRDC needs
+    more than k = 5 reference images, so with 4 it is None here (shown as "-" in the table)."""
+    from pcnn.quality import clipped_rate, speckle_rate
+    for name, e in world["res"]["sets"].items():
+        imgs = G.read_folder(e["dir"])[0]
+        assert e["speckle"] == speckle_rate(imgs) and e["clipped"] == clipped_rate(imgs)
+        assert e["precision"] is None and e["coverage"] is None
+    text = G.format_table(world["res"])
+    assert "| precision | recall | density | coverage | speckle % | clipped % |" in text
+    assert "| - | - | - | - |" in text
+
+
 def test_course_figure_is_pcnn_fid(world):
     gen = world["res"]["sets"][str(world["gen"])]
     with pytest.warns(fid.FIDRankWarning):

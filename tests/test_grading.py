@@ -165,11 +165,18 @@ def test_generation_blocks_ask_for_guidance_only_when_set():
     assert grading.generation_blocks(0.0) == grading.GENERATION_BLOCKS
     blocks = grading.generation_blocks(1.5, "flat")
     assert blocks[0] == grading.GENERATION_BLOCKS[0]
-    assert blocks[1].endswith("my_sample(model=model, gen_data_dir=gen_data_dir, guidance=1.5, guide='flat')")
-    assert "guidance=2.0, guide='flat')" in grading.generation_blocks(2)[1]  # the default guide, named
-    assert "guide='posterior')" in grading.generation_blocks(2, "posterior")[1]
+    assert blocks[1].endswith("my_sample(model=model, gen_data_dir=gen_data_dir, guidance=1.5, guide='flat', "
+                              "plausible=0.0, schedule='constant')")
+    assert "guidance=2.0, guide='flat', plausible=0.0" in grading.generation_blocks(2)[1]  # the defaults, named
+    assert "guide='posterior', plausible=0.1, schedule='ramp')" in grading.generation_blocks(2, "posterior", 0.1,
+                                                                                             "ramp")[1]
+    assert grading.generation_blocks("recommended")[1].endswith("gen_data_dir=gen_data_dir, guidance='recommended')")
     with pytest.raises(ValueError, match="guidance"):
         grading.generation_blocks(-1.0)
+    with pytest.raises(ValueError, match="plausible"):
+        grading.generation_blocks(1.0, plausible=3)
+    with pytest.raises(ValueError, match="schedule"):
+        grading.generation_blocks(1.0, schedule="sine")
     if STARTER.is_dir():
         src = (STARTER / grading.GENERATION_SCRIPT).read_text()
         filled = grading.fill_blocks(src, blocks)

@@ -255,3 +255,173 @@ def test_guidance_rows_share_noise_and_the_grid_labels_rows(tiny):
     assert grid.dtype == torch.uint8 and grid.shape[0] == 3 and grid.shape[1] > 2 * 16
     with pytest.raises(ValueError):
         guidance_rows(tiny, 7)
+
+
+# ----------------------------------------------------------------------------- issue #34
+
+
+def _old_guided_log_probs(log_p, target, log_pi, w):
+    """The guided distribution as it was before the plausibility constraint (reference)."""
+    own = log_p.gather(1, target.view(-1, 1, 1).expand(-1, 1, log_p.shape[2])).squeeze(1)
+    if w == 0:
+        return torch.log_softmax(own, dim=1)
+    mix = torch.logsumexp(log_pi[..., None] + log_p, dim=1)
+    return torch.log_softmax((1 + w) * own - w * mix, dim=1)
+
+
+def _old_draw_bins(log_q, u):
+    cdf = torch.cumsum(torch.exp(log_q), dim=1)
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1).to(cdf.dtype), right=True).squeeze(1)
+    return idx.clamp(max=255)
+
+
+def test_alpha_zero_constant_schedule_is_bit_for_bit_the_draw_before_issue_34(tiny, monkeypatch):
+    """plausible = 0 with the constant schedule gives exactly the images of the guided draw as it
+    was (its two functions put back in place), in both samplers, and plausible > 0 changes them."""
+    import pcnn.guidance as G
+    kw = dict(guidance=2.0, exact_bins=True)
+    new = {m: sample(tiny, [0, 3, 1], torch.Generator().manual_seed(4), method=m, plausible=0.0,
+                     schedule="constant", **kw) for m in ("cached", "naive")}
+    cut = sample(tiny, [0, 3, 1], torch.Generator().manual_seed(4), plausible=0.3, **kw)
+    monkeypatch.setattr(G, "guided_log_probs", lambda lp, t, pi, w, plausible=0.0: _old_guided_log_probs(lp, t, pi, w))
+    monkeypatch.setattr(G, "draw_bins", _old_draw_bins)
+    for m in ("cached", "naive"):
+        old = sample(tiny, [0, 3, 1], torch.Generator().manual_seed(4), method=m, **kw)
+        assert torch.equal(new[m], old), m
+    assert not torch.equal(cut, new["cached"])
+    # and the functions themselves, on random tables
+    g = torch.Generator().manual_seed(2)
+    lp = torch.log_softmax(torch.randn(6, 4, 256, generator=g, dtype=torch.float64) * 3, dim=2)
+    t, pi = torch.tensor([0, 1, 2, 3, 0, 1]), torch.full((6, 4), -math.log(4), dtype=torch.float64)
+    for w in (0.0, 0.5, 4.0):
+        assert torch.equal(guided_log_probs(lp, t, pi, w, 0.0), _old_guided_log_probs(lp, t, pi, w))
+    q = guided_log_probs(lp, t, pi, 4.0)
+    u = torch.rand(6, generator=g, dtype=torch.float64)
+    assert torch.equal(draw_bins(q, u), _old_draw_bins(q, u))
+
+
+def test_plausibility_constraint_excludes_bins_below_alpha_times_the_max_then_renormalises():
+    g = torch.Generator().manual_seed(3)
+    lp = torch.log_softmax(torch.randn(5, 4, 256, generator=g, dtype=torch.float64) * 2, dim=2)
+    t = torch.tensor([0, 1, 2, 3, 2])
+    pi = torch.log_softmax(torch.randn(5, 4, generator=g, dtype=torch.float64), 1)
+    own = lp[torch.arange(5), t].exp()
+    for alpha in (0.03, 0.1, 0.3, 1.0):
+        q = guided_log_probs(lp, t, pi, 2.0, alpha).exp()
+        keep = own >= alpha * own.max(1, keepdim=True).values
+        assert (q[~keep] == 0).all() and (q[keep] > 0).all()
+        ref = _old_guided_log_probs(lp, t, pi, 2.0).exp() * keep          # the tilt, cut, renormalised
+        assert torch.allclose(q, ref / ref.sum(1, keepdim=True), rtol=1e-10, atol=1e-15)
+        # the inverse CDF never lands on an excluded bin, even at u -> 1
+        u = torch.cat([torch.rand(200, generator=g, dtype=torch.float64), torch.tensor([0.0, 1 - 1e-17])])
+        qq = guided_log_probs(lp[:1].expand(202, -1, -1), t[:1].expand(202), pi[:1].expand(202, -1), 2.0, alpha)
+        assert keep[0, draw_bins(qq, u)].all()
+    assert (guided_log_probs(lp, t, pi, 2.0, 1.0).exp().max(1).values == 1).all()   # alpha 1: the mode only
+
+
+def test_schedules_scale_w_over_the_rows():
+    from pcnn.guidance import Schedule
+    assert [Schedule.parse("constant").scale(i, 5) for i in range(5)] == [1.0] * 5
+    assert [Schedule.parse("ramp").scale(i, 5) for i in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    iv = Schedule.parse("interval:1:3")
+    assert (iv.kind, iv.start, iv.stop, str(iv)) == ("interval", 1, 3, "interval:1:3")
+    assert [iv.scale(i, 5) for i in range(5)] == [0.0, 1.0, 1.0, 0.0, 0.0]
+    assert Schedule.parse(iv) is iv and str(Schedule.parse(" ramp ")) == "ramp"
+    for bad in ("linear", "interval:3:3", "interval:4:2", "interval:1", "interval:a:b", "ramp:1:2", 3, None):
+        with pytest.raises(ValueError, match="schedule|interval"):
+            Schedule.parse(bad)
+    with pytest.raises(ValueError, match="STOP must be at most 8"):
+        Schedule.parse("interval:0:9").check_rows(8)
+
+
+def test_a_schedule_guides_only_where_its_weight_is_positive(tiny):
+    """interval:2:5 equals the unguided exact draw on rows 0-1 (w = 0 there) and then departs;
+    ramp equals it on row 0 only; both samplers agree under every schedule and alpha."""
+    labels = [0, 3, 1, 2]
+    base = sample(tiny, labels, torch.Generator().manual_seed(6), exact_bins=True)
+    for sch, same_rows in (("interval:2:5", 2), ("ramp", 1)):
+        for alpha in (0.0, 0.1):
+            a = sample(tiny, labels, torch.Generator().manual_seed(6), guidance=6.0, plausible=alpha, schedule=sch)
+            b = sample(tiny, labels, torch.Generator().manual_seed(6), guidance=6.0, plausible=alpha, schedule=sch,
+                       method="naive")
+            assert torch.equal(a, b), (sch, alpha)
+            assert torch.equal(a[:, :, :same_rows], base[:, :, :same_rows]), (sch, alpha)
+            assert not torch.equal(a[:, :, same_rows:], base[:, :, same_rows:]), (sch, alpha)
+    # interval:0:8 covers every row of the 8-row image: the constant schedule
+    assert torch.equal(sample(tiny, labels, torch.Generator().manual_seed(6), guidance=2.0, schedule="interval:0:8"),
+                       sample(tiny, labels, torch.Generator().manual_seed(6), guidance=2.0))
+
+
+def test_plausibility_removes_the_tails_on_a_trained_model():
+    """On the tiny trained model, flat w = 8: the constraint keeps every drawn sub-pixel within
+    the bins the target class finds plausible, so fewer far-off values than without it."""
+    model = _tiny_trained_model()
+    labels = [0, 1, 2, 3] * 4
+    x0 = sample(model, labels, torch.Generator().manual_seed(1), guidance=8.0).float()
+    x1 = sample(model, labels, torch.Generator().manual_seed(1), guidance=8.0, plausible=0.3).float()
+    spread = lambda x: float((x - x.mean((2, 3), keepdim=True)).abs().mean())   # noqa: E731
+    assert spread(x1) < spread(x0)
+
+
+def test_guided_completion_takes_alpha_and_schedule(tiny):
+    imgs = pcnn.likelihood.to_uint8(rand_images(2, seed=3))
+    out = complete(tiny, imgs, [1, 2], keep_rows=3, generator=torch.Generator().manual_seed(0), guidance=3.0,
+                   plausible=0.2, schedule="ramp")
+    assert torch.equal(out[:, :, :3], imgs[:, :, :3])
+    plain = complete(tiny, imgs, [1, 2], keep_rows=3, generator=torch.Generator().manual_seed(0), guidance=3.0)
+    assert not torch.equal(out, plain)
+    every = pcnn.complete_as_every_class(tiny, imgs[:1], 3, seed=0, guidance=3.0, plausible=0.2, schedule="ramp")
+    one = complete(tiny, imgs[:1], [1], keep_rows=3, generator=torch.Generator().manual_seed(0), guidance=3.0,
+                   plausible=0.2, schedule="ramp")
+    assert torch.equal(every[0, 1], one[0])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.1", True, None])
+def test_bad_plausible_is_refused(tiny, bad):
+    with pytest.raises(ValueError, match="plausible"):
+        sample(tiny, [0], guidance=1.0, plausible=bad)
+
+
+def test_bad_schedule_is_refused(tiny):
+    with pytest.raises(ValueError, match="schedule"):
+        sample(tiny, [0], guidance=1.0, schedule="cosine")
+    with pytest.raises(ValueError, match="STOP must be at most 8"):
+        sample(tiny, [0], guidance=1.0, schedule="interval:4:12")
+
+
+def test_recommended_guidance_comes_from_the_checkpoint_metadata(tiny, tmp_path):
+    from pcnn.guidance import METADATA_KEY, GuidanceSetting, recommended_guidance, resolve_guidance
+    rec = GuidanceSetting(3.0, "flat", 0.2, "interval:1:6", source="results/x.json")
+    assert GuidanceSetting.from_dict(rec.to_dict()) == rec and rec.describe() == "flat w=3, alpha 0.2, interval:1:6"
+    path = pcnn.save(tmp_path / "m.safetensors", tiny, {"epoch": 1, METADATA_KEY: rec.to_dict()})
+    model = pcnn.load(path)
+    assert recommended_guidance(model) == rec
+    assert resolve_guidance(model, "recommended")[:3] == (3.0, "flat", 0.2)
+    a = sample(model, [0, 2], torch.Generator().manual_seed(1), guidance="recommended")
+    b = sample(model, [0, 2], torch.Generator().manual_seed(1), **rec.kwargs())
+    assert torch.equal(a, b)
+    assert torch.equal(sample(model, [0, 2], torch.Generator().manual_seed(1)),           # the default stays w = 0
+                       sample(model, [0, 2], torch.Generator().manual_seed(1), guidance=0.0))
+    bare = pcnn.load(pcnn.save(tmp_path / "b.safetensors", tiny))
+    with pytest.raises(ValueError, match="no recommended guidance"):
+        sample(bare, [0], guidance="recommended")
+    with pytest.raises(ValueError, match="recommended"):
+        sample(model, [0], guidance="best")
+    for bad in ({"w": -1.0}, {"w": 1.0, "plausible": 2.0}, {"w": 1.0, "schedule": "x"}, {"w": 1.0, "colour": 1}):
+        with pytest.raises(ValueError):
+            GuidanceSetting.from_dict(bad)
+
+
+def test_setting_rows_share_noise_and_the_grid_labels_every_row(tiny):
+    from pcnn.guidance import GuidanceSetting
+    from pcnn.sample import setting_grid, setting_rows
+    settings = [GuidanceSetting(0.0), GuidanceSetting(3.0, "flat", 0.0), GuidanceSetting(3.0, "flat", 0.2, "ramp")]
+    rows = setting_rows(tiny, 1, settings, per_row=2, seed=5)
+    assert rows.shape == (3, 2, 3, 8, 8) and rows.dtype == torch.uint8
+    for r, st in zip(rows, settings):
+        assert torch.equal(r, sample(tiny, [1, 1], torch.Generator().manual_seed(5), exact_bins=True, **st.kwargs()))
+    assert torch.equal(setting_rows(tiny, 1, [{"guidance": 3.0}], per_row=2, seed=5)[0], rows[1])
+    grid = setting_grid(tiny, settings, ["w=0", "flat w=3", "new"], classes=[0, 2], per_row=2, seed=5, scale=2)
+    assert grid.dtype == torch.uint8 and grid.shape[1] > 6 * 16    # 2 classes x 3 settings, 16-pixel tiles
+    with pytest.raises(ValueError, match="labels"):
+        setting_grid(tiny, settings, ["one"])

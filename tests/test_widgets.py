@@ -174,7 +174,7 @@ def test_guidance_slider_changes_only_what_guidance_changes(widget, tmp_path):
     assert "no guidance" in widget.status.value
     widget.guidance.value, widget.guide.value = 2.0, "flat"
     guided = widget.on_sample(None)
-    assert "guidance 2 (flat)" in widget.status.value
+    assert "guidance 2 (flat, alpha 0, constant)" in widget.status.value
     want = pcnn.sample(widget.model, [3, 3], generator=torch.Generator().manual_seed(4), guidance=2.0, guide="flat")
     assert torch.equal(guided, want) and not torch.equal(plain, guided)
     assert [p.name for p in widget.on_save(None)] == ["pizza_seed4_w2_00.png", "pizza_seed4_w2_01.png"]
@@ -192,3 +192,48 @@ def test_completion_widget_guidance():
     out = w.on_complete()
     want = pcnn.complete_as_every_class(model, images[:1], 4, seed=1, guidance=2.0)[0]
     assert torch.equal(out, want) and "guidance 2" in w.status.value
+
+
+def test_alpha_and_schedule_controls_reach_the_sampler_and_the_file_names(widget):
+    widget.class_dropdown.value, widget.count.value, widget.seed.value = 1, 2, 3
+    widget.guidance.value, widget.plausible.value, widget.schedule.value = 4.0, 0.1, "ramp"
+    got = widget.on_sample(None)
+    want = pcnn.sample(widget.model, [1, 1], generator=torch.Generator().manual_seed(3), guidance=4.0, guide="flat",
+                       plausible=0.1, schedule="ramp")
+    assert torch.equal(got, want)
+    assert "guidance 4 (flat, alpha 0.1, ramp)" in widget.status.value
+    assert widget.file_names() == ["panda_seed3_w4_a0.1_ramp_00.png", "panda_seed3_w4_a0.1_ramp_01.png"]
+    assert list(widget.schedule.options) == ["constant", "ramp", "interval:0:16"]
+    # an interval longer than this 8-row model's image is refused, in the status line too
+    widget.schedule.value = "interval:0:16"
+    with pytest.raises(ValueError, match="STOP must be at most 8"):
+        widget.on_sample(None)
+    assert "error" in widget.status.value and not widget.busy
+
+
+def test_widgets_start_at_the_checkpoints_recommended_guidance(tmp_path):
+    from pcnn.guidance import METADATA_KEY, GuidanceSetting
+    from pcnn.widgets import CompletionWidget
+    torch.manual_seed(0)
+    model = randomize_(pcnn.PixelCNNpp(tiny_config(image_size=8))).eval()
+    plain = SamplerWidget(model, out_dir=tmp_path)              # no recommendation in the model: w = 0
+    assert plain.guidance.value == 0.0 and plain.plausible.value == 0.0
+    rec = GuidanceSetting(2.0, "tempered", 0.1, "interval:1:5", source="x.json")
+    loaded = pcnn.load(pcnn.save(tmp_path / "m.safetensors", model, {METADATA_KEY: rec.to_dict()}))
+    w = SamplerWidget(loaded, out_dir=tmp_path)
+    assert (w.guidance.value, w.guide.value, w.plausible.value, w.schedule.value) == (2.0, "tempered", 0.1,
+                                                                                      "interval:1:5")
+    assert "interval:1:5" in w.schedule.options
+    w.count.value, w.seed.value = 2, 5
+    assert torch.equal(w.on_sample(None), pcnn.sample(loaded, [0, 0], torch.Generator().manual_seed(5),
+                                                      guidance="recommended"))
+    explicit = SamplerWidget(loaded, out_dir=tmp_path, guidance=0.0)   # a number wins over the recommendation
+    assert explicit.guidance.value == 0.0
+    cw = CompletionWidget(loaded, torch.zeros(1, 3, 8, 8, dtype=torch.uint8), guidance="recommended")
+    assert (cw.guidance.value, cw.plausible.value, cw.schedule.value, cw.guide_name) == (2.0, 0.1, "interval:1:5",
+                                                                                        "tempered")
+    cw.keep_rows.value = 2
+    out = cw.on_complete()
+    want = pcnn.complete_as_every_class(loaded, torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 2, seed=0,
+                                        guidance="recommended")[0]
+    assert torch.equal(out, want) and "alpha 0.1, interval:1:5" in cw.status.value

@@ -146,7 +146,7 @@ print(pcnn.card.course_fid_sentence(course["samples"], course["real"], course["i
 
 # %%
 from pcnn.guidance_tradeoff import pick_default, read_tradeoff, tradeoff_floors
-tradeoff = read_tradeoff()
+tradeoff = read_tradeoff(ROOT / "results" / "guidance" / "tradeoff.json")   # issue #28's trade-off
 if tradeoff is None:
     print("no committed trade-off (results/guidance/tradeoff.json): run scripts/guidance_tradeoff.py")
 else:

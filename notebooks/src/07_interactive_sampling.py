@@ -79,18 +79,23 @@ print(nb.describe_setup(DATA, DEVICE, SMOKE))
 # Choose the class, the number of images (1-16; tiles stay 128 px whatever the count) and a seed, then
 # press **Sample**. The same seed and class give the same images. **guidance** w steers each sub-pixel
 # toward what the model itself recognises as the class (`pcnn.guidance`; 0 = the model's own
-# distribution, C = 4 times the work); one seed gives the same noise at every w, so moving the slider
-# shows only what guidance changes. The slider starts at the setting the measured trade-off picked by
-# its rule (`results/guidance/`), or at 0 when no guided setting kept FID-2048 at w = 0's.
+# distribution, C = 4 times the work); one seed gives the same noise at every setting, so moving a
+# control shows only what it changes. **alpha** is the plausibility constraint: before the tilt, the
+# values the class itself finds less likely than alpha times its most likely one are excluded (the
+# guard against saturated single-pixel speckle); **schedule** spreads w over the rows (`constant`;
+# `ramp`, 0 at the top to w at the bottom; `interval:0:16`, guidance on the top half only). The
+# controls start at the checkpoint's **recommended** guidance, stored in its metadata with the name
+# of the trade-off it came from (`results/guidance/`); `pcnn.sample(..., guidance="recommended")` and
+# `python -m pcnn sample --guidance recommended` read the same.
 
 # %%
-from pcnn.guidance_tradeoff import default_guidance
+from pcnn.guidance import GuidanceSetting, recommended_guidance
 from pcnn.widgets import SamplerWidget
 model, source = nb.get_model(dev=DEVICE)
 print("model:", source)
-GUIDED = default_guidance()          # {"guide", "w", ...} from results/guidance/tradeoff.json
-print(f"guidance default: w = {GUIDED['w']:g} ({GUIDED['guide']})")
-w = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07", guidance=GUIDED["w"], guide=GUIDED["guide"])
+RECOMMENDED = recommended_guidance(model)    # from the checkpoint's metadata, not from results/
+print(f"recommended guidance: {RECOMMENDED.describe()} (chosen in {RECOMMENDED.source})")
+w = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07")   # starts at the recommendation
 w.display();
 
 # %% [markdown]
@@ -102,7 +107,7 @@ w.display();
 from pcnn.data import load_split
 from pcnn.widgets import CompletionWidget
 val = load_split("validation", DATA, show_progress=False)
-cw = CompletionWidget(model, val.images, val.labels, guidance=GUIDED["w"])   # pick an image, the rows to keep, press Complete
+cw = CompletionWidget(model, val.images, val.labels, guidance="recommended")   # pick an image, the rows to keep, press Complete
 cw.display();
 
 # %% [markdown]
@@ -113,8 +118,8 @@ cw.display();
 # touched.
 
 # %%
-ws = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07", guidance=GUIDED["w"], guide=GUIDED["guide"])
-ws.class_dropdown.value = 1      # panda, at the guidance the slider above starts at
+ws = SamplerWidget(model, out_dir=ROOT / "runs" / "notebook_07")
+ws.class_dropdown.value = 1      # panda, at the recommended guidance the controls above start at
 ws.count.value = COUNT
 ws.seed.value = SEED
 images = ws.on_sample(ws.sample_button)
@@ -142,10 +147,25 @@ plt.show()
 # %%
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 for cls in (1, 0):   # panda, hamburger
-    g = pcnn.guidance_grid(model, cls, WEIGHTS, per_row=PER_CLASS, seed=SEED, guide=GUIDED["guide"])
+    g = pcnn.guidance_grid(model, cls, WEIGHTS, per_row=PER_CLASS, seed=SEED, guide=RECOMMENDED.guide)
     plots.show_grid(g, title=f"{pcnn.config.CPEN455_CLASSES[cls]}: rows w = {', '.join(f'{v:g}' for v in WEIGHTS)} "
-                    f"(guide {GUIDED['guide']}); column k: noise draw k of seed {SEED}", width=None)
+                    f"(guide {RECOMMENDED.guide}, alpha 0, constant); column k: noise draw k of seed {SEED}", width=None)
     plt.show()
+
+# %% [markdown]
+# ## w = 0, the earlier default and the recommendation, on the same noise
+# Three settings per class, column k always the same noise draw: the model's own distribution
+# (w = 0), issue #28's default (flat, w = 4, no plausibility constraint, constant; its samples win the
+# Inception probe on colour statistics and carry saturated single-pixel speckle) and the checkpoint's
+# recommended setting (the rule of `results/guidance/README.md` picked it from issue #34's trade-off).
+
+# %%
+from pcnn.sample import setting_grid
+SHOW = [GuidanceSetting(0.0), GuidanceSetting(4.0, "flat", 0.0, "constant"), RECOMMENDED]
+LABELS = ["w = 0", "flat w = 4, alpha 0 (earlier default)", f"recommended: {RECOMMENDED.describe()}"]
+grid = setting_grid(model, SHOW, LABELS, classes=[1] if SMOKE else None, per_row=PER_CLASS, seed=SEED)   # CI: panda only
+plots.show_grid(grid, title=f"rows: class and setting; column k: noise draw k of seed {SEED}", width=None)
+plt.show()
 
 # %% [markdown]
 # Completion, scripted: the first panda and the first pizza of the validation split, the top `KEEP_ROWS` rows kept (set in the first cell), each completed as every class with the same noise.
@@ -160,14 +180,13 @@ plots.show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS, row_labe
 plt.show()
 
 # %% [markdown]
-# The same completions with class guidance at the default setting: every sampled sub-pixel is pushed
+# The same completions with class guidance at the recommended setting: every sampled sub-pixel is pushed
 # toward what the chosen class predicts more than the class average does (flat guide), given the kept
 # rows, so completing the panda "as a pizza" takes the pizza's colours.
 
 # %%
-W_SHOW = GUIDED["w"] or 2.0          # the rule's default, or 2 when guidance is off by default
-guided = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=SEED, guidance=W_SHOW, guide=GUIDED["guide"])
+guided = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=SEED, **RECOMMENDED.kwargs())
 assert torch.equal(guided[:, :, :, :KEEP_ROWS], completions[:, :, :, :KEEP_ROWS])
 plots.show_grid(pcnn.completion_grid(originals, guided, KEEP_ROWS, row_labels=[pcnn.config.CPEN455_CLASSES[c] for c in (1, 3)]),
-                title=f"the same, guidance w = {W_SHOW:g} ({GUIDED['guide']}), seed {SEED}", width=None)
+                title=f"the same, recommended guidance ({RECOMMENDED.describe()}), seed {SEED}", width=None)
 plt.show()
