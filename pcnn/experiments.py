@@ -125,15 +125,17 @@ def write_results(results: dict, path) -> Path:
     return path
 
 
-def load_results(folder) -> list:
-    """Every ``*.json`` results file in ``folder``, sorted by name (files of another format are skipped)."""
+def load_results(folder, fmt: str = None) -> list:
+    """Every ``*.json`` results file in ``folder`` of format ``fmt`` (default this module's), sorted by
+    name (files of another format are skipped)."""
+    fmt = fmt or FORMAT
     out = []
     for p in sorted(Path(folder).glob("*.json")):
         try:
             r = json.loads(p.read_text())
         except json.JSONDecodeError:
             continue
-        if isinstance(r, dict) and r.get("format") == FORMAT:
+        if isinstance(r, dict) and r.get("format") == fmt:
             out.append(r)
     return out
 

@@ -142,40 +142,38 @@ def generation_scores(model, sample_dir, data_root, extractor, per_class: int, s
                       min_images: Optional[int] = None, kid_subsets: int = 100) -> dict:
     """``per_class`` samples per class (seed ``seed``) and every generation metric on them
     (features and reference statistics cached in ``extractor.cache_dir``)."""
-    import warnings
-    from pcnn.generation import MIN_FID2048_IMAGES, evaluate_generation
     from pcnn.sample import write_sample_set
     t0 = time.perf_counter()
     write_sample_set(model, sample_dir, per_class=per_class, seed=seed, show_progress=False)
     t_sample = time.perf_counter() - t0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # rank warnings of small sets are kept in the result
-        res = evaluate_generation([sample_dir], Path(data_root) / "test", data_dir=data_root,
-                                  min_images=min_images or MIN_FID2048_IMAGES, extractor=extractor,
-                                  device=extractor.device,
-                                  kid_subsets=kid_subsets, seed=0, log=log.info, cache_dir=extractor.cache_dir)
-    entry = dict(res["sets"][str(sample_dir)])
-    entry.pop("dir", None)
+    res, entry = _score_folder(sample_dir, data_root, extractor, min_images, kid_subsets)
     return {**entry, "per_class": per_class, "sample_seed": seed, "weights": res["weights"],
             "ref_n": res["ref"]["n"], "probe_validation": (res.get("probe") or {}).get("validation"),
             "warnings": res["warnings"], "sampling_seconds": round(t_sample, 1),
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def floor_scores(floor_dir, data_root, extractor, per_class: int, size: int, min_images: Optional[int] = None,
-                 kid_subsets: int = 100) -> dict:
-    """The real floor: ``per_class`` validation images per class at ``size``, every metric as for samples."""
+def _score_folder(folder, data_root, extractor, min_images, kid_subsets) -> tuple:
+    """``evaluate_generation`` of one image folder against the test split: ``(result, its set's entry)``."""
     import warnings
-    from pcnn.generation import MIN_FID2048_IMAGES, evaluate_generation, write_real_floor
-    write_real_floor(floor_dir, {c: per_class for c in range(4)}, size, data_root, seed=0)
+    from pcnn.generation import MIN_FID2048_IMAGES, evaluate_generation
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = evaluate_generation([floor_dir], Path(data_root) / "test", data_dir=data_root,
+        warnings.simplefilter("ignore")   # rank warnings of small sets are kept in the result
+        res = evaluate_generation([folder], Path(data_root) / "test", data_dir=data_root,
                                   min_images=min_images or MIN_FID2048_IMAGES, extractor=extractor,
                                   device=extractor.device,
                                   kid_subsets=kid_subsets, seed=0, log=log.info, cache_dir=extractor.cache_dir)
-    entry = dict(res["sets"][str(floor_dir)])
+    entry = dict(res["sets"][str(folder)])
     entry.pop("dir", None)
+    return res, entry
+
+
+def floor_scores(floor_dir, data_root, extractor, per_class: int, size: int, min_images: Optional[int] = None,
+                 kid_subsets: int = 100) -> dict:
+    """The real floor: ``per_class`` validation images per class at ``size``, every metric as for samples."""
+    from pcnn.generation import write_real_floor
+    write_real_floor(floor_dir, {c: per_class for c in range(4)}, size, data_root, seed=0)
+    res, entry = _score_folder(floor_dir, data_root, extractor, min_images, kid_subsets)
     return {"format": FLOOR_FORMAT, **entry, "per_class": per_class, "image_size": size, "floor_seed": 0,
             "weights": res["weights"], "ref_n": res["ref"]["n"],
             "probe_validation": (res.get("probe") or {}).get("validation")}
@@ -296,14 +294,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
 
 def load_runs(folder) -> List[dict]:
     """Every results file of :data:`RUN_FORMAT` in ``folder`` (others skipped), in plan order."""
-    out = []
-    for p in sorted(Path(folder).glob("*.json")):
-        try:
-            r = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and r.get("format") == RUN_FORMAT:
-            out.append(r)
+    from pcnn.experiments import load_results
+    out = load_results(folder, RUN_FORMAT)
     order = {n: i for i, n in enumerate(STRATEGIES)}
     return sorted(out, key=lambda r: (order.get(r["name"], len(order)), r["seed"]))
 
