@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from bench_model import emit
-from pcnn.data import load_split
-from pcnn.precision import describe_cpu
+from pcnn.data.dataset import load_split
+from pcnn.model.precision import describe_cpu
 from pcnn.train import read_metrics
 from pcnn.train import TrainConfig, train
 

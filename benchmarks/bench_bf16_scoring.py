@@ -19,9 +19,10 @@ import torch
 
 import pcnn
 from bench_model import emit
-from pcnn.data import load_split, to_float
+from pcnn.data.dataset import load_split
+from pcnn.model.likelihood import to_float
 from pcnn.paths import default_checkpoint
-from pcnn.precision import describe_cpu
+from pcnn.model.precision import describe_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 

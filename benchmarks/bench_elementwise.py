@@ -5,7 +5,7 @@
 Dropout at p = 0.5 on a (32, 80, 32, 32) tensor (the widest dropout input at the
 starter size, batch 32): ``nn.Dropout``, the byte mask applied by ``torch.where``
 (pcnn before) and by a multiply (pcnn now). Concat-ELU on (32, 40, 32, 32):
-three eager ops vs ``pcnn.layers.concat_elu``'s single autograd node. Each
+three eager ops vs ``pcnn.model.layers.concat_elu``'s single autograd node. Each
 figure is the mean of --repeats forward + backward calls after 2 warm-up calls,
 the variants of one piece alternating in two passes.
 """
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from bench_model import cpu_name, emit  # same folder: run as `python benchmarks/...`
 from bench_train_variants import WhereByteDropout
-from pcnn.layers import ByteDropout, concat_elu
+from pcnn.model.layers import ByteDropout, concat_elu
 
 
 def _ms(fn, x, g, repeats):

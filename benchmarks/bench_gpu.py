@@ -42,7 +42,7 @@ import torch
 
 from bench_model import emit  # same folder: run as `python benchmarks/...`
 from bench_vs_starter import batch_of_images, load_starter, model_config, step_flops
-from pcnn.precision import describe_cpu, resolve_amp
+from pcnn.model.precision import describe_cpu, resolve_amp
 from pcnn.train import TrainConfig, train
 from pcnn.train.distributed import DistContext
 from pcnn.train.loop import Trainer
@@ -134,7 +134,7 @@ def scoring(size: str, batch: int, n: int, device, rounds: int, data) -> dict:
     item 2; reduce-overhead on CUDA, default elsewhere), alternated, medians of images/s. The
     first compiled call is timed apart (compilation); the two agree within float rounding."""
     from pcnn import PixelCNNpp, log_likelihoods  # the core's scorer; this file is not a library
-    from pcnn.data import to_float
+    from pcnn.model.likelihood import to_float
     images, _ = data
     x = to_float(images.repeat(-(-n // len(images)), 1, 1, 1)[:n]).to(device)
     torch.manual_seed(0)

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 import pcnn
-from pcnn.precision import cpu_name as precision_cpu_name
-from pcnn.likelihood import nll
+from pcnn.model.precision import cpu_name as precision_cpu_name
+from pcnn.model.likelihood import nll
 
 
 def _time(fn, warmup, repeats):
@@ -67,7 +67,7 @@ def bench(size: str, batch: int, device: torch.device, warmup: int, repeats: int
 
 
 def cpu_name() -> str:
-    """The CPU model, so tables say which machine made them (one reader: pcnn.precision.cpu_name)."""
+    """The CPU model, so tables say which machine made them (one reader: pcnn.model.precision.cpu_name)."""
     return precision_cpu_name()
 
 

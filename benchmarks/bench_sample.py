@@ -26,8 +26,8 @@ import torch
 from torch.nn.utils import parametrize
 
 import pcnn
-from pcnn.likelihood import mixture_params, sample_from_params
-from pcnn.sample import draw_noise
+from pcnn.model.likelihood import mixture_params, sample_from_params
+from pcnn.model.likelihood import draw_noise
 
 
 def _sync(device):

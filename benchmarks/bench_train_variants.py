@@ -37,10 +37,10 @@ import torch.nn as nn
 from torch.nn.utils.parametrizations import weight_norm
 
 import pcnn
-import pcnn.layers
+import pcnn.model.layers
 from bench_model import cpu_name, emit  # same folder: run as `python benchmarks/...`
-from pcnn.layers import NIN, ByteDropout
-from pcnn.likelihood import nll
+from pcnn.model.layers import NIN, ByteDropout
+from pcnn.model.likelihood import nll
 
 
 class WhereByteDropout(ByteDropout):
@@ -76,12 +76,12 @@ def _swap(model, kind, factory):
 
 @contextlib.contextmanager
 def _eager_concat_elu():
-    saved = pcnn.layers.concat_elu
-    pcnn.layers.concat_elu = lambda x: torch.nn.functional.elu(torch.cat([x, -x], dim=1))
+    saved = pcnn.model.layers.concat_elu
+    pcnn.model.layers.concat_elu = lambda x: torch.nn.functional.elu(torch.cat([x, -x], dim=1))
     try:
         yield
     finally:
-        pcnn.layers.concat_elu = saved
+        pcnn.model.layers.concat_elu = saved
 
 
 def make(variant):

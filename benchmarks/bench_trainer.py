@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench_model import cpu_name, emit  # same folder: run as `python benchmarks/...`
-from pcnn.data import load_split
+from pcnn.data.dataset import load_split
 from pcnn.train import TrainConfig, apply_overrides, train
 
 ROOT = Path(__file__).resolve().parents[1]

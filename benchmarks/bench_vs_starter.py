@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import pcnn
 from bench_model import emit  # same folder: run as `python benchmarks/...`
-from pcnn.precision import autocast, describe_cpu, resolve_amp
+from pcnn.model.precision import autocast, describe_cpu, resolve_amp
 from pcnn.train import TrainConfig, train, training_loss
 
 BATCH = 32
@@ -67,7 +67,7 @@ def load_starter(starter_dir: Path):
 @functools.lru_cache(maxsize=1)
 def _train_split():
     """The training split at 32x32, decoded once per process (every size and batch reuses it)."""
-    from pcnn.data import load_split
+    from pcnn.data.dataset import load_split
     return load_split("train", size=32, show_progress=False)
 
 

@@ -6,7 +6,7 @@
 
 Validation accuracy / macro F1 / bits/dim (plain and mirror-averaged), 25
 samples per class (seed 0, cached sampler) and FID at dims 192 and 2048 against
-the test images. All of it is pcnn.experiments.evaluate_checkpoint.
+the test images. All of it is studies.experiments.evaluate_checkpoint.
 """
 import argparse
 import json
@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pcnn.data import resolve_data_dir  # noqa: E402
-from pcnn.experiments import evaluate_checkpoint  # noqa: E402
+from pcnn.paths import resolve_data_dir  # noqa: E402
+from studies.experiments import evaluate_checkpoint  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,7 @@
 
 Widget state is saved into the notebook (nbviewer, Voila and JupyterLab draw the widgets
 from it) and ``TQDM_DISABLE=1`` keeps tqdm bars out of the committed outputs (they would
-show their first frame, ``0%``); the notebooks' own :class:`pcnn.notebook.ProgressLine`
+show their first frame, ``0%``); the notebooks' own :class:`pcnn.notebook.runtime.ProgressLine`
 lines keep their final state; volatile metadata is stripped by
 ``scripts/notebook_files.py``. Edit ``notebooks/src/*.py``, run ``jupytext --sync
 notebooks/src/*.py``, then this script.

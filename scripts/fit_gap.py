@@ -4,7 +4,7 @@
     PCNN_DATA_DIR=../shared/cpen455 python scripts/fit_gap.py \
         checkpoints/stages/pcnn_cpu_blocks40_stage3.safetensors --n-train 520 --out results/shipped/3_disc_finetune_lowlr/fit_gap.json
 
-All of it is pcnn.experiments.fit_gap.
+All of it is studies.experiments.fit_gap.
 """
 import argparse
 import json
@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pcnn  # noqa: E402
-from pcnn.data import load_split  # noqa: E402
-from pcnn.experiments import fit_gap, hardware, write_results  # noqa: E402
+from pcnn.data.dataset import load_split  # noqa: E402
+from studies.experiments import fit_gap, hardware, write_results  # noqa: E402
 
 
 def main(argv=None) -> int:

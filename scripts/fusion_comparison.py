@@ -25,7 +25,7 @@ sampling at the current thread count and writes ``<out>/epoch_cost.json``.
         --out results/fusion
     python scripts/fusion_comparison.py --report --out results/fusion
 
-Each v1 run is :func:`pcnn.experiments.run_and_record` (25 samples per class, FID at dims
+Each v1 run is :func:`studies.experiments.run_and_record` (25 samples per class, FID at dims
 192 and 2048); a strategy whose results file exists is skipped.
 """
 import argparse
@@ -50,8 +50,8 @@ def report(out: Path) -> int:
     """Table and plots of the results files in ``out``."""
     import matplotlib
     matplotlib.use("Agg")
-    from pcnn.experiments import load_results, markdown_table
-    from pcnn.plots import plot_results
+    from studies.experiments import load_results, markdown_table
+    from pcnn.viz.results import plot_results
     order = {n: i for i, n in enumerate(STRATEGIES)}
     results = sorted(load_results(out), key=lambda r: order.get(r["name"], len(order)))
     if not results:
@@ -75,11 +75,13 @@ def measure(design: dict, out: Path, data_dir=None, steps: int = 25, repeats: in
     With one thread, CPU seconds are what a run costs when it has a core to itself."""
     import os
     import tempfile
-    from pcnn.checkpoint import load
-    from pcnn.classify import log_likelihoods
-    from pcnn.data import load_split, resolve_data_dir, to_float
-    from pcnn.experiments import hardware, write_results
-    from pcnn.sample import write_sample_set
+    from pcnn.model.checkpoint import load
+    from pcnn.model.classify import log_likelihoods
+    from pcnn.data.dataset import load_split
+    from pcnn.paths import resolve_data_dir
+    from pcnn.model.likelihood import to_float
+    from studies.experiments import hardware, write_results
+    from pcnn.sampling.sets import write_sample_set
     from pcnn.train import TrainConfig, read_metrics, train
     from fusion_v2 import run_config
     root = resolve_data_dir(data_dir)
@@ -137,9 +139,10 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
     which is left for its scoring and sampling; no run starts with less than that left.
     ``floor=False``: leave the real floor (``<out>/real_floor.json``) to another process."""
     started = time.monotonic()
-    from pcnn.data import load_split, resolve_data_dir
-    from pcnn.fid import load_inception
-    from pcnn.generation import InceptionFeatures
+    from pcnn.data.dataset import load_split
+    from pcnn.paths import resolve_data_dir
+    from pcnn.eval.fid import load_inception
+    from pcnn.eval.generation import InceptionFeatures
     from pcnn.train import TrainConfig
     import fusion_v2 as F
     root = resolve_data_dir(data_dir)
@@ -155,7 +158,7 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
         log.info("real floor: %d validation images per class at %dx%d", per_class, size, size)
         floor = F.floor_scores(workdir / "real_floor", root, extractor, per_class, size, min_images,
                                kid_subsets)
-        from pcnn.experiments import write_results
+        from studies.experiments import write_results
         write_results(floor, out / "real_floor.json")
     finished = 0
     failed = set()
@@ -256,9 +259,10 @@ def main(argv=None) -> int:
 
 def train_v1(a, out: Path) -> int:
     """The v1 comparison (2 epochs, one seed per strategy): history, kept runnable."""
-    from pcnn.data import load_split, resolve_data_dir
-    from pcnn.experiments import run_and_record
-    from pcnn.fid import load_inception
+    from pcnn.data.dataset import load_split
+    from pcnn.paths import resolve_data_dir
+    from studies.experiments import run_and_record
+    from pcnn.eval.fid import load_inception
     from pcnn.train import TrainConfig
     root = resolve_data_dir(a.data_dir)
     base = TrainConfig.from_json(a.config or "configs/fusion_budget.json").to_dict()

@@ -12,7 +12,7 @@ are written in ``results/fusion/README.md``.
 * A **run** (:func:`run_one`) trains ``<workdir>/<name>_s<seed>`` (resumed from ``last.pt``),
   scores the validation split with the EMA weights in float32 and keeps every image's
   log p(x|c), samples ``per_class`` images per class and measures FID-2048, the course
-  FID-192, KID and the Inception probe on them (:func:`pcnn.generation.evaluate_generation`),
+  FID-192, KID and the Inception probe on them (:func:`pcnn.eval.generation.evaluate_generation`),
   then writes ``<out>/<name>_s<seed>.json`` (:data:`RUN_FORMAT`).
 * The **report** (:func:`build_report`) summarises the finished runs per strategy (mean and
   sample standard deviation over seeds), picks the best by the rule, compares it with every
@@ -108,9 +108,9 @@ def run_config(base: dict, name: str, seed: int) -> dict:
 
 def ema_model(workdir):
     """The EMA weights of the run in ``workdir`` (from ``last.pt``), in eval mode."""
-    from pcnn.checkpoint import read_tensor_file
-    from pcnn.config import ModelConfig
-    from pcnn.model import PixelCNNpp
+    from pcnn.model.checkpoint import read_tensor_file
+    from pcnn.model.config import ModelConfig
+    from pcnn.model.network import PixelCNNpp
     s = read_tensor_file(Path(workdir) / "last.pt")
     if s.get("ema") is None:
         raise ValueError(f"{workdir}/last.pt holds no EMA weights (the preset must keep an EMA)")
@@ -127,8 +127,9 @@ def training_finished(log_rows: Sequence[dict], epochs: int) -> bool:
 
 def validation_scores(model, split) -> dict:
     """EMA figures on ``split`` with every image's log p(x|c) in nats (float32 network, as the trainer's evaluation)."""
-    from pcnn.classify import log_likelihoods, score
-    from pcnn.data import to_float
+    from pcnn.model.classify import log_likelihoods
+    from pcnn.eval.classification import score
+    from pcnn.model.likelihood import to_float
     ll = log_likelihoods(model, to_float(split.images))
     m = score(ll, split.labels, model.config)
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "bpd": m["bpd"], "correct": m["correct"],
@@ -142,7 +143,7 @@ def generation_scores(model, sample_dir, data_root, extractor, per_class: int, s
                       min_images: Optional[int] = None, kid_subsets: int = 100) -> dict:
     """``per_class`` samples per class (seed ``seed``) and every generation metric on them
     (features and reference statistics cached in ``extractor.cache_dir``)."""
-    from pcnn.sample import write_sample_set
+    from pcnn.sampling.sets import write_sample_set
     t0 = time.perf_counter()
     write_sample_set(model, sample_dir, per_class=per_class, seed=seed, show_progress=False)
     t_sample = time.perf_counter() - t0
@@ -156,13 +157,13 @@ def generation_scores(model, sample_dir, data_root, extractor, per_class: int, s
 def _score_folder(folder, data_root, extractor, min_images, kid_subsets) -> tuple:
     """``evaluate_generation`` of one image folder against the test split: ``(result, its set's entry)``."""
     import warnings
-    from pcnn.generation import MIN_FID2048_IMAGES, evaluate_generation
+    from pcnn.eval.generation import MIN_FID2048_IMAGES, evaluate_generation
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # rank warnings of small sets are kept in the result
         res = evaluate_generation([folder], Path(data_root) / "test", data_dir=data_root,
                                   min_images=min_images or MIN_FID2048_IMAGES, extractor=extractor,
                                   device=extractor.device,
-                                  kid_subsets=kid_subsets, seed=0, log=log.info, cache_dir=extractor.cache_dir)
+                                  kid_subsets=kid_subsets, seed=0, cache_dir=extractor.cache_dir)
     entry = dict(res["sets"][str(folder)])
     entry.pop("dir", None)
     return res, entry
@@ -171,7 +172,7 @@ def _score_folder(folder, data_root, extractor, min_images, kid_subsets) -> tupl
 def floor_scores(floor_dir, data_root, extractor, per_class: int, size: int, min_images: Optional[int] = None,
                  kid_subsets: int = 100) -> dict:
     """The real floor: ``per_class`` validation images per class at ``size``, every metric as for samples."""
-    from pcnn.generation import write_real_floor
+    from pcnn.eval.generation import write_real_floor
     write_real_floor(floor_dir, {c: per_class for c in range(4)}, size, data_root, seed=0)
     res, entry = _score_folder(floor_dir, data_root, extractor, min_images, kid_subsets)
     return {"format": FLOOR_FORMAT, **entry, "per_class": per_class, "image_size": size, "floor_seed": 0,
@@ -185,9 +186,9 @@ def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, ou
     """Train (or resume) one run, evaluate it and write its results file. Returns the results dict,
     or None when training stopped early (a signal, ``max_minutes``) or another process holds the run.
     ``device``: where the EMA weights are scored and sampled (training picks its own)."""
-    from pcnn.experiments import hardware, write_results
+    from studies.experiments import hardware, write_results
     from pcnn.train import TrainConfig, read_metrics, train
-    from pcnn.workdir import WorkdirLock, WorkdirLocked
+    from pcnn.train.workdir import WorkdirLock, WorkdirLocked
     rid = run_id(name, seed)
     wd = Path(workdir_root) / rid
     target = Path(out_dir) / f"{rid}.json"
@@ -294,7 +295,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
 
 def load_runs(folder) -> List[dict]:
     """Every results file of :data:`RUN_FORMAT` in ``folder`` (others skipped), in plan order."""
-    from pcnn.experiments import load_results
+    from studies.experiments import load_results
     out = load_results(folder, RUN_FORMAT)
     order = {n: i for i, n in enumerate(STRATEGIES)}
     return sorted(out, key=lambda r: (order.get(r["name"], len(order)), r["seed"]))
@@ -403,7 +404,7 @@ def _pm(s: dict, fmt: str, scale: float = 1.0) -> str:
 
 def history_rows(v1_folder) -> Dict[str, dict]:
     """The 2-epoch, one-seed v1 results (``results/fusion/*.json``) by strategy: EMA accuracy and bits/dim, FID-2048."""
-    from pcnn.experiments import load_results
+    from studies.experiments import load_results
     out = {}
     for r in load_results(v1_folder) if Path(v1_folder).is_dir() else []:
         f = r["final"]
@@ -625,7 +626,7 @@ def report_markdown(rep: dict, design_name: str) -> str:
 def write_report(out_dir, design: dict, design_name: str, v1_folder=None, draws: int = BOOTSTRAP_DRAWS) -> dict:
     """:func:`build_report` plus ``report.md``, ``report.json``, ``curves.png`` and ``summary.png`` in ``out_dir``."""
     import matplotlib.pyplot as plt
-    from pcnn.experiments import write_results
+    from studies.experiments import write_results
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = build_report(out_dir, design, v1_folder, draws)

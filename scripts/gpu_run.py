@@ -65,8 +65,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pcnn  # noqa: E402
 from pcnn import logs  # noqa: E402
-from pcnn.precision import cuda_compile_problem, cuda_native_bf16, cuda_precision, describe_cpu, resolve_amp  # noqa: E402
-from pcnn.sample import save_png  # noqa: E402
+from pcnn.model.precision import (cuda_compile_problem, cuda_native_bf16, cuda_precision, describe_cpu, resolve_amp)  # noqa: E402
+from pcnn.sampling.sets import write_images  # noqa: E402
 from pcnn.train import TrainConfig, apply_overrides, train  # noqa: E402
 
 #: One returned file may be at most 16 MiB; stay below with a margin.
@@ -225,7 +225,7 @@ def join_parts(folder: Path, to: Path, name: str = EXPORT) -> Path:
 
 
 def pack_data(to: Path) -> Path:
-    from pcnn.data import load_split
+    from pcnn.data.dataset import load_split
     tr, va = load_split("train", size=32), load_split("validation", size=32)
     to = Path(to)
     to.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +237,7 @@ def pack_data(to: Path) -> Path:
 # ---------------------------------------------------------------- samples
 
 def sample_set(model, per_class: int = 125, seed: int = 3, batch_size: int = 100) -> dict:
-    """``per_class`` samples of every class as in :func:`pcnn.sample.write_sample_set` (class-major
+    """``per_class`` samples of every class as in :func:`pcnn.sampling.sets.write_sample_set` (class-major
     labels, batch b drawn with seed ``seed + b``), kept as one uint8 tensor instead of PNGs."""
     labels = torch.tensor([c for c in range(model.config.num_classes) for _ in range(per_class)])
     images = [pcnn.sample(model, labels[i:i + batch_size], generator=torch.Generator().manual_seed(seed + b))
@@ -249,13 +249,8 @@ def sample_set(model, per_class: int = 125, seed: int = 3, batch_size: int = 100
 def samples_to_pngs(path: Path, to: Path) -> Path:
     """Write a ``samples.pt`` as ``Class<c>_image_<nn>.png`` files (what ``evaluate-generation`` reads)."""
     s = torch.load(path, map_location="cpu", weights_only=True)
-    to = Path(to)
-    to.mkdir(parents=True, exist_ok=True)
-    counts: dict = {}
-    for img, c in zip(s["images"], s["labels"].tolist()):
-        n = counts[c] = counts.get(c, -1) + 1
-        save_png(img, to / f"Class{c}_image_{n:02d}.png")
-    return to
+    write_images(s["images"], s["labels"], to)
+    return Path(to)
 
 
 # ---------------------------------------------------------------- the call
@@ -284,7 +279,7 @@ def live_compile_check(device: torch.device, epochs: int, wd: Path, data_tensors
     (the real training split when ``data_tensors`` is given, else ``images`` random ones), with dynamo's
     counters read before and after: one trainer per run compiles its graphs once."""
     from torch._dynamo.utils import counters
-    from pcnn import live
+    from pcnn.notebook import live
     if data_tensors:
         t = torch.load(data_tensors, map_location="cpu", weights_only=True)
         data = (t["train"]["images"], t["train"]["labels"])

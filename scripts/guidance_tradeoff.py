@@ -4,7 +4,7 @@
     PCNN_DATA_DIR=../shared/cpen455 python scripts/guidance_tradeoff.py \
         checkpoints/pcnn_cpu_film40_disc.safetensors --work /work/runs/guidance34 --out results/guidance --threads 1
 
-Draws every setting of the grid fixed in results/guidance/README.md (pcnn.guidance_tradeoff.plausible_grid:
+Draws every setting of the grid fixed in results/guidance/README.md (studies.guidance_tradeoff.plausible_grid:
 w = 0, then w in {1, 2, 4, 8} x alpha in {0, 0.03, 0.1, 0.3} with the constant schedule, and ramp and
 interval:0:16 at alpha = 0.1), 125 per class at seed 3 from the same noise, under --work (outside
 results/: 12,500 PNGs), then scores each set once (FID-2048, KID, Inception probe, course FID@192,
@@ -13,7 +13,7 @@ floor). Both phases resume set by set: run the same command again after a stop. 
 only draws (the scoring can follow later). The results go to --out as plausible_tradeoff.json /
 .md / .png, one same-noise grid per class (a row per setting) and plausible_compare.png (w = 0,
 issue #28's default and the rule's pick, every class, the same noise). ``--write-checkpoint`` puts the
-setting the rule picks into the checkpoint's metadata (pcnn.guidance.METADATA_KEY).
+setting the rule picks into the checkpoint's metadata (pcnn.sampling.guidance.METADATA_KEY).
 
 ``--grid 28`` reruns issue #28's grid (guides x w, results/guidance/tradeoff.*) instead.
 """
@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import pcnn  # noqa: E402
-import pcnn.guidance_tradeoff as gt  # noqa: E402
-from pcnn.guidance import GUIDES  # noqa: E402
+import studies.guidance_tradeoff as gt  # noqa: E402
+from pcnn.sampling.guidance import GUIDES  # noqa: E402
 
 
 def issue28(a, model) -> int:
-    from pcnn.plots import plot_guidance_tradeoff
+    from pcnn.viz.generation import plot_guidance_tradeoff
     res = gt.guidance_tradeoff(model, a.work, a.data_dir, a.weights, a.guides, a.per_class, a.seed, a.batch_size,
                                min_images=a.min_images, course_per_class=a.course_per_class,
                                progress=not a.quiet, checkpoint=a.checkpoint)
@@ -109,13 +109,13 @@ def main(argv=None) -> int:
     (out / "plausible_tradeoff.json").write_text(json.dumps(res, indent=1) + "\n")
     text = gt.plausible_table(res) + "\n\n" + gt.pick_sentence(res, pick) + "\n"
     (out / "plausible_tradeoff.md").write_text(text)
-    from pcnn.plots import plot_plausible_tradeoff
+    from pcnn.viz.generation import plot_plausible_tradeoff
     plot_plausible_tradeoff(res, out / "plausible_tradeoff.png")
     for path in gt.write_setting_grids(a.work, settings, out, per_row=a.grid_columns):
         say(f"grid: {path}")
     # w = 0, issue #28's default (flat, w = 4, alpha 0, constant) and the pick, on the same noise
-    from pcnn.guidance import GuidanceSetting
-    from pcnn.sample import save_png
+    from pcnn.sampling.guidance import GuidanceSetting
+    from pcnn.sampling.sets import save_png
     old = GuidanceSetting(4.0, "flat", 0.0, "constant")
     shown = [s for s in settings if s.w == 0] + [s for s in settings if s == old]
     labels = ["w = 0", "flat w = 4, alpha 0 (earlier default)"][:len(shown)]
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
             print("the rule picks no guided setting: the checkpoint's recommendation is left as it is")
         else:
             setting = gt.recommended_setting(pick, source=str(out / "plausible_tradeoff.json"))
-            pcnn.checkpoint.update_metadata(a.checkpoint, {pcnn.guidance.METADATA_KEY: setting.to_dict()})
+            pcnn.model.checkpoint.update_metadata(a.checkpoint, {pcnn.sampling.guidance.METADATA_KEY: setting.to_dict()})
             print(f"wrote {setting.describe()} into {a.checkpoint}'s metadata")
     return 0
 

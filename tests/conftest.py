@@ -1,5 +1,6 @@
 import io
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,11 @@ from PIL import Image
 
 import pcnn
 
+# The research drivers (studies/) are not installed with pcnn: tests import them from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 ROOT = Path(__file__).resolve().parents[1]
-# amp="auto" would pick bf16 or fp32 from a per-machine timing probe (pcnn.precision);
+# amp="auto" would pick bf16 or fp32 from a per-machine timing probe (pcnn.model.precision);
 # tests that compare runs must not depend on it, so they see fp32 unless a test asks
 # (tests/test_precision.py covers the probe path). Subprocesses inherit it.
 os.environ.setdefault("PCNN_CPU_BF16", "0")

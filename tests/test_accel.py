@@ -10,7 +10,8 @@ import torch
 
 import pcnn
 import pcnn.train.accel as accel
-from pcnn.data import AugmentConfig, augment, to_float
+from pcnn.data.augment import AugmentConfig, augment
+from pcnn.model.likelihood import to_float
 from pcnn.train import TrainConfig, TrainingStopped, train
 from pcnn.train.accel import DeferredChecks, DeviceData, FastPath, LossFunction, resolve_fast_path
 

@@ -1,4 +1,4 @@
-"""pcnn.card: the measured model card (classification, calibration, cost; generation on the
+"""pcnn.eval.card: the measured model card (classification, calibration, cost; generation on the
 real checkpoint is exercised by the shipped card, too slow for a unit test)."""
 import json
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import pcnn
-from pcnn import card
-from pcnn.classify import calibration
+from pcnn.eval import card
+from pcnn.eval.classification import calibration
 from conftest import randomize_, tiny_config
 
 
@@ -21,7 +21,7 @@ def test_model_card_without_generation(fake_data, tmp_path):
         + json.dumps({"epoch": 2, "seconds": 900.0, "partial": True}) + "\n")
     c = card.model_card(ck, tmp_path / "card", data_dir=fake_data, generation=False, progress=False,
                         stages=[{"name": "pretrain", "metrics": tmp_path / "run", "cpu": "X", "threads": 2,
-                                 "amp": "bf16"}], log=lambda m: None)
+                                 "amp": "bf16"}])
     assert c["classification"]["n"] == 6 and 0 <= c["classification"]["accuracy"] <= 1
     assert c["calibration"]["n"] == 6 and sum(b["count"] for b in c["calibration"]["bins"]) == 6
     tc = c["training_cost"]
@@ -64,7 +64,7 @@ def test_reliability_plot(tmp_path):
 
 
 def test_cli_evaluate(fake_data, tmp_path, capsys):
-    from pcnn.cli import main
+    from pcnn.cli.main import main
     torch.manual_seed(0)
     ck = pcnn.save(tmp_path / "m.safetensors", randomize_(pcnn.PixelCNNpp(tiny_config())))
     assert main(["evaluate", str(ck), "--out", str(tmp_path / "c"), "--data-dir", str(fake_data), "--no-generation",
@@ -74,7 +74,7 @@ def test_cli_evaluate(fake_data, tmp_path, capsys):
 
 
 def test_card_markdown_counts_threads_in_words():
-    from pcnn.card import _threads
+    from pcnn.eval.card import _threads
 
     assert (_threads(1), _threads(2), _threads(None)) == ("1 thread", "2 threads", "? threads")
 

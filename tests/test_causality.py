@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.config import FUSION_MODES
+from pcnn.model.config import FUSION_MODES
 from conftest import randomize_, rand_images, tiny_config
 
 MODES = ["none", *FUSION_MODES, "+".join(FUSION_MODES)]

@@ -50,7 +50,7 @@ def test_wrong_config_and_foreign_file(tmp_path):
 
 
 def test_update_metadata_keeps_the_weights_and_the_loaded_model_carries_the_metadata(tmp_path):
-    from pcnn.checkpoint import read_metadata, update_metadata
+    from pcnn.model.checkpoint import read_metadata, update_metadata
     torch.manual_seed(0)
     model = pcnn.PixelCNNpp(tiny_config()).eval()
     path = pcnn.save(tmp_path / "m.safetensors", model, {"epoch": 3, "note": "x"})

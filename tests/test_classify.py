@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.likelihood import nll
+from pcnn.model.likelihood import nll
 from conftest import rand_images, randomize_, tiny_config
 
 
@@ -70,7 +70,7 @@ def test_unconditional_model_scores_one_column():
 def test_class_pair_outputs_order_chunks_and_mode():
     """Every (view, class, image) pair exactly once, image fastest; chunks never exceed the batch;
     the model's mode is restored; outputs equal one forward per class."""
-    from pcnn.classify import class_pair_outputs
+    from pcnn.model.classify import class_pair_outputs
     torch.manual_seed(0)
     model = randomize_(pcnn.PixelCNNpp(tiny_config())).train()
     x = rand_images(3)
@@ -91,7 +91,8 @@ def test_class_pair_outputs_order_chunks_and_mode():
 
 
 def test_calibration_ece_by_hand():
-    from pcnn.classify import calibration, posterior
+    from pcnn.eval.classification import calibration
+    from pcnn.model.classify import posterior
     # Four images, two classes: confidences 0.5+, known by construction.
     ll = torch.log(torch.tensor([[0.93, 0.07], [0.62, 0.38], [0.25, 0.75], [0.55, 0.45]], dtype=torch.float64))
     labels = torch.tensor([0, 1, 1, 0])

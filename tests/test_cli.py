@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import pcnn
-from pcnn.cli import main
+from pcnn.cli.main import main
 from conftest import randomize_, tiny_config
 
 
@@ -28,7 +28,8 @@ def test_classify_labelled_and_test_split(fake_data, ckpt, tmp_path, capsys):
     rows = list(csv.reader(open(out)))
     assert rows[0] == ["id", "label", "loglik_0", "loglik_1", "loglik_2", "loglik_3"] and len(rows) == 7
     # The CSV's numbers are the library's.
-    from pcnn.data import load_split, to_float
+    from pcnn.data.dataset import load_split
+    from pcnn.model.likelihood import to_float
     ll = pcnn.log_likelihoods(pcnn.load(ckpt), to_float(load_split("validation", fake_data).images))
     assert [int(r[1]) for r in rows[1:]] == ll.argmax(1).tolist()
     assert float(rows[1][2]) == pytest.approx(ll[0, 0].item(), abs=1e-5)
@@ -117,7 +118,7 @@ def test_sample_and_complete_take_guidance(ckpt, tmp_path, capsys):
 def test_cli_plausible_schedule_and_recommended(ckpt, tmp_path, capsys):
     """--plausible and --schedule reach the sampler; --guidance recommended reads the checkpoint's
     metadata (and is an error line for a checkpoint without it); bad values are one error line."""
-    from pcnn.guidance import METADATA_KEY, GuidanceSetting
+    from pcnn.sampling.guidance import METADATA_KEY, GuidanceSetting
     base = ["sample", "--per-class", "1", "--quiet", "--class", "panda", "--seed", "5"]
     assert main(base + ["--checkpoint", str(ckpt), "--out", str(tmp_path / "a"), "--guidance", "3",
                         "--plausible", "0.1", "--schedule", "interval:0:20"]) == 0

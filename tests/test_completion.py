@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.likelihood import MixtureParams, mixture_params, sample_from_params
-from pcnn.likelihood import draw_noise
-from pcnn.sample import write_sample_set
+from pcnn.model.likelihood import MixtureParams, mixture_params, sample_from_params
+from pcnn.model.likelihood import draw_noise
+from pcnn.sampling.sets import write_sample_set
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: no OpenMP contention
 

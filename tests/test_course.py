@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import pcnn
-from pcnn import course
-from pcnn.cli import main as cli_main
+from pcnn.course import hook as course
+from pcnn.cli.main import main as cli_main
 
 from conftest import rand_images, randomize_, tiny_config
 
@@ -107,7 +107,7 @@ def test_my_sample_takes_guidance(tmp_path):
 def test_the_recommendation_travels_through_the_course_export(tmp_path):
     """export_for_course keeps the checkpoint's recommended guidance, load_course_model gives it
     back, and my_sample(..., guidance="recommended") samples with it."""
-    from pcnn.guidance import METADATA_KEY, GuidanceSetting, recommended_guidance
+    from pcnn.sampling.guidance import METADATA_KEY, GuidanceSetting, recommended_guidance
     model = _tiny()
     rec = GuidanceSetting(2.0, "flat", 0.1, "ramp", source="results/x.json")
     ck = pcnn.save(tmp_path / "m.safetensors", model, {METADATA_KEY: rec.to_dict()})

@@ -1,4 +1,4 @@
-"""Tests of pcnn.data: loading, bad data, value ranges, augmentation, download, CLI."""
+"""Tests of pcnn.data.dataset: loading, bad data, value ranges, augmentation, download, CLI."""
 import hashlib
 import io
 import zipfile
@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pcnn import data as D
-from pcnn.data import AugmentConfig, DataError
-from pcnn.cli import main as cli_main
-from pcnn.download import download
+from pcnn.data import dataset as D
+from pcnn.data.augment import AugmentConfig
+from pcnn.data.dataset import DataError
+from pcnn.cli.main import main as cli_main
+from pcnn.data.download import download
 from pcnn.paths import repo_root
 
 from conftest import data_dir
@@ -409,7 +410,7 @@ def test_download_rejects_incomplete_archive(tmp_path):
 def test_download_is_pinned_and_checks_the_datas_sha256(tmp_path):
     """Issue 33: a fixed commit, the unpacked data's sha256 checked, an altered or truncated download a
     clear error and never a half-installed folder."""
-    from pcnn.download import data_digest, file_sha256
+    from pcnn.data.download import data_digest, file_sha256
     assert D.COURSE_COMMIT in D.COURSE_URL and "refs/heads" not in D.COURSE_URL
     assert len(D.COURSE_DATA_SHA256) == 64
     zpath = make_course_zip(tmp_path)

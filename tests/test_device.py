@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.precision import resolve_amp
+from pcnn.model.precision import resolve_amp
 from pcnn.train import TrainConfig, train, training_loss
 
 from conftest import rand_images, randomize_, tiny_config

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.likelihood import nll
+from pcnn.model.likelihood import nll
 from conftest import rand_images, randomize_, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: no OpenMP contention

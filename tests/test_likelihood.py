@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcnn.likelihood import (MIDPOINT_THRESHOLD, bits_per_dim, mixture_params, nll, pixel_log_probs,
-                             quantize, sample_from_params, subpixel_log_probs)
+from pcnn.model.likelihood import (MIDPOINT_THRESHOLD, bits_per_dim, mixture_params, nll, pixel_log_probs, quantize, sample_from_params, subpixel_log_probs)
 
 K = 3
 
@@ -221,7 +220,7 @@ def test_sampling_is_on_grid_and_follows_components():
 
 
 def test_class_nll_is_bayes_posterior_under_uniform_prior():
-    from pcnn.likelihood import class_nll
+    from pcnn.model.likelihood import class_nll
     g = torch.Generator().manual_seed(0)
     ll = torch.randn(6, 4, generator=g, dtype=torch.float64) * 30 - 8000   # nats, realistic size
     y = torch.tensor([0, 1, 2, 3, 2, 1])

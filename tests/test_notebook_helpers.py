@@ -1,4 +1,4 @@
-"""pcnn.notebook (the notebook runtime) and pcnn.live (training from a notebook): set-up, paths, progress,
+"""pcnn.notebook.runtime (the notebook runtime) and pcnn.notebook.live (training from a notebook): set-up, paths, progress,
 CSV, configs, runs that outlive the runtime."""
 import csv
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import pcnn
-from pcnn import live, notebook as nb
+from pcnn.notebook import live, runtime as nb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,11 +78,11 @@ def test_progress_line_keeps_final_state():
 
 
 def test_write_predictions_with_class_names(tmp_path):
-    """The notebooks write the test CSV with pcnn.classify.write_predictions (one writer)."""
-    from pcnn.classify import write_predictions
+    """The notebooks write the test CSV with pcnn.eval.classification.write_predictions (one writer)."""
+    from pcnn.eval.classification import write_predictions
     ll = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-9.0, -2.5, -3.0, -1.25]])
     out = write_predictions(tmp_path / "a" / "pred.csv", ["test/1.jpg", "test/2.jpg"], ll.argmax(1), ll,
-                            class_names=pcnn.config.CPEN455_CLASSES)
+                            class_names=pcnn.model.config.CPEN455_CLASSES)
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["id", "label", "loglik_hamburger", "loglik_panda", "loglik_koala", "loglik_pizza"]
     assert rows[1] == ["test/1.jpg", "0", "-1.000000", "-2.000000", "-3.000000", "-4.000000"]
@@ -115,7 +115,7 @@ def test_get_model_uses_the_shipped_checkpoint_or_says_what_to_do(tmp_path, monk
 
 
 def test_read_sample_set_and_copy_subset(tmp_path):
-    from pcnn.sample import copy_subset, read_sample_set, save_png
+    from pcnn.sampling.sets import copy_subset, read_sample_set, save_png
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (3, 3, 4, 4), generator=g, dtype=torch.uint8)
     for img, name in zip(imgs, ["Class1_image_00.png", "Class0_image_01.png", "Class0_image_00.png"]):
@@ -134,7 +134,7 @@ def test_read_sample_set_and_copy_subset(tmp_path):
 
 def test_show_grid_native_size():
     import matplotlib.pyplot as plt
-    from pcnn.plots import show_grid
+    from pcnn.viz.images import show_grid
     img = torch.randint(0, 256, (3, 50, 200), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     fig = show_grid(img, width=None)
     w, h = fig.get_size_inches() * fig.dpi
@@ -166,7 +166,7 @@ def test_gpu_report_without_a_gpu_says_how_to_get_one():
 
 
 def test_gpu_epoch_estimate_reads_the_measured_figures():
-    from pcnn.config import ModelConfig
+    from pcnn.model.config import ModelConfig
     figures = live.gpu_figures(ROOT)
     assert figures["gpu"] == "NVIDIA H200" and "issue #26" in figures["source"]
     small = live.gpu_epoch_estimate(ModelConfig(nr_filters=40), 3899, figures)

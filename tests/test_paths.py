@@ -13,9 +13,9 @@ from PIL import Image
 
 import pcnn
 from pcnn import paths
-from pcnn.classify import write_predictions
-from pcnn.data import read_image, resize_uint8
-from pcnn.precision import resolve_device
+from pcnn.eval.classification import write_predictions
+from pcnn.data.dataset import read_image, resize_uint8
+from pcnn.model.precision import resolve_device
 from pcnn.train import TrainConfig
 
 from conftest import ROOT

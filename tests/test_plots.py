@@ -1,4 +1,4 @@
-"""pcnn.plots: the notebooks' figures, checked by what they draw and compute."""
+"""pcnn.viz.images: the notebooks' figures, checked by what they draw and compute."""
 import json
 
 import matplotlib
@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from pcnn import plots  # noqa: E402
-from pcnn.data import AugmentConfig  # noqa: E402
+from pcnn.viz import images as plots  # noqa: E402
+from pcnn.data.augment import AugmentConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def test_pixel_histograms_labels_and_counts():
 
 
 def test_augmentation_rows_match_augment():
-    from pcnn.data import augment
+    from pcnn.data.augment import augment
     base = _images(3)
     variants = {"original": AugmentConfig(hflip=False), "rotate": AugmentConfig(hflip=False, rotate_deg=15)}
     fig, rows = plots.augmentation_rows(base, variants, seed=4)

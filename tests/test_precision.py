@@ -1,4 +1,4 @@
-"""Precision choice (pcnn.precision) and mixed-precision training: amp validation, the CPU
+"""Precision choice (pcnn.model.precision) and mixed-precision training: amp validation, the CPU
 probe and its cache, the choice stored in a run and kept on resume, an fp32 loss under
 bf16 autocast, and bitwise exact resume with bf16 on."""
 import json
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import pcnn
-from pcnn import precision
-from pcnn.precision import AmpChoice, resolve_amp
+from pcnn.model import precision
+from pcnn.model.precision import AmpChoice, resolve_amp
 from pcnn.train import TrainConfig, train, training_loss
 
 from test_train import assert_same_tensors, fake_data, load_state, run, tiny_train
@@ -111,7 +111,7 @@ def test_loss_is_float32_under_bf16_autocast():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             torch.manual_seed(1)
             out = model(x, labels)
-        nats = pcnn.likelihood.nll(x, out.float(), model.config.nr_logistic_mix, reduction="none")
+        nats = pcnn.model.likelihood.nll(x, out.float(), model.config.nr_logistic_mix, reduction="none")
         assert nats.dtype == torch.float32 and nats.abs().max() > 100
 
 
@@ -123,7 +123,7 @@ def test_choice_is_logged_stored_and_kept_on_resume(tmp_path, monkeypatch, caplo
     assert "precision: bf16 (amp=auto: forced by PCNN_CPU_BF16=1)" in caplog.text
     assert load_state(tmp_path / "w")["amp"] == {"mode": "auto", "precision": "bf16",
                                                  "reason": "forced by PCNN_CPU_BF16=1"}
-    meta = pcnn.checkpoint.read_metadata(tmp_path / "w" / "model.safetensors")
+    meta = pcnn.model.checkpoint.read_metadata(tmp_path / "w" / "model.safetensors")
     assert meta["amp"]["precision"] == "bf16"
     # This "machine" would now choose fp32: the run keeps bf16 and says so.
     monkeypatch.setenv("PCNN_CPU_BF16", "0")
@@ -189,8 +189,9 @@ def test_amp_choice_round_trip():
 
 def test_cli_classify_precision_flag(fake_data, tmp_path, capsys):
     from conftest import randomize_, tiny_config
-    from pcnn.cli import main
-    from pcnn.data import load_split, to_float
+    from pcnn.cli.main import main
+    from pcnn.data.dataset import load_split
+    from pcnn.model.likelihood import to_float
     ckpt = pcnn.save(tmp_path / "tiny.safetensors", randomize_(pcnn.PixelCNNpp(tiny_config(image_size=32))))
     for prec in ("fp32", "bf16"):
         out = tmp_path / f"{prec}.csv"

@@ -1,10 +1,10 @@
-"""pcnn.quality: the speckle and clipped-colour rates on synthetic images with known rates, and
+"""pcnn.eval.quality: the speckle and clipped-colour rates on synthetic images with known rates, and
 precision / recall / density / coverage on feature sets whose answers are known."""
 import numpy as np
 import pytest
 import torch
 
-from pcnn.quality import clipped_rate, pixel_metrics, prdc, speckle_mask, speckle_rate
+from pcnn.eval.quality import clipped_rate, pixel_metrics, prdc, speckle_mask, speckle_rate
 
 
 def _flat(n=2, size=10, value=120):

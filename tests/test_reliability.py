@@ -23,12 +23,12 @@ import torch
 from PIL import Image
 
 import pcnn
-from pcnn import cli
-from pcnn.checkpoint import CheckpointError, DiskFullError
-from pcnn.data import DataError, load_split
+from pcnn.cli import main as cli
+from pcnn.model.checkpoint import CheckpointError, DiskFullError
+from pcnn.data.dataset import DataError, load_split
 from pcnn.train import TrainConfig, TrainingStopped, apply_overrides, train
 from pcnn.train.metrics import write_metric_files as _write_metric_files
-from pcnn.workdir import LOCK_NAME, RunExistsError, WorkdirLock, WorkdirLocked
+from pcnn.train.workdir import LOCK_NAME, RunExistsError, WorkdirLock, WorkdirLocked
 
 from conftest import ROOT, rand_images, randomize_, tiny_config
 
@@ -164,7 +164,7 @@ def test_a_stale_lock_on_this_host_is_explained_and_taken_over(tmp_path, caplog)
     pid = dead_pid()
     (wd / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "earlier"}))
     fit(cfg_of(), wd)
-    err = caplog.text                      # logged by pcnn.workdir
+    err = caplog.text                      # logged by pcnn.train.workdir
     assert "stale lock" in err and f"PID {pid}" in err and "no longer running" in err
     assert not (wd / LOCK_NAME).exists() and state(wd)["epoch"] == 1
 
@@ -380,7 +380,7 @@ def test_a_huge_image_is_refused_from_its_header(tmp_path, monkeypatch):
     (root / "validation" / "0.jpg").write_bytes(small.getvalue())
     (root / "validation" / "1.jpg").write_bytes(_jpeg_claiming(16000, 16000))  # a few hundred bytes
     (root / "validation.csv").write_text("validation/0.jpg,0\nvalidation/1.jpg,1\n")
-    import pcnn.data as D
+    import pcnn.data.dataset as D
     decoded = []
     orig = D._decode_rgb
     monkeypatch.setattr(D, "_decode_rgb", lambda b: decoded.append(len(b)) or orig(b))
@@ -434,8 +434,8 @@ def test_sample_out_an_existing_file(ckpt32, tmp_path, capsys):
 
 
 def test_classify_out_a_directory_fails_before_scoring(ckpt32, fake_data, tmp_path, capsys, monkeypatch):
-    import pcnn.classify
-    monkeypatch.setattr(pcnn.classify, "log_likelihoods", lambda *a, **k: pytest.fail("scored first"))
+    import pcnn.model.classify
+    monkeypatch.setattr(pcnn.model.classify, "log_likelihoods", lambda *a, **k: pytest.fail("scored first"))
     assert cli.main(["classify", "--checkpoint", str(ckpt32), "--data-dir", str(fake_data), "--quiet",
                      "--out", str(tmp_path)]) == 2
     msg = one_line_error(capsys.readouterr().err)
@@ -548,7 +548,7 @@ def test_log_likelihoods_accepts_float64_and_float16(tiny):
 def test_sample_rejects_class_names_and_bad_classes(tiny, tmp_path):
     with pytest.raises(ValueError, match=r"class indices.*'panda'"):
         pcnn.sample(tiny, ["panda"])
-    from pcnn.sample import write_sample_set
+    from pcnn.sampling.sets import write_sample_set
     out = tmp_path / "samples"
     with pytest.raises(ValueError, match=r"classes must be in \[0, 4\).*7"):
         write_sample_set(tiny, out, per_class=1, classes=[7], show_progress=False)
@@ -597,7 +597,7 @@ def test_break_idle_lock_only_takes_an_idle_lock_of_another_host(tmp_path):
     import os as _os
     import socket
     import time as _time
-    from pcnn.workdir import LOCK_NAME, break_idle_lock
+    from pcnn.train.workdir import LOCK_NAME, break_idle_lock
     wd = tmp_path / "run"
     wd.mkdir()
     assert break_idle_lock(wd, 30) is None                                    # no lock

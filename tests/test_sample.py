@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.likelihood import mixture_params, quantize
-from pcnn.likelihood import draw_noise, to_uint8
+from pcnn.model.likelihood import mixture_params, quantize
+from pcnn.model.likelihood import draw_noise, to_uint8
 
 
 def test_reproducible_on_grid_and_uint8(tiny):
@@ -21,7 +21,7 @@ def test_reproducible_on_grid_and_uint8(tiny):
 def test_samples_follow_the_models_own_conditionals(tiny):
     """Teacher-forced check: feeding the sample back, each pixel is what the
     sampler draws from the parameters the model gives at that pixel."""
-    from pcnn.likelihood import sample_from_params
+    from pcnn.model.likelihood import sample_from_params
     labels = torch.tensor([1, 2])
     x = pcnn.sample(tiny, labels, generator=torch.Generator().manual_seed(0), return_float=True)
     u_mix, u_log = draw_noise(2, 3, 8, torch.Generator().manual_seed(0))
@@ -58,7 +58,7 @@ def test_preview_shows_rows_forming(tiny, method):
 
 def test_write_sample_set_replaces_an_earlier_set(tmp_path):
     """A smaller set written into a folder that held a bigger one leaves only its own files."""
-    from pcnn.sample import write_sample_set
+    from pcnn.sampling.sets import write_sample_set
     from conftest import randomize_, tiny_config
     torch.manual_seed(0)
     model = randomize_(pcnn.PixelCNNpp(tiny_config(image_size=4))).eval()
@@ -70,7 +70,7 @@ def test_write_sample_set_replaces_an_earlier_set(tmp_path):
 
 
 def test_make_grid_pads_a_lone_image_like_a_grid():
-    from pcnn.sample import make_grid
+    from pcnn.sampling.sets import make_grid
     imgs = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     one, two = make_grid(imgs[:1], nrow=1), make_grid(imgs, nrow=2)
     assert one.shape == (3, 8, 8) and two.shape == (3, 8, 14)

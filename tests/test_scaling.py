@@ -1,4 +1,4 @@
-"""Scaling probe (pcnn.scaling): segments resume into one run, the log skips what is done,
+"""Scaling probe (studies.scaling): segments resume into one run, the log skips what is done,
 the fit recovers a known law, and the table/plot are written."""
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pcnn import scaling
+from studies import scaling
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

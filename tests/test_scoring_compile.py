@@ -1,4 +1,4 @@
-"""Scoring through torch.compile at one fixed batch (issue 26, item 2): pcnn.precision's
+"""Scoring through torch.compile at one fixed batch (issue 26, item 2): pcnn.model.precision's
 resolve_scoring_compile / compiled_model and log_likelihoods(compile=...).
 
 The compiled tests use dynamo with the ``eager`` backend (the graph capture, guards and
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import pcnn
-from pcnn import precision
-from pcnn.classify import log_likelihoods
+from pcnn.model import precision
+from pcnn.model.classify import log_likelihoods
 from tests.conftest import rand_images, randomize_, tiny_config
 
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import pcnn.train.accel as accel
-from pcnn import live, logs
-from pcnn import notebook as nb
-from pcnn.precision import AmpChoice, cuda_native_bf16, cuda_precision, resolve_amp
+from pcnn.notebook import live
+from pcnn import logs
+from pcnn.notebook import runtime as nb
+from pcnn.model.precision import AmpChoice, cuda_native_bf16, cuda_precision, resolve_amp
 from pcnn.train import TrainConfig, train
 from pcnn.train.accel import resolve_fast_path, worth_compiling
 from pcnn.train.state import RunState, device_optimizer_state

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.model import PixelCNNpp
-from pcnn.cli import main as cli_main
+from pcnn.model.network import PixelCNNpp
+from pcnn.cli.main import main as cli_main
 from pcnn.train import (METRIC_COLUMNS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, lr_at,
                         train)
 
@@ -175,7 +175,7 @@ def test_ema_warmup_decay():
 def test_train_real_images_end_to_end(tmp_path):
     if not (data_dir() / "validation.csv").exists():
         pytest.skip(f"CPEN455 data not found at {data_dir()}")
-    from pcnn.data import load_split
+    from pcnn.data.dataset import load_split
     split = load_split("validation", data_dir(), size=8, show_progress=False).subset(slice(0, 32))
     cfg = tiny_train(epochs=4, lr=5e-3, lr_decay=1.0, model={"dropout": 0.0})
     hist = train(cfg, tmp_path, split, split, progress=False)
@@ -392,7 +392,7 @@ def test_training_loss_matches_per_class_reference(w):
     """training_loss (one batched forward over all classes) == bits/dim of the true class +
     w * -log p(y|x) computed class by class in float64."""
     from conftest import rand_images, randomize_, tiny_config
-    from pcnn.likelihood import bits_per_dim, nll
+    from pcnn.model.likelihood import bits_per_dim, nll
     from pcnn.train import training_loss
     torch.manual_seed(0)
     mc = tiny_config(nr_logistic_mix=2)
@@ -477,7 +477,7 @@ def test_evaluate_reports_the_cross_entropy_the_loss_adds(tmp_path):
     from pcnn.train import evaluate
     model = PixelCNNpp(tiny_train().model).eval()
     images, labels = fake_data(12)
-    x = pcnn.likelihood.to_float(images)
+    x = pcnn.model.likelihood.to_float(images)
     figs = evaluate(model, x, labels, batch_size=64)
     ll = pcnn.log_likelihoods(model, x).double()
     ref = (torch.logsumexp(ll, 1) - ll.gather(1, labels[:, None]).squeeze(1)).mean()
@@ -488,7 +488,7 @@ def test_evaluate_reports_the_cross_entropy_the_loss_adds(tmp_path):
 def test_best_export_is_chosen_by_the_run_objective(tmp_path):
     """With disc_weight > 0 every evaluated row carries val_objective = val_bpd + w * val_ce, and
     best.safetensors holds the row with the lowest objective (ship rule v2's candidate)."""
-    from pcnn.checkpoint import read_metadata
+    from pcnn.model.checkpoint import read_metadata
     w = 2.0
     hist = run(tiny_train(epochs=3, disc_weight=w), tmp_path / "r")
     for r in hist:

@@ -5,7 +5,7 @@ import torch
 pytest.importorskip("ipywidgets")
 
 import pcnn  # noqa: E402
-from pcnn.widgets import SamplerWidget  # noqa: E402
+from pcnn.notebook.widgets import SamplerWidget  # noqa: E402
 
 from conftest import randomize_, tiny_config  # noqa: E402
 
@@ -63,11 +63,11 @@ def test_button_click_and_save(widget, tmp_path):
 
 def test_class_names_in_dropdown(widget):
     labels = [lab for lab, _ in widget.class_dropdown.options]
-    assert labels == list(pcnn.config.CPEN455_CLASSES)
+    assert labels == list(pcnn.model.config.CPEN455_CLASSES)
 
 
 def test_completion_widget_completes_as_every_class():
-    from pcnn.widgets import CompletionWidget
+    from pcnn.notebook.widgets import CompletionWidget
     torch.manual_seed(0)
     model = randomize_(pcnn.PixelCNNpp(tiny_config())).eval()
     g = torch.Generator().manual_seed(1)
@@ -88,7 +88,7 @@ def test_completion_widget_completes_as_every_class():
 
 
 def test_completion_widget_rejects_bad_input():
-    from pcnn.widgets import CompletionWidget
+    from pcnn.notebook.widgets import CompletionWidget
     model = pcnn.PixelCNNpp(tiny_config()).eval()
     with pytest.raises(ValueError, match="uint8"):
         CompletionWidget(model, torch.zeros(2, 3, 8, 8))
@@ -144,7 +144,7 @@ def test_mime_bundle_has_widget_view_and_png_fallback(widget):
 
 
 def test_download_link_escapes():
-    from pcnn.widgets import download_link
+    from pcnn.notebook.widgets import download_link
     html = download_link(b"abc", 'a"b.zip', "get <it>")
     assert html == '<a download="a&quot;b.zip" href="data:application/zip;base64,YWJj">get &lt;it&gt;</a>'
 
@@ -183,7 +183,7 @@ def test_guidance_slider_changes_only_what_guidance_changes(widget, tmp_path):
 
 
 def test_completion_widget_guidance():
-    from pcnn.widgets import CompletionWidget
+    from pcnn.notebook.widgets import CompletionWidget
     torch.manual_seed(0)
     model = randomize_(pcnn.PixelCNNpp(tiny_config())).eval()
     images = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
@@ -212,8 +212,8 @@ def test_alpha_and_schedule_controls_reach_the_sampler_and_the_file_names(widget
 
 
 def test_widgets_start_at_the_checkpoints_recommended_guidance(tmp_path):
-    from pcnn.guidance import METADATA_KEY, GuidanceSetting
-    from pcnn.widgets import CompletionWidget
+    from pcnn.sampling.guidance import METADATA_KEY, GuidanceSetting
+    from pcnn.notebook.widgets import CompletionWidget
     torch.manual_seed(0)
     model = randomize_(pcnn.PixelCNNpp(tiny_config(image_size=8))).eval()
     plain = SamplerWidget(model, out_dir=tmp_path)              # no recommendation in the model: w = 0

@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 01 Data exploration and augmentation
 #
-# The CPEN455 data: images per class and split, examples, pixel statistics per class, the grayscale files, the course's 64 -> 32 resize, and every training augmentation of `pcnn.data`.
+# The CPEN455 data: images per class and split, examples, pixel statistics per class, the grayscale files, the course's 64 -> 32 resize, and every training augmentation of `pcnn.data.dataset`.
 #
 # **Committed outputs:** a full (non-smoke) run over the CPEN455 data on the project's 2-core CPU machine; no model is involved.
 #
@@ -65,7 +65,8 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb, plots
+from pcnn.notebook import runtime as nb
+from pcnn.viz.images import augmentation_rows, pixel_histograms, show_images, to_hwc
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -80,7 +81,7 @@ print(nb.describe_setup(DATA, DEVICE, SMOKE))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from pcnn.data import CLASS_NAMES, verify
+from pcnn.data.dataset import CLASS_NAMES, verify
 report = verify(DATA)
 cols = list(CLASS_NAMES) + ["unlabelled"]
 print(f"{'split':<11}" + "".join(f"{c:>11}" for c in cols) + f"{'total':>8}")
@@ -88,7 +89,7 @@ for split, r in report.items():
     print(f"{split:<11}" + "".join(f"{r['classes'].get(c, 0):>11}" for c in cols) + f"{r['n']:>8}")
 
 # %%
-from pcnn.data import load_split
+from pcnn.data.dataset import load_split
 train = load_split("train", DATA, show_progress=False)
 val = load_split("validation", DATA, show_progress=False)
 print(train, val, sep="\n")
@@ -103,16 +104,16 @@ for c, name in enumerate(CLASS_NAMES):
     idx = (train.labels == c).nonzero().flatten()
     idx = idx[torch.randperm(len(idx), generator=g)[:N_PER_CLASS]]
     picks.append(train.images[idx]); titles += [name] * len(idx)
-plots.show_images(torch.cat(picks), nrow=N_PER_CLASS, titles=titles, scale=1.4)
+show_images(torch.cat(picks), nrow=N_PER_CLASS, titles=titles, scale=1.4)
 plt.show()
 
 # %% [markdown]
 # ## Per-channel pixel histograms and mean image per class
 
 # %%
-plots.pixel_histograms(train.images, train.labels, CLASS_NAMES, per_class=N_STATS)
+pixel_histograms(train.images, train.labels, CLASS_NAMES, per_class=N_STATS)
 plt.show()
-mean, std = pcnn.data.channel_stats(train)
+mean, std = pcnn.data.dataset.channel_stats(train)
 print("per-channel mean / std in [-1, 1] units:", [round(v, 3) for v in mean.tolist()], [round(v, 3) for v in std.tolist()])
 
 # %% [markdown]
@@ -130,38 +131,38 @@ for split in (train, val):
 idx = [train.paths.index(p) for p, _ in gray["train"][:8]]
 if idx:
     assert all(torch.equal(train.images[i, 0], train.images[i, 2]) for i in idx)   # replicated channels
-    plots.show_images(train.images[idx], titles=[CLASS_NAMES[int(train.labels[i])] for i in idx], scale=1.4)
+    show_images(train.images[idx], titles=[CLASS_NAMES[int(train.labels[i])] for i in idx], scale=1.4)
     plt.show()
 
 # %% [markdown]
 # ## The 64 -> 32 resize
-# Each JPEG is decoded at its own size (64x64) and resized to 32x32 (bilinear with antialiasing, then rounded back to 8 bits): `pcnn.data.resize_uint8`.
+# Each JPEG is decoded at its own size (64x64) and resized to 32x32 (bilinear with antialiasing, then rounded back to 8 bits): `pcnn.data.dataset.resize_uint8`.
 
 # %%
-from pcnn.data import resize_uint8
+from pcnn.data.dataset import resize_uint8
 from torchvision.io import decode_image, ImageReadMode
 orig = torch.stack([decode_image(str(DATA / p), mode=ImageReadMode.RGB) for p in train.paths[:4]])
 small = resize_uint8(orig, 32)
 assert torch.equal(small, train.images[:4])   # exactly what load_split gives
 fig, axes = plt.subplots(2, 4, figsize=(8, 4.4))
 for k in range(4):
-    axes[0, k].imshow(plots.to_hwc(orig[k])); axes[0, k].set_title("x".join(map(str, orig.shape[-2:])) + " file")
-    axes[1, k].imshow(plots.to_hwc(small[k]), interpolation="nearest"); axes[1, k].set_title("32x32 model input")
+    axes[0, k].imshow(to_hwc(orig[k])); axes[0, k].set_title("x".join(map(str, orig.shape[-2:])) + " file")
+    axes[1, k].imshow(to_hwc(small[k]), interpolation="nearest"); axes[1, k].set_title("32x32 model input")
 for ax in axes.flat: ax.axis("off")
 fig.tight_layout(); plt.show()
 
 # %% [markdown]
 # ## Every augmentation
-# `pcnn.data.augment` draws each step per image from one generator and rounds back onto the 8-bit grid once, so the output is again a valid input of the discretised likelihood. Training uses horizontal flips only by default (`AugmentConfig()`), each image flipped with probability 0.5: the "hflip" row flips about half of its images and leaves the rest as they are. Under each row's name: how many of its images the augmentation changed.
+# `pcnn.data.dataset.augment` draws each step per image from one generator and rounds back onto the 8-bit grid once, so the output is again a valid input of the discretised likelihood. Training uses horizontal flips only by default (`AugmentConfig()`), each image flipped with probability 0.5: the "hflip" row flips about half of its images and leaves the rest as they are. Under each row's name: how many of its images the augmentation changed.
 
 # %%
-from pcnn.data import AugmentConfig
+from pcnn.data.augment import AugmentConfig
 base = train.images[:N_AUG]
 variants = {"original": AugmentConfig(hflip=False), "hflip (p = 0.5)": AugmentConfig(), "rotate 15 deg": AugmentConfig(hflip=False, rotate_deg=15),
             "translate 4 px": AugmentConfig(hflip=False, translate=4), "colour jitter 0.3": AugmentConfig(hflip=False, color_jitter=0.3),
             "noise std 8": AugmentConfig(hflip=False, noise_std=8.0), "cutout 10 px": AugmentConfig(hflip=False, cutout=10),
             "all": AugmentConfig(rotate_deg=10, translate=2, color_jitter=0.2, noise_std=4.0, cutout=8)}
-fig, rows = plots.augmentation_rows(base, variants, seed=1)
+fig, rows = augmentation_rows(base, variants, seed=1)
 plt.show()
 
 # %% [markdown]

@@ -85,7 +85,9 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import live, notebook as nb, plots
+from pcnn.notebook import live, runtime as nb
+from pcnn.viz.images import show_grid
+from pcnn.viz.training import LiveLossPlot
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -121,7 +123,7 @@ print(f"this notebook trains the run to {EPOCHS_FIRST}, then {EPOCHS} epochs (th
       f"batch {cfg.batch_size}, lr {cfg.lr}, EMA {cfg.ema}")
 
 # %%
-from pcnn.data import load_split
+from pcnn.data.dataset import load_split
 train_split = load_split("train", DATA, size=cfg.model.image_size, show_progress=False)
 val_split = load_split("validation", DATA, size=cfg.model.image_size, show_progress=False)
 if N_TRAIN:
@@ -135,7 +137,7 @@ print(live.gpu_epoch_estimate(cfg.model, len(train_split)))
 # `live.train_live` calls `pcnn.train.train` once for the whole run (`resume=True` when the run exists), so the trainer is built, and its loss compiled, once; after each epoch its callbacks redraw the plot from `metrics.jsonl`: train bits/dim (measured with dropout and flips on, so above validation), validation bits/dim and accuracy of the **EMA weights** (the running average the export usually uses) and, where they differ, of the raw weights. Every `SAMPLES_EVERY` epochs it shows a grid from the export (one row per class, the same noise in each column; from the EMA weights at an epoch without validation). Validation runs every `val_every` epochs of the preset (this notebook sets 1). A run that already has `EPOCHS_FIRST` epochs trains nothing here.
 
 # %%
-plot = plots.LiveLossPlot(PRESET, ema=cfg.ema > 0)
+plot = LiveLossPlot(PRESET, ema=cfg.ema > 0)
 history = live.train_live(cfg, WORKDIR, until=EPOCHS_FIRST, train_data=train_split, val_data=val_split, plot=plot,
                         samples_every=SAMPLES_EVERY, samples_per_class=N_SAMPLES)
 print(sorted(p.name for p in WORKDIR.iterdir()))
@@ -148,7 +150,7 @@ print(sorted(p.name for p in WORKDIR.iterdir()))
 state = torch.load(WORKDIR / "last.pt", weights_only=True)
 print(f"saved state: epoch {state['epoch']}, step {state['step']}")
 del state
-plot = plots.LiveLossPlot(PRESET, ema=cfg.ema > 0)   # a fresh plot in this cell; it reads the whole metrics.jsonl
+plot = LiveLossPlot(PRESET, ema=cfg.ema > 0)   # a fresh plot in this cell; it reads the whole metrics.jsonl
 history = live.train_live(cfg, WORKDIR, until=EPOCHS, train_data=train_split, val_data=val_split, plot=plot,
                         samples_every=SAMPLES_EVERY, samples_per_class=N_SAMPLES)
 print("\n".join(live.history_lines(history, ema=cfg.ema > 0)))
@@ -162,7 +164,7 @@ model = pcnn.load(WORKDIR / "model.safetensors", device=DEVICE)
 meta = pcnn.read_metadata(WORKDIR / "model.safetensors")
 print(model.config)
 print(live.export_line(meta))
-from pcnn.course import export_for_course, load_course_model
+from pcnn.course.hook import export_for_course, load_course_model
 course_file = export_for_course(WORKDIR / "model.safetensors", WORKDIR / "conditional_pixelcnn.pth")
 print(course_file.name, course_file.stat().st_size, "bytes; reloads:", load_course_model(course_file).config == model.config)
 
@@ -171,5 +173,5 @@ print(course_file.name, course_file.stat().st_size, "bytes; reloads:", load_cour
 # One row per class, each column one noise draw shared by the four classes. After a run this short the samples are still close to per-pixel noise: compare the export's bits/dim above with the shipped model's in notebook 03, and its samples in notebooks 06 and 07.
 
 # %%
-plots.show_grid(pcnn.same_noise_grid(model, per_class=N_SAMPLES, seed=0), title="export, seed 0", width=None)
+show_grid(pcnn.same_noise_grid(model, per_class=N_SAMPLES, seed=0), title="export, seed 0", width=None)
 plt.show()

@@ -66,7 +66,10 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb, plots
+from pcnn.notebook import runtime as nb
+from pcnn.eval.classification import confidence_summary, confident_mistakes, likelihood_margins, margin_by_row, mistake_titles
+from pcnn.viz.classification import plot_confusion
+from pcnn.viz.images import show_images
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -80,7 +83,8 @@ model, source = nb.get_model(dev=DEVICE)
 print("model:", source); print(model.config)
 
 # %%
-from pcnn.data import CLASS_NAMES, load_split, to_float
+from pcnn.data.dataset import CLASS_NAMES, load_split
+from pcnn.model.likelihood import to_float
 def subset(split, n):
     return split if n is None else split.subset(torch.linspace(0, len(split) - 1, n).long())
 val = subset(load_split("validation", DATA, show_progress=False), N_VAL)
@@ -93,7 +97,7 @@ for name, a in zip(CLASS_NAMES, m["per_class_accuracy"]):
     print(f"  {name:<10} {a:.3f}")
 
 # %%
-plots.plot_confusion(m["confusion_matrix"], CLASS_NAMES)
+plot_confusion(m["confusion_matrix"], CLASS_NAMES)
 plt.show()
 
 # %% [markdown]
@@ -101,8 +105,8 @@ plt.show()
 # Bayes' rule turns the four log-likelihoods into a posterior p(c | x) (uniform prior). Each log p(x | c) sums 3072 sub-pixel terms, so two classes often differ by tens of nats, and exp(tens of nats) makes the posterior all but 0 or 1: the classifier sounds sure far more often than it is right. The line below measures it; the expected calibration error (ECE) is the average gap between confidence and accuracy over 10 confidence bins.
 
 # %%
-conf = plots.confidence_summary(ll, val.labels, threshold=0.995)
-cal = pcnn.classify.calibration(ll, val.labels)
+conf = confidence_summary(ll, val.labels, threshold=0.995)
+cal = pcnn.eval.classification.calibration(ll, val.labels)
 print(f"p(c|x) of the prediction >= {conf['threshold']} for {conf['share_confident']:.0%} of the images, and those are "
       f"right {conf['accuracy_confident']:.1%} of the time; overall accuracy {conf['accuracy']:.1%} at a mean "
       f"confidence of {conf['mean_confidence']:.1%}; ECE {cal['ece']:.3f}")
@@ -115,13 +119,13 @@ print(f"p(c|x) of the prediction >= {conf['threshold']} for {conf['share_confide
 
 # %%
 DIMS = 3 * model.config.image_size ** 2
-order, margin = plots.confident_mistakes(ll, val.labels, N_MISTAKES)
-gaps = plots.likelihood_margins(ll, DIMS)
+order, margin = confident_mistakes(ll, val.labels, N_MISTAKES)
+gaps = likelihood_margins(ll, DIMS)
 print(f"median margin of the prediction over the runner-up: {gaps['nats'].median():.1f} nats = "
       f"{gaps['bpd'].median():.4f} bits/dim")
 if len(order):
-    titles = plots.mistake_titles(ll, val.labels, order, DIMS, CLASS_NAMES)
-    plots.show_images(val.images[order], nrow=4, titles=titles, scale=2.6, fontsize=10)
+    titles = mistake_titles(ll, val.labels, order, DIMS, CLASS_NAMES)
+    show_images(val.images[order], nrow=4, titles=titles, scale=2.6, fontsize=10)
     plt.show()
 else:
     print("no mistakes")
@@ -154,7 +158,7 @@ if show_wrong:
     i = show_wrong[0]
     k = picked.index(i)
     m = pcnn.evidence_margin(ev[k:k + 1], first=int(pred[i]), second=int(val.labels[i]))
-    rows = plots.margin_by_row(m.maps[0])
+    rows = margin_by_row(m.maps[0])
     print(f"worst mistake: a {CLASS_NAMES[int(val.labels[i])]} read as {CLASS_NAMES[int(pred[i])]} by "
           f"{rows['total']:.1f} nats; row {rows['top_row']} of {ev.shape[-2]} adds {rows['top_nats']:.1f} nats "
           f"({rows['top_share']:.0%} of the margin), the other rows {rows['total'] - rows['top_nats']:.1f}")
@@ -168,8 +172,8 @@ test = subset(load_split("test", DATA, show_progress=False), N_TEST)
 ll_test = pcnn.log_likelihoods(model, to_float(test.images), batch_size=BATCH,
                                progress=nb.ProgressLine("log p(x|c), test", unit="(image, class) pairs"))
 OUT = ROOT / "runs" / "notebook_03"
-course_csv = pcnn.classify.write_predictions(OUT / "test_predictions.csv", test.paths, ll_test.argmax(1), course_format=True)
-full_csv = pcnn.classify.write_predictions(OUT / "test_loglik.csv", test.paths, ll_test.argmax(1), ll_test,
+course_csv = pcnn.eval.classification.write_predictions(OUT / "test_predictions.csv", test.paths, ll_test.argmax(1), course_format=True)
+full_csv = pcnn.eval.classification.write_predictions(OUT / "test_loglik.csv", test.paths, ll_test.argmax(1), ll_test,
                                            class_names=CLASS_NAMES)
 for out in (course_csv, full_csv):
     lines = out.read_text().splitlines()

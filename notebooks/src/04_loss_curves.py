@@ -64,7 +64,8 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import live, notebook as nb, plots
+from pcnn.notebook import live, runtime as nb
+from pcnn.viz.training import chain_offsets, plot_training_curves, run_summary
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -76,7 +77,7 @@ print(nb.describe_setup(DATA, DEVICE, SMOKE))
 # %%
 runs = nb.find_runs(ROOT / "results", ROOT / "runs")
 for r in runs:
-    got = plots.run_summary(r)
+    got = run_summary(r)
     print(f"{nb.show_path(r):<45} {got['epochs']:>4} epochs ({got['partial_rows']} partial row(s)), "
           f"last validation bits/dim {got['last_val_bpd']}")
 
@@ -87,7 +88,7 @@ for r in runs:
 # %%
 if SMOKE or not runs:
     import tempfile
-    from pcnn.data import load_split
+    from pcnn.data.dataset import load_split
     tiny_dir = Path(tempfile.mkdtemp(prefix="pcnn-tiny-curves-")) / "tiny_run"   # a new folder: nothing is replaced
     tr = load_split("train", DATA, show_progress=False)
     tr = tr.subset(torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[:16])
@@ -113,10 +114,10 @@ PHASE_A = {name: ROOT / "results" / "shipped" / name for name in ("5_film40_pret
                                                                   "6_film40_disc")}
 PHASE_A = {k: v for k, v in PHASE_A.items() if v.is_dir()}
 if PHASE_A:
-    plots.plot_training_curves(PHASE_A, plots.chain_offsets(PHASE_A),
+    plot_training_curves(PHASE_A, chain_offsets(PHASE_A),
                                title="1/40/5 FiLM: phase A (shipped, two sessions) and phase B (disc fine-tune)")
     plt.show()
-print({k: plots.run_summary(v)["epochs"] for k, v in PHASE_A.items()}, "epochs")
+print({k: run_summary(v)["epochs"] for k, v in PHASE_A.items()}, "epochs")
 
 # %% [markdown]
 # ## The previous shipped checkpoint's four stages, one after another
@@ -128,14 +129,14 @@ print({k: plots.run_summary(v)["epochs"] for k, v in PHASE_A.items()}, "epochs")
 STAGES = {name: ROOT / "results" / "shipped" / name for name in
           ("1_pretrain", "2_disc_finetune", "3_disc_finetune_lowlr", "4_disc_finetune_dropout01")}
 STAGES = {k: v for k, v in STAGES.items() if v.is_dir()}
-offsets = plots.chain_offsets(STAGES)
+offsets = chain_offsets(STAGES)
 shown = dict(STAGES)
 for lever, after in (("disc_weight_002", "2_disc_finetune"), ("dropout_0", "4_disc_finetune_dropout01")):
     if (ROOT / "results" / "levers" / lever).is_dir() and after in STAGES:
         shown[f"lever {lever}"] = ROOT / "results" / "levers" / lever
-        offsets[f"lever {lever}"] = offsets[after] + plots.run_summary(STAGES[after])["epochs"]
+        offsets[f"lever {lever}"] = offsets[after] + run_summary(STAGES[after])["epochs"]
 if shown:
-    plots.plot_training_curves(shown, offsets,
+    plot_training_curves(shown, offsets,
                                title="previous shipped checkpoint (1/40/5 blocks): 4 stages and 2 lever runs")
     plt.show()
 print("epochs before each run:", offsets)
@@ -146,6 +147,6 @@ print("epochs before each run:", offsets)
 # %%
 others = [r for r in runs if "shipped" not in r.parts and "levers" not in r.parts][:MAX_RUNS]
 if others:
-    plots.plot_training_curves({nb.show_path(r): r for r in others}, title="other runs")
+    plot_training_curves({nb.show_path(r): r for r in others}, title="other runs")
     plt.show()
 print(len(others), "other run(s)")

@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 05 Fusion strategies compared
 #
-# Where should the class enter the network (`pcnn.fusion`)? Every strategy trained from scratch under one preset that differs only in `model.fusion` and the seed (design `cpu10`: size 1/40/5 at 32x32, **10 epochs, seeds 0 and 1, seed 2 for the best three**), then compared on EMA validation accuracy, bits/dim, FID-2048 with 500 samples (beside real images' floor) and the Inception probe, with the best checked against every other strategy **on the same validation images**. The design, why it was chosen, the budget and the rules (which runs, how the best is chosen, what counts as "better") are in `results/fusion/README.md`, committed before the first run.
+# Where should the class enter the network (`pcnn.model.fusion`)? Every strategy trained from scratch under one preset that differs only in `model.fusion` and the seed (design `cpu10`: size 1/40/5 at 32x32, **10 epochs, seeds 0 and 1, seed 2 for the best three**), then compared on EMA validation accuracy, bits/dim, FID-2048 with 500 samples (beside real images' floor) and the Inception probe, with the best checked against every other strategy **on the same validation images**. The design, why it was chosen, the budget and the rules (which runs, how the best is chosen, what counts as "better") are in `results/fusion/README.md`, committed before the first run.
 #
 # **Committed outputs:** everything here is read from the committed results files `results/fusion/v2/<strategy>_s<seed>.json` (one per finished run, written by `scripts/fusion_comparison.py --design cpu10`); nothing is trained. The report works on whatever runs are finished and says how many of how many: until all are, every statement is provisional. The old 2-epoch, one-seed comparison (v1) closes the notebook as history.
 #
@@ -63,10 +63,12 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 # %config InlineBackend.figure_format = "png"
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
-from pcnn import notebook as nb, plots, experiments
+from pcnn.notebook import runtime as nb
+from pcnn.viz.results import plot_results
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 ROOT = nb.repo_root()
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]   # studies/ and scripts/ live in the checkout, not the wheel
+from studies import experiments
 import fusion_v2 as F       # the report's code (scripts/fusion_v2.py; scripts/ is not a package)
 design = F.DESIGNS[DESIGN]
 RESULTS = ROOT / design["out"]
@@ -131,5 +133,5 @@ print("\n".join("- " + line for line in rep["conclusion"]))
 # %%
 v1 = experiments.load_results(ROOT / "results" / "fusion")
 display(Markdown(experiments.markdown_table(v1)))
-plots.plot_results(v1, n_eval=519)   # the 519 validation images each v1 accuracy was measured on
+plot_results(v1, n_eval=519)   # the 519 validation images each v1 accuracy was measured on
 plt.show()

@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 06 FID evaluation
 #
-# 25 generated images per class (the course protocol) with `pcnn.sample.write_sample_set`, shown beside real images, and every generation figure beside its **real-image floor**: the same figure for real validation images under the same protocol. The course's FID (192 Inception dims, 100 images) is computed here for the samples and for 100 real images; FID-2048, KID and the Inception-probe accuracy need 500 images and a probe trained on 3899 features (about an hour on a CPU), so they are read from the shipped model's card (`results/shipped/<card>/card.json`, `pcnn.paths.shipped_card_dir()`, made by `python -m pcnn evaluate`).
+# 25 generated images per class (the course protocol) with `pcnn.sampling.sets.write_sample_set`, shown beside real images, and every generation figure beside its **real-image floor**: the same figure for real validation images under the same protocol. The course's FID (192 Inception dims, 100 images) is computed here for the samples and for 100 real images; FID-2048, KID and the Inception-probe accuracy need 500 images and a probe trained on 3899 features (about an hour on a CPU), so they are read from the shipped model's card (`results/shipped/<card>/card.json`, `pcnn.paths.shipped_card_dir()`, made by `python -m pcnn evaluate`).
 #
 # **Committed outputs:** `checkpoints/pcnn_cpu_film40_disc.safetensors` (see `checkpoints/README.md`); 25 images per class, FID against the 519 test images, CPU.
 #
@@ -66,9 +66,11 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-import pcnn.card
-from pcnn import notebook as nb, plots
-from pcnn.fid import fid_from_dirs
+import pcnn.eval.card
+from pcnn.notebook import runtime as nb
+from pcnn.viz.generation import plot_beside_floor
+from pcnn.viz.images import show_grid
+from pcnn.eval.fid import fid_from_dirs
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -82,13 +84,13 @@ model, source = nb.get_model(dev=DEVICE)
 print("model:", source)
 
 # %%
-from pcnn.data import CLASS_NAMES, load_split
-from pcnn.fid import list_images
-from pcnn.sample import copy_subset, read_sample_set, write_sample_set
+from pcnn.data.dataset import CLASS_NAMES, load_split
+from pcnn.eval.fid import list_images
+from pcnn.sampling.sets import copy_subset, read_sample_set, write_sample_set
 OUT = ROOT / "runs" / "notebook_06"     # samples, the real-image set and the reference subset (smoke)
 paths = write_sample_set(model, OUT / "generated", per_class=PER_CLASS, seed=0, show_progress=nb.show_progress())
 val = load_split("validation", DATA, show_progress=False)
-real_dir = pcnn.card.real_course_set(val, OUT / "real", PER_CLASS)   # the first PER_CLASS validation images per class
+real_dir = pcnn.sampling.sets.real_course_set(val, OUT / "real", PER_CLASS)   # the first PER_CLASS validation images per class
 print(len(paths), "generated images in", nb.show_path(OUT / "generated"), "e.g.", paths[0].name,
       f"| {len(list_images(real_dir))} real validation images in", nb.show_path(real_dir))
 
@@ -101,7 +103,7 @@ print(len(paths), "generated images in", nb.show_path(OUT / "generated"), "e.g."
 gen, gen_labels = read_sample_set(OUT / "generated")
 grid = pcnn.class_grid(gen, gen_labels, CLASS_NAMES, real_images=val.images, real_labels=val.labels,
                        per_row=SHOW, scale=2, font_size=13)
-plots.show_grid(grid, width=None)
+show_grid(grid, width=None)
 plt.show()
 
 # %% [markdown]
@@ -123,7 +125,7 @@ print("Inception weights:", scores["generated"]["weights"])
 for w in scores["generated"]["warnings"]:
     print("note:", nb.scrub_paths(w, OUT, DATA))
 course_dims = 192 if 192 in FID_DIMS else FID_DIMS[-1]
-print(pcnn.card.course_fid_sentence(scores["generated"]["fid"][course_dims], scores["real"]["fid"][course_dims],
+print(pcnn.eval.card.course_fid_sentence(scores["generated"]["fid"][course_dims], scores["real"]["fid"][course_dims],
                                     scores["generated"]["n_gen"]))
 
 # %% [markdown]
@@ -131,21 +133,22 @@ print(pcnn.card.course_fid_sentence(scores["generated"]["fid"][course_dims], sco
 # FID-2048 and KID compare Inception features of 500 samples (125 per class, seed 3) with the test images; the probe is a logistic regression trained on real training images' features, and its accuracy on the samples says how often a sample looks like its intended class. Gray bars: real validation images under the same protocol. Lower is better except for the probe.
 
 # %%
-card = pcnn.card.read_card(pcnn.paths.shipped_card_dir())   # the shipped checkpoint's own card
-floors = pcnn.card.card_floors(card)
+card = pcnn.eval.card.read_card(pcnn.paths.shipped_card_dir())   # the shipped checkpoint's own card
+floors = pcnn.eval.card.card_floors(card)
 for row in floors:
     print(f"{row['metric']:<32}", ", ".join(f"{k} {v:.4g}" for k, v in row["values"].items()))
-plots.plot_beside_floor(floors, title=f"{card['checkpoint']}: generated images beside real ones")
+plot_beside_floor(floors, title=f"{card['checkpoint']}: generated images beside real ones")
 plt.show()
 course = card["course_fid_192"]
-print(pcnn.card.course_fid_sentence(course["samples"], course["real"], course["images"]))
+print(pcnn.eval.card.course_fid_sentence(course["samples"], course["real"], course["images"]))
 
 # %% [markdown]
 # ## With class guidance (`results/guidance/`)
 # Class guidance (`pcnn.sample(..., guidance=w)`, notebook 07) pushes each sub-pixel toward what the chosen class predicts more than the class average does. The committed trade-off measured it on 500 samples (125 per class, seed 3, the same noise at every w) beside the same real floor; the default is the setting its rule picked before measuring (the smallest w whose probe accuracy reaches 80 % with FID-2048 no worse than at w = 0). Read from `results/guidance/tradeoff.json`, made by `scripts/guidance_tradeoff.py` (about an hour on a CPU), not recomputed here.
 
 # %%
-from pcnn.guidance_tradeoff import pick_default, read_tradeoff, tradeoff_floors
+sys.path.insert(0, str(ROOT))   # studies/ (research drivers) lives in the checkout, not the wheel
+from studies.guidance_tradeoff import pick_default, read_tradeoff, tradeoff_floors
 tradeoff = read_tradeoff(ROOT / "results" / "guidance" / "tradeoff.json")   # issue #28's trade-off
 if tradeoff is None:
     print("no committed trade-off (results/guidance/tradeoff.json): run scripts/guidance_tradeoff.py")
@@ -155,5 +158,5 @@ else:
     for row in guided_rows:
         print(f"{row['metric']:<32}", ", ".join(f"{k} {v:.4g}" for k, v in row["values"].items()))
     chosen = "no guided default" if pick is None else f"the default ({pick['guide']}, w = {pick['w']:g})"
-    plots.plot_beside_floor(guided_rows, title=f"class guidance: w = 0, {chosen} and real images")
+    plot_beside_floor(guided_rows, title=f"class guidance: w = 0, {chosen} and real images")
     plt.show()

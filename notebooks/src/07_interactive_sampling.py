@@ -65,7 +65,8 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
-from pcnn import notebook as nb, plots
+from pcnn.notebook import runtime as nb
+from pcnn.viz.images import show_grid
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
 if SMOKE and not torch.cuda.is_available():
     torch.set_num_threads(1)   # tiny tensors: one thread is ~10x faster than several on a busy 2-core CI box
@@ -78,7 +79,7 @@ print(nb.describe_setup(DATA, DEVICE, SMOKE))
 # ## Sample a class
 # Choose the class, the number of images (1-16; tiles stay 128 px whatever the count) and a seed, then
 # press **Sample**. The same seed and class give the same images. **guidance** w steers each sub-pixel
-# toward what the model itself recognises as the class (`pcnn.guidance`; 0 = the model's own
+# toward what the model itself recognises as the class (`pcnn.sampling.guidance`; 0 = the model's own
 # distribution, C = 4 times the work); one seed gives the same noise at every setting, so moving a
 # control shows only what it changes. **alpha** is the plausibility constraint: before the tilt, the
 # values the class itself finds less likely than alpha times its most likely one are excluded (the
@@ -89,8 +90,8 @@ print(nb.describe_setup(DATA, DEVICE, SMOKE))
 # `python -m pcnn sample --guidance recommended` read the same.
 
 # %%
-from pcnn.guidance import GuidanceSetting, recommended_guidance
-from pcnn.widgets import SamplerWidget
+from pcnn.sampling.guidance import GuidanceSetting, recommended_guidance
+from pcnn.notebook.widgets import SamplerWidget
 model, source = nb.get_model(dev=DEVICE)
 print("model:", source)
 RECOMMENDED = recommended_guidance(model)    # from the checkpoint's metadata, not from results/
@@ -104,8 +105,8 @@ w.display();
 # `pcnn.complete` keeps the top rows of a validation image and samples the rest under each class, with the same noise (the cached sampler, its layer caches filled from the kept rows). "Finish this panda as a pizza" is the question it asks; with half the image kept, the kept rows constrain the rest strongly, so expect the completions to differ between classes mostly in colour and texture, much less than the rows of the same-noise grid below, where the class shapes the whole image.
 
 # %%
-from pcnn.data import load_split
-from pcnn.widgets import CompletionWidget
+from pcnn.data.dataset import load_split
+from pcnn.notebook.widgets import CompletionWidget
 val = load_split("validation", DATA, show_progress=False)
 cw = CompletionWidget(model, val.images, val.labels, guidance="recommended")   # pick an image, the rows to keep, press Complete
 cw.display();
@@ -124,7 +125,7 @@ ws.count.value = COUNT
 ws.seed.value = SEED
 images = ws.on_sample(ws.sample_button)
 saved = ws.on_save(ws.save_button)
-print(f"class {pcnn.config.CPEN455_CLASSES[ws.class_dropdown.value]}, seed {SEED}:", ws.status.value, "|",
+print(f"class {pcnn.model.config.CPEN455_CLASSES[ws.class_dropdown.value]}, seed {SEED}:", ws.status.value, "|",
       [p.name for p in saved])
 ws.display();
 
@@ -135,7 +136,7 @@ ws.display();
 # %%
 PER_CLASS = 2 if SMOKE else 6
 grid = pcnn.same_noise_grid(model, per_class=PER_CLASS, seed=SEED)
-plots.show_grid(grid, title=f"rows: class; column k: noise draw k of seed {SEED}", width=None)
+show_grid(grid, title=f"rows: class; column k: noise draw k of seed {SEED}", width=None)
 plt.show()
 
 # %% [markdown]
@@ -148,7 +149,7 @@ plt.show()
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 for cls in (1, 0):   # panda, hamburger
     g = pcnn.guidance_grid(model, cls, WEIGHTS, per_row=PER_CLASS, seed=SEED, guide=RECOMMENDED.guide)
-    plots.show_grid(g, title=f"{pcnn.config.CPEN455_CLASSES[cls]}: rows w = {', '.join(f'{v:g}' for v in WEIGHTS)} "
+    show_grid(g, title=f"{pcnn.model.config.CPEN455_CLASSES[cls]}: rows w = {', '.join(f'{v:g}' for v in WEIGHTS)} "
                     f"(guide {RECOMMENDED.guide}, alpha 0, constant); column k: noise draw k of seed {SEED}", width=None)
     plt.show()
 
@@ -160,11 +161,11 @@ for cls in (1, 0):   # panda, hamburger
 # recommended setting (the rule of `results/guidance/README.md` picked it from issue #34's trade-off).
 
 # %%
-from pcnn.sample import setting_grid
+from pcnn.viz.samples import setting_grid
 SHOW = [GuidanceSetting(0.0), GuidanceSetting(4.0, "flat", 0.0, "constant"), RECOMMENDED]
 LABELS = ["w = 0", "flat w = 4, alpha 0 (earlier default)", f"recommended: {RECOMMENDED.describe()}"]
 grid = setting_grid(model, SHOW, LABELS, classes=[1] if SMOKE else None, per_row=PER_CLASS, seed=SEED)   # CI: panda only
-plots.show_grid(grid, title=f"rows: class and setting; column k: noise draw k of seed {SEED}", width=None)
+show_grid(grid, title=f"rows: class and setting; column k: noise draw k of seed {SEED}", width=None)
 plt.show()
 
 # %% [markdown]
@@ -175,7 +176,7 @@ picks = [int((val.labels == c).nonzero()[0]) for c in (1, 3)]   # the first pand
 originals = val.images[picks]
 completions = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=SEED)   # (2, 4, 3, 32, 32)
 assert torch.equal(completions[:, :, :, :KEEP_ROWS], originals[:, None, :, :KEEP_ROWS].expand_as(completions[:, :, :, :KEEP_ROWS]))
-plots.show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS, row_labels=[pcnn.config.CPEN455_CLASSES[c] for c in (1, 3)]),
+show_grid(pcnn.completion_grid(originals, completions, KEEP_ROWS, row_labels=[pcnn.model.config.CPEN455_CLASSES[c] for c in (1, 3)]),
                 title=f"validation images, top {KEEP_ROWS} of 32 rows kept, seed {SEED}", width=None)
 plt.show()
 
@@ -187,6 +188,6 @@ plt.show()
 # %%
 guided = pcnn.complete_as_every_class(model, originals, KEEP_ROWS, seed=SEED, **RECOMMENDED.kwargs())
 assert torch.equal(guided[:, :, :, :KEEP_ROWS], completions[:, :, :, :KEEP_ROWS])
-plots.show_grid(pcnn.completion_grid(originals, guided, KEEP_ROWS, row_labels=[pcnn.config.CPEN455_CLASSES[c] for c in (1, 3)]),
+show_grid(pcnn.completion_grid(originals, guided, KEEP_ROWS, row_labels=[pcnn.model.config.CPEN455_CLASSES[c] for c in (1, 3)]),
                 title=f"the same, recommended guidance ({RECOMMENDED.describe()}), seed {SEED}", width=None)
 plt.show()

@@ -10,18 +10,19 @@ Layout: :mod:`.config` (TrainConfig, schedules, overrides), :mod:`.objective` (t
 loss and validation figures), :mod:`.loop` (``train`` and the Trainer), :mod:`.state` (``last.pt``: save, resume, RNG), :mod:`.metrics` (metric
 files and loggers), :mod:`.distributed` (torchrun context), :mod:`.inputs` (data checks),
 :mod:`.callbacks` (per-epoch callbacks of one run: live plot, samples, a stop request),
+:mod:`.stop` (a graceful stop on SIGINT or SIGTERM), :mod:`.workdir` (the run folder: lock, claiming, clearing),
 :mod:`.accel` (the GPU fast path: compile, CUDA graphs, channels-last, fused optimizer, data on
 the device, deferred finite checks; each ``auto`` keeps the CPU trainer as it was).
 
 What it optimises: the mean over the batch of the negative log-likelihood in
 **bits per dimension** (``nll`` nats per image / (3*H*W*ln 2)) under the
 true label, i.e. maximum likelihood of ``p(x | y)``. Classification is then
-``argmax_c log p(x | c)`` (:mod:`pcnn.classify`).
+``argmax_c log p(x | c)`` (:mod:`pcnn.model.classify`).
 
 Optionally (``disc_weight`` > 0, a departure from PixelCNN++, which is purely
 generative) a discriminative term is added: ``disc_weight * (-log p(y | x))``
 in nats per image, with ``p(y | x)`` computed from the class likelihoods by
-Bayes' rule (:func:`pcnn.likelihood.class_nll`). Each image then goes through
+Bayes' rule (:func:`pcnn.model.likelihood.class_nll`). Each image then goes through
 the network once per class (C times the cost of a generative step); the
 true-class pass gives the generative term for free. The classifier is still a
 pure argmax of likelihoods; only training sees the labels of the other classes.
@@ -53,10 +54,10 @@ when it runs with the same number of threads (CPU sums depend on it): ``last.pt`
 records the thread count, device and precision, and a resume with another thread
 count or device warns.
 
-The run owns ``workdir`` while it runs (``train.lock``, :mod:`pcnn.workdir`) and
+The run owns ``workdir`` while it runs (``train.lock``, :mod:`pcnn.train.workdir`) and
 never replaces an earlier run's results without ``overwrite`` (``--overwrite``).
 """
-from .config import OPTIMIZERS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, load_run_config, lr_at
+from .config import (OPTIMIZERS, TrainConfig, apply_overrides, ema_decay_at, exports_ema, load_run_config, lr_at)
 from .inputs import read_data_tensors
 from .callbacks import EpochEnd
 from .loop import Trainer, train

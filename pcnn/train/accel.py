@@ -9,7 +9,7 @@ whose ``"auto"`` is resolved here per device by :func:`resolve_fast_path`:
   casts) into few kernels; ``"reduce-overhead"`` also replays the step as CUDA graphs.
   ``auto``: reduce-overhead on CUDA, off on CPU (where it gave 2-4 %, benchmarks/README.md),
   and off where it can only cost: a GPU inductor cannot compile for (below sm_70, e.g. a P100:
-  :func:`pcnn.precision.cuda_compile_problem`) and a run too short to repay the compilation
+  :func:`pcnn.model.precision.cuda_compile_problem`) and a run too short to repay the compilation
   (:func:`worth_compiling`). The loss is compiled once per run (one :class:`LossFunction` per
   trainer); the first :data:`COMPILE_PROBE_STEPS` steps run under a fallback
   (:meth:`FastSteps._loss_and_grads`) and the compiler's cache lives beside the run
@@ -23,7 +23,7 @@ whose ``"auto"`` is resolved here per device by :func:`resolve_fast_path`:
   whose ``found_inf`` argument skips a bad step on the device. ``auto``: on on CUDA.
 * ``device_data``: the uint8 training split lives on the device; each batch is gathered and
   flipped there (:class:`DeviceData`), drawing the same random numbers from the same
-  generator as :func:`pcnn.data.augment`, so the batches are identical.
+  generator as :func:`pcnn.data.dataset.augment`, so the batches are identical.
 * ``check_every``: the host reads the finite flags of the loss and gradient back every
   ``check_every`` steps (:class:`DeferredChecks`) instead of after every step. A bad step is
   still skipped at once, on the device (the fused optimizer's ``found_inf``; the LR and EMA
@@ -48,8 +48,9 @@ from typing import Optional
 import torch
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-from ..data import augment, to_float
-from ..precision import compile_supported, cuda_compile_problem
+from pcnn.data.augment import augment
+from pcnn.model.likelihood import to_float
+from pcnn.model.precision import compile_supported, cuda_compile_problem
 from .config import TrainConfig, lr_at
 from .objective import grad_norm, training_loss
 from .state import TrainingStopped
@@ -298,8 +299,8 @@ class DeviceData:
 
     The permutation stays on the host (it is part of ``last.pt``) and each batch's indices and
     flip draws travel as a few hundred bytes. Flips draw ``torch.rand(B, generator=gen)`` exactly
-    as :func:`pcnn.data.augment` does, so the batches equal those of the host path bit for bit;
-    other augmentations run :func:`pcnn.data.augment` on the device batch.
+    as :func:`pcnn.data.dataset.augment` does, so the batches equal those of the host path bit for bit;
+    other augmentations run :func:`pcnn.data.dataset.augment` on the device batch.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, device):

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from ..config import ModelConfig, from_dict
-from ..data import AugmentConfig
-from ..precision import AMP_MODES
-from ..workdir import WorkdirError
+from pcnn.model.config import ModelConfig, from_dict
+from pcnn.data.augment import AugmentConfig
+from pcnn.model.precision import AMP_MODES
+from .workdir import WorkdirError
 
 OPTIMIZERS = ("adam", "adamw")
 #: ``TrainConfig.compile`` values (pcnn.train.accel resolves "auto" per device).
@@ -51,7 +51,7 @@ class TrainConfig:
     Build from JSON with :meth:`from_dict` (unknown keys rejected at every
     level), change single values with :func:`apply_overrides`.
     """
-    model: ModelConfig = field(default_factory=ModelConfig)  # the network (see pcnn.config)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the network (see pcnn.model.config)
     epochs: int = 100                 # passes over the training split
     batch_size: int = 64              # GLOBAL images per optimizer step (split evenly over DDP ranks)
     lr: float = 1e-3                  # peak learning rate
@@ -63,7 +63,7 @@ class TrainConfig:
     grad_clip: float = 0.0            # max global L2 norm of the gradient; 0 = no clipping
     ema: float = 0.9995               # EMA decay of the weights per step; 0 disables the EMA
     ema_warmup: bool = True           # decay_k = min(ema, (1+k)/(10+k)) after k EMA updates
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train-time augmentation (pcnn.data)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train-time augmentation (pcnn.data.dataset)
     seed: int = 0                     # seeds model init, data order, augmentation, dropout
     val_subset: int = 0               # evaluate on this many validation images (fixed, seeded); 0 = all
     val_every: int = 1                # evaluate every this many epochs (and always at the end)
@@ -71,7 +71,7 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0  # save last.pt at least this often (wall-clock minutes), mid-epoch too
     checkpoint_every_steps: int = 0   # also save last.pt every this many batches; 0 = off
     max_bad_steps: int = 20           # stop (RuntimeError) after this many non-finite steps in a row
-    amp: str = "auto"                 # "auto" (CUDA: bf16 if supported else fp16; CPU: bf16 if the CPU has it and a probe shows it pays, see pcnn.precision) | "off" | "bf16" | "fp16" (GPU only)
+    amp: str = "auto"                 # "auto" (CUDA: bf16 if supported else fp16; CPU: bf16 if the CPU has it and a probe shows it pays, see pcnn.model.precision) | "off" | "bf16" | "fp16" (GPU only)
     compile: str = "auto"             # torch.compile the training loss: "auto" (CUDA: reduce-overhead; CPU: off, it did not pay there) | "off" | "default" | "reduce-overhead" (CUDA graphs; CUDA only); true/false = default/off (older configs)
     channels_last: Any = "auto"       # channels-last memory format: "auto" (on on CUDA, off on CPU where it gave nothing) | true | false
     fused_optimizer: Any = "auto"     # fused Adam/AdamW kernel (fused=True): "auto" (on on CUDA, or when check_every > 1 needs it; off on CPU) | true | false
@@ -79,7 +79,7 @@ class TrainConfig:
     check_every: int = 0              # read the finite-loss/gradient flags back every this many steps (1 = every step; > 1 needs the fused optimizer); 0 = auto (CUDA 50, CPU and DDP 1); see pcnn.train.accel
     tensorboard: bool = False         # log to workdir/tensorboard (needs the tensorboard package)
     wandb: bool = False               # log to Weights & Biases (needs wandb; project from $WANDB_PROJECT)
-    data_dir: Optional[str] = None    # CPEN455 data folder; None = pcnn.data.resolve_data_dir()
+    data_dir: Optional[str] = None    # CPEN455 data folder; None = pcnn.data.dataset.resolve_data_dir()
     disc_weight: float = 0.0          # weight of -log p(y|x) (nats/image) added to the bits/dim loss; 0 = pure likelihood
     init_from: Optional[str] = None   # start from these weights (a pcnn export, same model config except dropout), e.g. to fine-tune
     max_steps: Optional[int] = None   # stop after this many batches in total (smoke runs); None = no cap

@@ -1,11 +1,11 @@
-"""What the trainer accepts as data: a :class:`pcnn.data.Split`, an ``(images, labels)``
+"""What the trainer accepts as data: a :class:`pcnn.data.dataset.Split`, an ``(images, labels)``
 pair, or a ``torch.save``'d file of both splits (``--data-tensors``), checked once."""
 from __future__ import annotations
 
 import torch
 
-from ..checkpoint import CheckpointError, read_tensor_file
-from ..config import ModelConfig
+from pcnn.model.checkpoint import CheckpointError, read_tensor_file
+from pcnn.model.config import ModelConfig
 
 
 def as_training_data(data, name: str, cfg: ModelConfig) -> tuple:

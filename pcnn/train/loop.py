@@ -23,13 +23,15 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..checkpoint import CheckpointError, DiskFullError, atomic_write
-from ..checkpoint import load as load_export
-from ..checkpoint import save as save_model
-from ..data import augment, load_split, to_float
-from ..model import PixelCNNpp
-from ..precision import resolve_amp
-from ..workdir import WorkdirError, WorkdirLock, claim_for_run
+from pcnn.model.checkpoint import CheckpointError, DiskFullError, atomic_write
+from pcnn.model.checkpoint import load as load_export
+from pcnn.model.checkpoint import save as save_model
+from pcnn.data.augment import augment
+from pcnn.data.dataset import load_split
+from pcnn.model.likelihood import to_float
+from pcnn.model.network import PixelCNNpp
+from pcnn.model.precision import resolve_amp
+from .workdir import WorkdirError, WorkdirLock, claim_for_run
 from .accel import DeviceData, FastSteps, LossFunction, cache_is_warm, make_optimizer, resolve_fast_path
 from .accel import use_compile_cache, worth_compiling
 from .callbacks import EpochEnd, check_callbacks, run_callbacks
@@ -63,11 +65,11 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
     """Train a conditional PixelCNN++ and return the per-epoch history (list of metric dicts).
 
     ``config``: a :class:`TrainConfig` or its dict. ``train_data`` / ``val_data``: a
-    :class:`pcnn.data.Split` or an ``(images_uint8, labels)`` pair; None loads the split
+    :class:`pcnn.data.dataset.Split` or an ``(images_uint8, labels)`` pair; None loads the split
     from ``config.data_dir``. ``resume=True`` continues from ``workdir/last.pt`` exactly.
     The run holds ``workdir/train.lock`` and never replaces an earlier run's results
-    unless ``overwrite=True`` (:mod:`pcnn.workdir`); a full disk raises
-    :class:`pcnn.checkpoint.DiskFullError` saying what was kept.
+    unless ``overwrite=True`` (:mod:`pcnn.train.workdir`); a full disk raises
+    :class:`pcnn.model.checkpoint.DiskFullError` saying what was kept.
 
     ``best.safetensors`` is chosen by the validation value of the run's own objective
     (bits/dim, plus ``disc_weight`` x the mean ``-log p(y|x)`` for a discriminative run),

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoint import DiskFullError, atomic_write
+from pcnn.model.checkpoint import DiskFullError, atomic_write
 
 #: Columns of metrics.csv (metrics.jsonl rows carry the same keys, plus ``partial``).
 METRIC_COLUMNS = ("epoch", "step", "train_bpd", "val_bpd", "val_acc", "val_f1", "val_bpd_raw",

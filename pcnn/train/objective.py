@@ -1,16 +1,17 @@
 """What training optimises and how it is scored: the per-batch loss (bits/dim of the
 image under its true class, maximum likelihood as in PixelCNN++, Salimans et al. 2017,
 plus an optional discriminative term ``disc_weight * -log p(y|x)``, our departure from
-the paper) and the validation figures. The likelihood itself is :mod:`pcnn.likelihood`.
+the paper) and the validation figures. The likelihood itself is :mod:`pcnn.model.likelihood`.
 """
 from __future__ import annotations
 
 import torch
 
-from ..classify import log_likelihoods, score
-from ..config import ModelConfig
-from ..likelihood import bits_per_dim, class_nll, nll
-from ..model import PixelCNNpp
+from pcnn.model.classify import log_likelihoods
+from pcnn.eval.classification import score
+from pcnn.model.config import ModelConfig
+from pcnn.model.likelihood import bits_per_dim, class_nll, nll
+from pcnn.model.network import PixelCNNpp
 
 
 def training_loss(net, x: torch.Tensor, y: torch.Tensor, mc: ModelConfig, disc_weight: float = 0.0) -> tuple:
@@ -18,7 +19,7 @@ def training_loss(net, x: torch.Tensor, y: torch.Tensor, mc: ModelConfig, disc_w
 
     ``bpd``: mean bits/dim of x under its true class (the generative term, what
     the logs report). ``loss`` = ``bpd`` + ``disc_weight`` * mean ``-log p(y|x)``
-    (nats, :func:`pcnn.likelihood.class_nll`). With ``disc_weight`` > 0 the
+    (nats, :func:`pcnn.model.likelihood.class_nll`). With ``disc_weight`` > 0 the
     batch goes through ``net`` once per class (one forward of C*B images,
     class-major) and the true-class rows give the generative term. The network
     may run under autocast; the likelihood is computed in float32.

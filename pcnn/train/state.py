@@ -19,8 +19,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, atomic_write, nonfinite_tensors, read_tensor_file
-from ..precision import AmpChoice, resolve_amp
+from pcnn.model.checkpoint import CheckpointError, atomic_write, nonfinite_tensors, read_tensor_file
+from pcnn.model.precision import AmpChoice, resolve_amp
 from .config import TrainConfig
 
 TRAIN_STATE_FORMAT = "pcnn-train-v1"

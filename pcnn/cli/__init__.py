@@ -1,0 +1,1 @@
+"""``python -m pcnn`` / ``pcnn``: :mod:`.main` (the parser and error mapping)."""
