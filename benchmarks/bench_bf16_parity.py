@@ -22,7 +22,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 
 from bench_model import emit
 from pcnn.data.dataset import load_split

@@ -15,6 +15,8 @@ from typing import Optional
 
 #: Environment variable naming the CPEN455 data folder.
 DATA_ENV_VAR = "PCNN_DATA_DIR"
+#: Where Kaggle mounts the data sets added to a notebook.
+KAGGLE_INPUT = Path("/kaggle/input")
 #: The checkpoint that ships (checkpoints/<this>); changed only by a ship decision (checkpoints/README.md).
 SHIPPED_CHECKPOINT = "pcnn_cpu_film40_disc.safetensors"
 #: Its model card (``python -m pcnn evaluate``), under the checkout's results/shipped/; changes with it.
@@ -39,15 +41,33 @@ def repo_root(start=None) -> Optional[Path]:
 
 
 def resolve_data_dir(data_dir=None) -> Path:
-    """The data folder: ``data_dir`` if given, else ``$PCNN_DATA_DIR``, else ``<checkout>/data``
-    when running from a checkout, else ``./data``."""
+    """The data folder, by the one rule every caller (CLI, notebooks, scripts, tests) uses:
+    ``data_dir`` if given, else ``$PCNN_DATA_DIR``, else a CPEN455 data set added to a Kaggle
+    notebook (:func:`find_kaggle_data`), else ``<checkout>/data`` when running from a
+    checkout, else ``./data``."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
     env = os.environ.get(DATA_ENV_VAR)
     if env:
         return Path(env).expanduser()
+    kaggle = find_kaggle_data()
+    if kaggle is not None:
+        return kaggle
     root = repo_root()
     return root / "data" if root is not None else Path("data")
+
+
+def find_kaggle_data(input_root=None) -> Optional[Path]:
+    """A folder under Kaggle's input mount (``/kaggle/input``, up to 3 levels down) holding
+    ``train.csv``, ``validation.csv`` and ``test.csv``, or None (also off Kaggle)."""
+    root = Path(input_root) if input_root is not None else KAGGLE_INPUT
+    if not root.is_dir():
+        return None
+    for depth in range(1, 4):
+        for csv in sorted(root.glob("/".join(["*"] * (depth - 1) + ["train.csv"]))):
+            if all((csv.parent / f"{s}.csv").is_file() for s in ("validation", "test")):
+                return csv.parent
+    return None
 
 
 def default_checkpoint() -> Optional[Path]:

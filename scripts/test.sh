@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: unit tests, then every notebook in smoke mode under nbval; with CI=true
+# The test command: the linter, unit tests, then every notebook in smoke mode under nbval; with CI=true
 # (or PCNN_E2E=1) also the fresh Colab/Kaggle runtime simulation (notebook 02 interrupted and
 # resumed in a new runtime, then 03, 06 and 07, each opened alone, set-up cell cloning this checkout) and the real-browser test of notebook 07's widget,
 # side by side (each is mostly one thread).
@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] && . .venv/bin/activate
 export PCNN_SMOKE=1 MPLBACKEND=Agg PCNN_FID_DOWNLOAD=${PCNN_FID_DOWNLOAD:-0}
+ruff check .   # the linter (pyproject.toml [tool.ruff]); seconds
 python -m pytest -q tests
 if compgen -G "notebooks/*.ipynb" >/dev/null; then
   python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks

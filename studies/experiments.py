@@ -25,6 +25,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
+from pcnn.text import pipe_table
 from pcnn.model.checkpoint import load, read_metadata, write_json
 from pcnn.model.classify import log_likelihoods
 from pcnn.eval.classification import score
@@ -164,10 +165,7 @@ def results_table(results: Iterable[dict], columns=COLUMNS) -> tuple:
 
 def markdown_table(results: Iterable[dict], columns=COLUMNS) -> str:
     """The comparison as a Markdown table (one row per run)."""
-    headers, rows = results_table(results, columns)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return pipe_table(*results_table(results, columns))
 
 
 def run_and_record(config, workdir, out_json, name: Optional[str] = None, train_data=None, val_data=None,

@@ -32,11 +32,13 @@ import torch
 
 from pcnn.eval.card import COURSE_PER_CLASS, course_fid_192, floor_rows
 from pcnn.sampling.sets import real_course_set, subset_by_class
+from pcnn.text import MISSING, cell, pipe_table
 from pcnn.model.checkpoint import write_json
 from pcnn.model.config import CPEN455_CLASSES
 from pcnn.data.dataset import load_split
 from pcnn.eval.fid import fid_from_dirs
-from pcnn.eval.generation import (KID_MAX_SUBSET, KID_SUBSETS, InceptionFeatures, evaluate_generation, frechet_2048, kid, probe_scores, train_probe, write_real_floor)
+from pcnn.eval.generation import (KID_MAX_SUBSET, KID_SUBSETS, InceptionFeatures, evaluate_generation, frechet_2048,
+                                  kid, probe_scores, train_probe, write_real_floor)
 from pcnn.eval.generation import read_folder
 from pcnn.viz.grids import labeled_grid
 from pcnn.sampling.guidance import DEFAULT_GUIDE, GUIDES, TEMPER, GuidanceSetting, check_guidance
@@ -178,7 +180,8 @@ def guidance_tradeoff(model, out_dir, data_dir=None, weights: Sequence[float] = 
         rows.append(row(e, guide=g, w=w, course_fid_192=course["sets"][f.name],
                         seconds_per_image=round(seconds[f.name] / n, 4)))
     floor = row(gen["sets"]["real floor"], course_fid_192=course["real"])
-    res = {"checkpoint": None if checkpoint is None else str(checkpoint), "config": model.config.to_dict(), "seed": seed,
+    res = {"checkpoint": None if checkpoint is None else str(checkpoint), "config": model.config.to_dict(),
+           "seed": seed,
            "per_class": per_class, "weights": weights, "guides": list(guides), "temper": TEMPER,
            "course_per_class": course_per_class, "course_images": course["images"], "rows": rows, "floor": floor,
            "probe_validation": (gen.get("probe") or {}).get("validation"), "kid": gen["kid"], "ref": gen["ref"],
@@ -192,20 +195,16 @@ def guidance_tradeoff(model, out_dir, data_dir=None, weights: Sequence[float] = 
 def tradeoff_table(res: dict) -> str:
     """The trade-off as a Markdown table (one row per set, the real floor last)."""
     names = list((res["rows"][0].get("probe_per_class") or {}).keys())
-    head = ("| guide | w | probe acc % | " + " | ".join(f"{n} %" for n in names)
-            + " | FID-2048 | KID | course FID@192 | s / image |")
-    lines = [head, "|" + "---|" * (7 + len(names))]
+    headers = ["guide", "w", "probe acc %", *[f"{n} %" for n in names], "FID-2048", "KID", "course FID@192",
+               "s / image"]
 
     def cells(r):
         per = r.get("probe_per_class") or {}
-        return " | ".join(f"{per[n] * 100:.1f}" for n in names)
-    for r in res["rows"]:
-        lines.append(f"| {r['guide']} | {r['w']:g} | {r['probe'] * 100:.1f} | {cells(r)} | {r['fid_2048']:.1f} | "
-                     f"{r['kid_mean']:.3f} | {r['course_fid_192']:.2f} | {r['seconds_per_image']:.3f} |")
-    f = res["floor"]
-    lines.append(f"| real validation images (floor) | - | {f['probe'] * 100:.1f} | {cells(f)} | {f['fid_2048']:.1f} | "
-                 f"{f['kid_mean']:.3f} | {f['course_fid_192']:.2f} | - |")
-    return "\n".join(lines)
+        return [f"{r['probe'] * 100:.1f}", *[f"{per[n] * 100:.1f}" for n in names], f"{r['fid_2048']:.1f}",
+                f"{r['kid_mean']:.3f}", f"{r['course_fid_192']:.2f}"]
+    rows = [[r["guide"], f"{r['w']:g}", *cells(r), f"{r['seconds_per_image']:.3f}"] for r in res["rows"]]
+    rows.append(["real validation images (floor)", MISSING, *cells(res["floor"]), MISSING])
+    return pipe_table(headers, rows)
 
 
 def w0_row(res: dict) -> dict:
@@ -371,25 +370,20 @@ def _pct(v) -> str:
 def plausible_table(res: dict) -> str:
     """Issue #34's trade-off as Markdown: the main table (one row per setting, the real floor
     last) and the probe accuracy per class."""
-    head = ("| setting | w | alpha | schedule | probe % | FID-2048 | KID | course FID@192 | precision | recall | "
-            "density | coverage | speckle % | clipped % | s / image |")
-    lines = [head, "|" + "---|" * 15]
+    headers = ["setting", "w", "alpha", "schedule", "probe %", "FID-2048", "KID", "course FID@192", "precision",
+               "recall", "density", "coverage", "speckle %", "clipped %", "s / image"]
 
     def cells(r):
-        seen = " | ".join("-" if r.get(k) is None else f"{r[k]:.3f}" for k in ("precision", "recall", "density",
-                                                                             "coverage"))
-        return (f"{_pct(r['probe'])} | {r['fid_2048']:.1f} | {r['kid_mean']:.3f} | {r['course_fid_192']:.2f} | "
-                f"{seen} | {r['speckle'] * 100:.3f} | {r['clipped'] * 100:.3f}")
-    for r in res["rows"]:
-        lines.append(f"| {r['name']} | {r['w']:g} | {r['plausible']:g} | {r['schedule']} | {cells(r)} | "
-                     f"{r['seconds_per_image']:.3f} |")
-    lines.append(f"| real validation images (floor) | - | - | - | {cells(res['floor'])} | - |")
+        return [_pct(r["probe"]), f"{r['fid_2048']:.1f}", f"{r['kid_mean']:.3f}", f"{r['course_fid_192']:.2f}",
+                *[cell(r.get(k), ".3f") for k in ("precision", "recall", "density", "coverage")],
+                f"{r['speckle'] * 100:.3f}", f"{r['clipped'] * 100:.3f}"]
+    rows = [[r["name"], f"{r['w']:g}", f"{r['plausible']:g}", r["schedule"], *cells(r), f"{r['seconds_per_image']:.3f}"]
+            for r in res["rows"]]
+    rows.append(["real validation images (floor)", MISSING, MISSING, MISSING, *cells(res["floor"]), MISSING])
     names = list((res["floor"].get("probe_per_class") or {}).keys())
-    lines += ["", "| setting | " + " | ".join(f"{n} %" for n in names) + " |", "|" + "---|" * (1 + len(names))]
-    for r in res["rows"] + [dict(res["floor"], name="real validation images (floor)")]:
-        per = r.get("probe_per_class") or {}
-        lines.append(f"| {r['name']} | " + " | ".join(_pct(per.get(n)) for n in names) + " |")
-    return "\n".join(lines)
+    per_rows = [[r["name"], *[_pct((r.get("probe_per_class") or {}).get(n)) for n in names]]
+                for r in res["rows"] + [dict(res["floor"], name="real validation images (floor)")]]
+    return pipe_table(headers, rows) + "\n\n" + pipe_table(["setting", *[f"{n} %" for n in names]], per_rows)
 
 
 def pick_sentence(res: dict, pick: Optional[dict] = None) -> str:

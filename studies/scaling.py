@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from pcnn.text import cell, pipe_table
 from pcnn.data.dataset import read_csv
 from pcnn.model.network import PixelCNNpp
 from pcnn.model.precision import cpu_name
@@ -161,20 +162,18 @@ def choose(records: Sequence[dict], budget_hours: float) -> str:
 def markdown(records: Sequence[dict], budget_hours: float) -> str:
     """The probe table (last segment of each size) with the fitted prediction and the choice."""
     fits = extrapolate(records, budget_hours)
-    lines = ["| size | parameters | CPU-hours seen | epochs | images | val bpd EMA | val bpd raw | "
-             f"val acc EMA | val acc raw | fit a + b/sqrt(h) | predicted bpd at {budget_hours:g} CPU-h |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for size, fit in fits.items():
         last = [r for r in records if r["size"] == size][-1]
-
-        def f(v, spec):
-            return "-" if v is None else format(v, spec)
-        lines.append(f"| {size} | {last['parameters'] / 1e6:.2f} M | {last['cpu_hours']:.2f} | {last['epochs']:.2f} | "
-                     f"{last['images']} | {f(last['val_bpd'], '.4f')} | {f(last['val_bpd_raw'], '.4f')} | "
-                     f"{f(last['val_acc'], '.3f')} | {f(last['val_acc_raw'], '.3f')} | "
-                     f"{fit['a']:.3f} + {fit['b']:.3f}/sqrt(h) | {fit['predicted']:.3f} |")
-    lines.append("")
-    lines.append(f"Choice (lowest predicted bits/dim at {budget_hours:g} CPU-hours): **{choose(records, budget_hours)}**")
+        rows.append([size, f"{last['parameters'] / 1e6:.2f} M", f"{last['cpu_hours']:.2f}", f"{last['epochs']:.2f}",
+                     last["images"], cell(last["val_bpd"], ".4f"), cell(last["val_bpd_raw"], ".4f"),
+                     cell(last["val_acc"], ".3f"), cell(last["val_acc_raw"], ".3f"),
+                     f"{fit['a']:.3f} + {fit['b']:.3f}/sqrt(h)", f"{fit['predicted']:.3f}"])
+    lines = [pipe_table(["size", "parameters", "CPU-hours seen", "epochs", "images", "val bpd EMA", "val bpd raw",
+                         "val acc EMA", "val acc raw", "fit a + b/sqrt(h)",
+                         f"predicted bpd at {budget_hours:g} CPU-h"], rows), ""]
+    lines.append(f"Choice (lowest predicted bits/dim at {budget_hours:g} CPU-hours): "
+                 f"**{choose(records, budget_hours)}**")
     return "\n".join(lines)
 
 

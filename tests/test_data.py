@@ -53,7 +53,7 @@ def make_dataset(root: Path, splits=None, size=16):
 
 
 def write_csv(root: Path, split: str, lines):
-    (root / f"{split}.csv").write_bytes("".join(l + "\r\n" for l in lines).encode())
+    (root / f"{split}.csv").write_bytes("".join(row + "\r\n" for row in lines).encode())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,11 +63,11 @@ def write_csv(root: Path, split: str, lines):
 @needs_real
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision.io.read_image, used for reference
 def test_real_validation_split():
-    rows = [l for l in (REAL / "validation.csv").read_text().splitlines() if l.strip()]
+    rows = [row for row in (REAL / "validation.csv").read_text().splitlines() if row.strip()]
     v = D.load_split("validation", REAL, show_progress=False)
     assert len(v) == len(rows) == len(v.paths)
-    assert v.paths == [l.split(",")[0] for l in rows]
-    assert v.labels.tolist() == [int(l.split(",")[1]) for l in rows]
+    assert v.paths == [row.split(",")[0] for row in rows]
+    assert v.labels.tolist() == [int(row.split(",")[1]) for row in rows]
     assert v.images.dtype == torch.uint8 and v.images.shape == (len(rows), 3, 32, 32)
     assert v.labels.dtype == torch.int64
     assert int(v.labels.min()) >= 0 and int(v.labels.max()) <= 3
@@ -411,8 +411,9 @@ def test_download_is_pinned_and_checks_the_datas_sha256(tmp_path):
     """Issue 33: a fixed commit, the unpacked data's sha256 checked, an altered or truncated download a
     clear error and never a half-installed folder."""
     from pcnn.data.download import data_digest, file_sha256
-    assert D.COURSE_COMMIT in D.COURSE_URL and "refs/heads" not in D.COURSE_URL
-    assert len(D.COURSE_DATA_SHA256) == 64
+    from pcnn.data.download import COURSE_COMMIT, COURSE_DATA_SHA256, COURSE_URL
+    assert COURSE_COMMIT in COURSE_URL and "refs/heads" not in COURSE_URL
+    assert len(COURSE_DATA_SHA256) == 64
     zpath = make_course_zip(tmp_path)
     # the digest, computed here independently from the files that went into the zip
     src = tmp_path / "src"
@@ -491,7 +492,7 @@ def test_cli_info_and_download(tmp_path, capsys):
     assert cli(["data", "info", "--data-dir", str(root)]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "hamburger" in out and "pizza" in out
-    line = next(l for l in out.splitlines() if l.strip().startswith("test"))
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("test"))
     assert line.split()[1] == "3" and line.split()[-2] == "3"  # 3 images, 3 unlabelled
     (root / "train" / "0000001.jpg").unlink()
     assert cli(["data", "info", "--data-dir", str(root)]) == 1

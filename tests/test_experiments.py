@@ -1,6 +1,5 @@
 """Model-card evaluation and the shipped checkpoint."""
 import json
-from pathlib import Path
 
 import pytest
 import torch

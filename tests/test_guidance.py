@@ -7,7 +7,8 @@ import torch
 
 import pcnn
 from pcnn.sampling.cached import cached_sample
-from pcnn.sampling.guidance import (GUIDES, TEMPER, GuidedDraw, bin_values, channel_probs, check_guidance, draw_bins, guided_log_probs)
+from pcnn.sampling.guidance import (GUIDES, TEMPER, GuidedDraw, bin_values, channel_probs, check_guidance, draw_bins,
+                                    guided_log_probs)
 from pcnn.model.likelihood import (LOG_WEIGHT_MIN, logistic_bin_log_prob, mixture_params, sample_from_params, subpixel_log_probs, to_float)
 from pcnn.sampling.sample import complete, sample
 from conftest import rand_images, randomize_, tiny_config

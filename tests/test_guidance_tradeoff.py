@@ -196,7 +196,8 @@ def test_issue_34_sets_share_noise_are_scored_beside_the_floor_and_resume(world,
 
 
 def test_issue_34_rule_table_plot_and_grids(world34, tmp_path):
-    from studies.guidance_tradeoff import (pick_recommended, pick_sentence, plausible_table, recommended_setting, write_setting_grids)
+    from studies.guidance_tradeoff import (pick_recommended, pick_sentence, plausible_table, recommended_setting,
+                                           write_setting_grids)
     from pcnn.viz.generation import plot_plausible_tradeoff
     res = json.loads(json.dumps(world34["res"]))
     rows = res["rows"]

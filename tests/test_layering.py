@@ -6,7 +6,7 @@ never a floor above (so there are no cycles between subpackages):
 ====  =========================================  ==============================================
 floor  members                                    what
 ====  =========================================  ==============================================
-0      ``logs``, ``paths``                        foundations: logging, where things are
+0      ``logs``, ``paths``, ``text``              foundations: logging, where things are, tables
 1      ``model``, ``viz.grids``                   the paper, and image tiling (PIL only)
 2      ``sampling``, ``data``                     drawing images; the data set
 3      ``eval`` (but ``eval.card``)               metrics: classification, FID, quality, generation
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pcnn"
 
 FLOORS = {
-    "logs": 0, "paths": 0,
+    "logs": 0, "paths": 0, "text": 0,
     "model": 1, "viz.grids": 1,
     "sampling": 2, "data": 2,
     "eval": 3,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pcnn.model.likelihood import (MIDPOINT_THRESHOLD, bits_per_dim, mixture_params, nll, pixel_log_probs, quantize, sample_from_params, subpixel_log_probs)
+from pcnn.model.likelihood import (MIDPOINT_THRESHOLD, bits_per_dim, mixture_params, nll, pixel_log_probs, quantize,
+                                   sample_from_params, subpixel_log_probs)
 
 K = 3
 

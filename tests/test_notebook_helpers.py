@@ -4,11 +4,12 @@ import csv
 import json
 from pathlib import Path
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 import pcnn
+from pcnn import paths
 from pcnn.notebook import live, runtime as nb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,22 +23,25 @@ def _fake_dataset(folder: Path) -> Path:
 
 
 def test_find_kaggle_data(tmp_path):
-    assert nb.find_kaggle_data(tmp_path / "missing") is None
-    assert nb.find_kaggle_data(tmp_path) is None
+    assert paths.find_kaggle_data(tmp_path / "missing") is None
+    assert paths.find_kaggle_data(tmp_path) is None
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "train.csv").write_text("")        # incomplete: no validation/test CSVs
     want = _fake_dataset(tmp_path / "cpen455" / "data")
-    assert nb.find_kaggle_data(tmp_path) == want
+    assert paths.find_kaggle_data(tmp_path) == want
 
 
-def test_data_dir_prefers_env_then_kaggle(tmp_path, monkeypatch):
+def test_data_dir_prefers_argument_env_then_kaggle(tmp_path, monkeypatch):
+    """One rule for the CLI, the notebooks and the scripts: argument, $PCNN_DATA_DIR, Kaggle, checkout."""
     monkeypatch.setenv("PCNN_DATA_DIR", str(tmp_path / "mine"))
-    assert nb.data_dir() == tmp_path / "mine"
+    assert paths.resolve_data_dir() == tmp_path / "mine"
+    assert paths.resolve_data_dir(tmp_path / "given") == tmp_path / "given"
     monkeypatch.delenv("PCNN_DATA_DIR")
-    monkeypatch.setattr(nb, "KAGGLE_INPUT", tmp_path / "input")
-    assert nb.data_dir() == nb.repo_root() / "data"
+    monkeypatch.setattr(paths, "KAGGLE_INPUT", tmp_path / "input")
+    assert paths.resolve_data_dir() == paths.repo_root() / "data"
     want = _fake_dataset(tmp_path / "input" / "cpen")
-    assert nb.data_dir() == want
+    assert paths.resolve_data_dir() == want
+    assert nb.ensure_data(download=False) == want  # the notebooks' helper follows the same rule
 
 
 def test_show_path_and_scrub(tmp_path, monkeypatch):
@@ -167,7 +171,7 @@ def test_gpu_report_without_a_gpu_says_how_to_get_one():
 
 def test_gpu_epoch_estimate_reads_the_measured_figures():
     from pcnn.model.config import ModelConfig
-    figures = live.gpu_figures(ROOT)
+    figures = live.gpu_figures()
     assert figures["gpu"] == "NVIDIA H200" and "issue #26" in figures["source"]
     small = live.gpu_epoch_estimate(ModelConfig(nr_filters=40), 3899, figures)
     want = min(r["images_per_s"] for r in figures["measured"] if r["nr_filters"] == 40)   # the slower figure

@@ -81,7 +81,8 @@ print(nb.describe_setup(DATA, DEVICE, SMOKE))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from pcnn.data.dataset import CLASS_NAMES, verify
+from pcnn.data.dataset import verify
+from pcnn.model.config import CPEN455_CLASSES as CLASS_NAMES
 report = verify(DATA)
 cols = list(CLASS_NAMES) + ["unlabelled"]
 print(f"{'split':<11}" + "".join(f"{c:>11}" for c in cols) + f"{'total':>8}")

@@ -83,7 +83,8 @@ model, source = nb.get_model(dev=DEVICE)
 print("model:", source); print(model.config)
 
 # %%
-from pcnn.data.dataset import CLASS_NAMES, load_split
+from pcnn.data.dataset import load_split
+from pcnn.model.config import CPEN455_CLASSES as CLASS_NAMES
 from pcnn.model.likelihood import to_float
 def subset(split, n):
     return split if n is None else split.subset(torch.linspace(0, len(split) - 1, n).long())

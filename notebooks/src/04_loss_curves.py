@@ -63,7 +63,6 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 # %config InlineBackend.figure_format = "png"
 import matplotlib.pyplot as plt
 import torch
-import pcnn
 from pcnn.notebook import live, runtime as nb
 from pcnn.viz.training import chain_offsets, plot_training_curves, run_summary
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text

@@ -84,7 +84,8 @@ model, source = nb.get_model(dev=DEVICE)
 print("model:", source)
 
 # %%
-from pcnn.data.dataset import CLASS_NAMES, load_split
+from pcnn.data.dataset import load_split
+from pcnn.model.config import CPEN455_CLASSES as CLASS_NAMES
 from pcnn.eval.fid import list_images
 from pcnn.sampling.sets import copy_subset, read_sample_set, write_sample_set
 OUT = ROOT / "runs" / "notebook_06"     # samples, the real-image set and the reference subset (smoke)

@@ -163,7 +163,8 @@ def grade(starter_dir, checkpoint, data_dir, workdir, mode: str = "validation", 
     ``{"classification": {"mode", "accuracy", "seconds"}, "generation": {"fid_192",
     "images", "seconds"}, "blocks": {...}}``; ``generation=False`` skips the sampling
     script (minutes on a CPU). ``guidance``: the generation block samples with class
-    guidance (:func:`generation_blocks`, with ``guide``, ``plausible``, ``schedule``). A script that fails raises RuntimeError with its output.
+    guidance (:func:`generation_blocks`, with ``guide``, ``plausible``, ``schedule``). A script that fails raises
+    RuntimeError with its output.
     """
     gen_blocks = generation_blocks(guidance, guide, plausible, schedule)
     workdir = prepare(starter_dir, checkpoint, data_dir, workdir, gen_blocks)

@@ -71,8 +71,10 @@ class AugmentConfig:
     color_jitter: float = 0.0   # strength s in [0, 1): brightness, contrast, saturation factors uniform in [1-s, 1+s]
     noise_std: float = 0.0      # std of added Gaussian noise in 0..255 pixel units (e.g. 2.0 = 2/255 of the range)
     cutout: int = 0             # side in pixels of one square set to mid-grey (128) at a uniform centre; 0 = off
-    translate: int = 0          # shift by an integer uniform in [-translate, +translate] pixels in x and y (reflect-padded)
-    normalize: bool = False     # opt-in per-channel mean/std normalisation, applied by the caller after to_float (not by augment)
+    translate: int = 0          # shift by an integer uniform in [-translate, +translate] pixels in x and y
+                                # (reflect-padded)
+    normalize: bool = False     # opt-in per-channel mean/std normalisation, applied by the caller after to_float
+                                # (not by augment)
 
     def __post_init__(self):
         for name in ("rotate_deg", "color_jitter", "noise_std"):

@@ -33,7 +33,7 @@ Bad data (every message names the CSV, its 1-based row and the file)
 * missing CSV -> :class:`DataError` saying where to put the files and that
   ``python -m pcnn data download`` fetches them;
 * malformed row (not exactly two fields ``path,label``) -> :class:`DataError`;
-* label not an integer or not in ``-1..len(CLASS_NAMES)-1`` -> :class:`DataError`
+* label not an integer or not in ``-1..len(CPEN455_CLASSES)-1`` -> :class:`DataError`
   (``-1`` = unlabelled, used by test.csv);
 * path absolute or escaping the data folder (``../x.jpg``) -> :class:`DataError`;
 * CSV with no rows (or every row skipped) -> :class:`DataError`;
@@ -63,23 +63,8 @@ import torch
 from pcnn.model.config import CPEN455_CLASSES
 from pcnn.paths import DATA_ENV_VAR, resolve_data_dir
 
-#: Class names by label (the course's files call them Class0..Class3).
-CLASS_NAMES = CPEN455_CLASSES
 #: The course's splits, each ``<split>.csv`` + ``<split>/`` folder.
 SPLITS = ("train", "validation", "test")
-#: The commit of the course repository whose ``data/`` folder pcnn downloads (the newest on
-#: its main branch when pinned, 2024-04-13: "fix drop_last and num_workers"). Pinned so that
-#: every student trains on the same bytes; a moving branch could change under them.
-COURSE_COMMIT = "47ee408db56040a122f93714a889776997b70ae5"
-#: A zip of the course repository at :data:`COURSE_COMMIT` (its ``data/`` folder is the data set).
-COURSE_URL = f"https://codeload.github.com/DSL-Lab/CPEN455HW-2023W2/zip/{COURSE_COMMIT}"
-#: sha256 of the data at :data:`COURSE_COMMIT` as :func:`pcnn.data.download.data_digest` computes it
-#: (the 5,200 files of ``data/``: 3 CSVs and 5,197 JPEGs, 10,057,125 bytes), read from the
-#: repository's git objects at that commit. The *content* is checked, not the zip's bytes:
-#: GitHub builds archives on request and does not promise the same bytes every time.
-COURSE_DATA_SHA256 = "180b6c09d16195b818768ff05bffe61c9386d338bafbb385ccd2f8f6bd9b0545"
-#: Environment variable naming the data folder.
-ENV_VAR = DATA_ENV_VAR  # "PCNN_DATA_DIR" (pcnn.paths)
 
 _RESIZE_CHUNK = 512  # images resized per batch (bounds the float32 working memory)
 #: Largest image :func:`load_split` decodes, read from the file's header before any pixel
@@ -97,7 +82,7 @@ def where_to_put(root: Path) -> str:
     """The sentence that says how to get the data set into ``root``."""
     return (f"put the CPEN455 files there ({', '.join(s + '.csv' for s in SPLITS)} and the "
             f"{'/, '.join(SPLITS)}/ image folders, the layout of data/ in the course repository "
-            f"DSL-Lab/CPEN455HW-2023W2), point ${ENV_VAR} or --data-dir at a folder that has them, "
+            f"DSL-Lab/CPEN455HW-2023W2), point ${DATA_ENV_VAR} or --data-dir at a folder that has them, "
             f"or run `python -m pcnn data download --data-dir {root}`")
 
 
@@ -109,7 +94,7 @@ def where_to_put(root: Path) -> str:
 class _Row:
     line: int     # 1-based line number in the CSV
     path: str     # as written in the CSV, e.g. "train/0000001.jpg"
-    label: int    # -1..len(CLASS_NAMES)-1
+    label: int    # -1..len(CPEN455_CLASSES)-1
 
 
 def _csv_path(root: Path, split: str) -> Path:
@@ -147,7 +132,7 @@ def read_csv(split: str, data_dir=None) -> list[_Row]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path}: {e}") from e
-    hi = len(CLASS_NAMES) - 1
+    hi = len(CPEN455_CLASSES) - 1
     rows: list[_Row] = []
     for line, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         if not fields or all(not f.strip() for f in fields):
@@ -160,10 +145,10 @@ def read_csv(split: str, data_dir=None) -> list[_Row]:
             label = int(lab)
         except ValueError:
             raise DataError(f"{where} ({rel}): label {lab!r} is not an integer; expected -1 "
-                            f"(unlabelled) or 0..{hi} ({', '.join(CLASS_NAMES)})") from None
+                            f"(unlabelled) or 0..{hi} ({', '.join(CPEN455_CLASSES)})") from None
         if not -1 <= label <= hi:
             raise DataError(f"{where} ({rel}): unknown label {label}; expected -1 (unlabelled) "
-                            f"or 0..{hi} ({', '.join(CLASS_NAMES)})")
+                            f"or 0..{hi} ({', '.join(CPEN455_CLASSES)})")
         _check_rel_path(root, path.name, line, rel)
         rows.append(_Row(line, rel, label))
     if not rows:
@@ -250,7 +235,7 @@ class Split:
 
     def class_counts(self) -> dict:
         """``{class name: count}``, plus ``"unlabelled"`` when there are -1 labels."""
-        out = {n: int((self.labels == i).sum()) for i, n in enumerate(CLASS_NAMES)}
+        out = {n: int((self.labels == i).sum()) for i, n in enumerate(CPEN455_CLASSES)}
         unl = int((self.labels == -1).sum())
         if unl:
             out["unlabelled"] = unl
@@ -402,13 +387,13 @@ def verify(data_dir=None, splits: Sequence[str] = SPLITS) -> dict:
     report = {}
     for split in splits:
         rows = read_csv(split, root)
-        classes = {n: 0 for n in CLASS_NAMES}
+        classes = {n: 0 for n in CPEN455_CLASSES}
         unl = 0
         for r in rows:
             if r.label < 0:
                 unl += 1
             else:
-                classes[CLASS_NAMES[r.label]] += 1
+                classes[CPEN455_CLASSES[r.label]] += 1
         if unl:
             classes["unlabelled"] = unl
         missing = [r.path for r in rows if not (root / r.path).is_file()]

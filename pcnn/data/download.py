@@ -1,9 +1,9 @@
 """Download the course's public copy of the CPEN455 data set, pinned and verified before it is
 moved into place (``python -m pcnn data download``).
 
-The archive is the course repository at a fixed commit (:data:`pcnn.data.dataset.COURSE_COMMIT`), and
+The archive is the course repository at a fixed commit (:data:`COURSE_COMMIT`), and
 the unpacked ``data/`` folder must have the sha256 recorded for it
-(:data:`pcnn.data.dataset.COURSE_DATA_SHA256`, :func:`data_digest`): a truncated download (the zip's
+(:data:`COURSE_DATA_SHA256`, :func:`data_digest`): a truncated download (the zip's
 CRCs), an altered file or a missing one is a :class:`pcnn.data.dataset.DataError` giving both digests
 (one digest for the whole folder: it says *that* the data differs, not which file), and nothing
 is moved into the data folder until everything has been checked. Offline,
@@ -24,10 +24,23 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from .dataset import COURSE_COMMIT, COURSE_DATA_SHA256, COURSE_URL, ENV_VAR, SPLITS, DataError, verify
+from pcnn.paths import DATA_ENV_VAR
+from .dataset import SPLITS, DataError, verify
 from pcnn.paths import resolve_data_dir
 
 log = logging.getLogger(__name__)
+
+#: The commit of the course repository whose ``data/`` folder pcnn downloads (the newest on
+#: its main branch when pinned, 2024-04-13: "fix drop_last and num_workers"). Pinned so that
+#: every student trains on the same bytes; a moving branch could change under them.
+COURSE_COMMIT = "47ee408db56040a122f93714a889776997b70ae5"
+#: A zip of the course repository at :data:`COURSE_COMMIT` (its ``data/`` folder is the data set).
+COURSE_URL = f"https://codeload.github.com/DSL-Lab/CPEN455HW-2023W2/zip/{COURSE_COMMIT}"
+#: sha256 of the data at :data:`COURSE_COMMIT` as :func:`pcnn.data.download.data_digest` computes it
+#: (the 5,200 files of ``data/``: 3 CSVs and 5,197 JPEGs, 10,057,125 bytes), read from the
+#: repository's git objects at that commit. The *content* is checked, not the zip's bytes:
+#: GitHub builds archives on request and does not promise the same bytes every time.
+COURSE_DATA_SHA256 = "180b6c09d16195b818768ff05bffe61c9386d338bafbb385ccd2f8f6bd9b0545"
 
 
 def file_sha256(path) -> str:
@@ -98,12 +111,12 @@ def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force:
     """Fetch the course's public data set and unpack its ``data/`` folder into ``data_dir``.
 
     ``url`` is a zip of the course repository (default: a codeload zip of the pinned
-    :data:`pcnn.data.dataset.COURSE_COMMIT`; ``file://`` URLs work too). The zip is saved to a
+    :data:`COURSE_COMMIT`; ``file://`` URLs work too). The zip is saved to a
     temporary file beside the target, ``data/`` is extracted into a temporary folder (the zip's
     CRCs catch a truncated or damaged download), its :func:`data_digest` compared with
     ``sha256``, the CSVs checked (every listed image exists), and only then moved into
     ``data_dir`` (the CSVs and split folders; other files are added but never overwrite existing
-    ones such as README.md). ``sha256="auto"``: the pinned :data:`pcnn.data.dataset.COURSE_DATA_SHA256`
+    ones such as README.md). ``sha256="auto"``: the pinned :data:`COURSE_DATA_SHA256`
     for the default URL, no digest check for another URL (logged); None: no check. If
     ``data_dir`` already holds a complete data set and ``force`` is false, nothing is fetched.
     Network failures (``URLError``, timeouts) raise :class:`DataError` saying where to put the
@@ -129,9 +142,10 @@ def download(data_dir=None, url: str = COURSE_URL, timeout: float = 60.0, force:
             return root
 
     root.mkdir(parents=True, exist_ok=True)
-    manual = (f"download it by hand from https://github.com/DSL-Lab/CPEN455HW-2023W2/tree/{COURSE_COMMIT} (folder data/) "
+    manual = (f"download it by hand from https://github.com/DSL-Lab/CPEN455HW-2023W2/tree/{COURSE_COMMIT} "
+              "(folder data/) "
               f"and put its contents into {root.resolve()} ({', '.join(s + '.csv' for s in SPLITS)} "
-              f"and the {'/, '.join(SPLITS)}/ folders), or set ${ENV_VAR} to a folder that has them")
+              f"and the {'/, '.join(SPLITS)}/ folders), or set ${DATA_ENV_VAR} to a folder that has them")
     with tempfile.TemporaryDirectory(prefix=".pcnn-download-", dir=root) as tmp:
         tmp = Path(tmp)
         zpath = tmp / "archive.zip"

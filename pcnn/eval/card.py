@@ -34,6 +34,7 @@ from pcnn.sampling.sets import write_sample_set
 from pcnn.train import read_metrics
 from pcnn.sampling.sets import real_course_set, subset_by_class
 from pcnn.viz.classification import reliability_plot
+from pcnn.text import cell, pipe_table
 
 
 log = logging.getLogger(__name__)
@@ -130,28 +131,28 @@ def card_markdown(card: dict) -> str:
     lines = [f"# Model card: `{card['checkpoint']}`", "",
              f"Model: {card['config']['nr_resnet']}/{card['config']['nr_filters']}/"
              f"{card['config']['nr_logistic_mix']}, fusion {'+'.join(card['config']['fusion'])}.", "",
-             "| validation (519 images) | plain argmax_c log p(x\\|c) | mirror-averaged |", "|---|---|---|",
-             f"| accuracy | {c['accuracy'] * 100:.2f} % ({c['correct']}/{c['n']}) | {f['accuracy'] * 100:.2f} % |",
-             f"| macro F1 | {c['macro_f1']:.3f} | {f['macro_f1']:.3f} |",
-             f"| bits/dim | {c['bpd']:.4f} | {f['bpd']:.4f} |",
-             *[f"| {n} accuracy | {a * 100:.1f} % | {b * 100:.1f} % |"
-               for n, a, b in zip(names, c["per_class_accuracy"], f["per_class_accuracy"])], "",
+             pipe_table([f"validation ({c['n']} images)", "plain argmax_c log p(x\\|c)", "mirror-averaged"],
+                        [["accuracy", f"{c['accuracy'] * 100:.2f} % ({c['correct']}/{c['n']})",
+                          f"{f['accuracy'] * 100:.2f} %"],
+                         ["macro F1", f"{c['macro_f1']:.3f}", f"{f['macro_f1']:.3f}"],
+                         ["bits/dim", f"{c['bpd']:.4f}", f"{f['bpd']:.4f}"],
+                         *[[f"{n} accuracy", f"{a * 100:.1f} %", f"{b * 100:.1f} %"]
+                           for n, a, b in zip(names, c["per_class_accuracy"], f["per_class_accuracy"])]]), "",
              f"Confusion matrix (rows true, columns predicted): `{c['confusion_matrix']}`", "",
              f"Calibration of p(c|x): expected calibration error **{card['calibration']['ece']:.3f}** "
              "(10 bins; `reliability.png`).", ""]
     if "generation" in card:
         g = card["generation"]
-        lines += ["| generation | images | FID 2048 | KID | probe accuracy | precision | recall | density | coverage | "
-                  "speckle | clipped colour |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        rows = []
         for name, s in g["sets"].items():
-            probe = s.get("probe") or {}
-            acc = probe.get("accuracy")
+            acc = (s.get("probe") or {}).get("accuracy")
             # cards measured before issue #34 lack the last six figures: "-"
-            seen = [("-" if s.get(k) is None else f"{s[k]:.3f}") for k in ("precision", "recall", "density", "coverage")]
-            seen += [("-" if s.get(k) is None else f"{s[k] * 100:.3f} %") for k in ("speckle", "clipped")]
-            lines.append(f"| {'real floor' if name == 'real floor' else 'samples'} | {s['n']} | "
-                         f"{s['fid_2048']:.1f} | {s['kid_mean']:.4f} | "
-                         f"{'-' if acc is None else f'{acc * 100:.1f} %'} | " + " | ".join(seen) + " |")
+            seen = [cell(s.get(k), ".3f") for k in ("precision", "recall", "density", "coverage")]
+            seen += [cell(s.get(k), ".3f", 100, " %") for k in ("speckle", "clipped")]
+            rows.append(["real floor" if name == "real floor" else "samples", s["n"], f"{s['fid_2048']:.1f}",
+                         f"{s['kid_mean']:.4f}", cell(acc, ".1f", 100, " %"), *seen])
+        lines.append(pipe_table(["generation", "images", "FID 2048", "KID", "probe accuracy", "precision", "recall",
+                                 "density", "coverage", "speckle", "clipped colour"], rows))
         cf = card["course_fid_192"]
         lines += ["", f"Course protocol (FID at dims 192, {cf['images']} images): samples **{cf['samples']:.2f}**, "
                       f"real validation images {cf['real']:.2f}.", ""]

@@ -6,7 +6,8 @@ activations and statistics come from pytorch-fid's ``get_activations`` /
 ``calculate_activation_statistics``.  Nothing of that is re-implemented here.
 What this module adds:
 
-* **Offline weights** (the conversion is :mod:`pcnn.eval.fid_weights`).  pytorch-fid downloads ``pt_inception-2015-12-05`` on
+* **Offline weights** (the conversion is :mod:`pcnn.eval.fid_weights`).  pytorch-fid downloads
+``pt_inception-2015-12-05`` on
   first use.  :func:`load_inception` uses, in order,
 
   1. pytorch-fid's own file when it is already in the torch hub cache
@@ -56,14 +57,15 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .fid_weights import (CONVERTED_FILE, FID_HELPER_DIST, FID_HELPER_FILE, FID_HELPER_SHA1, INSTALL_HINT, PYTORCH_FID_FILE, FIDError, _build_inception_v3, _download_pytorch_fid, _fid_helper_version, _hub_weights_path, _sha1, convert_fid_helper_weights, default_cache_dir, fid_helper_weights_path)
+from .fid_weights import (CONVERTED_FILE, FID_HELPER_DIST, FID_HELPER_FILE, FID_HELPER_SHA1, INSTALL_HINT,
+                          PYTORCH_FID_FILE, FIDError, _build_inception_v3, _download_pytorch_fid, _fid_helper_version,
+                          _hub_weights_path, _sha1, convert_fid_helper_weights, default_cache_dir,
+                          fid_helper_weights_path)
 
 __all__ = [
-    "FIDError",
     "FIDRankWarning",
     "FIDModel",
     "load_inception",
-    "convert_fid_helper_weights",
     "list_images",
     "image_statistics",
     "reference_statistics",
@@ -322,7 +324,8 @@ def fid_from_dirs(gen_dir, ref_dir, dims: Iterable[int] = (192, 2048), batch_siz
     out = {"fid": {}, "weights": model.weights, "n_gen": len(gen_files), "n_ref": len(ref_files),
            "ref_cache_hit": {}, "warnings": [], "dims": dims}
     for d in dims:
-        for n, what in ((len(gen_files), f"generated images ({gen_dir})"), (len(ref_files), f"reference images ({ref_dir})")):
+        for n, what in ((len(gen_files), f"generated images ({gen_dir})"),
+                        (len(ref_files), f"reference images ({ref_dir})")):
             msg = _rank_warning(n, d, what)
             if msg:
                 out["warnings"].append(msg)

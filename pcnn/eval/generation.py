@@ -53,6 +53,7 @@ from pcnn.model.config import CPEN455_CLASSES, class_names_for
 from pcnn.data.dataset import load_split
 from .quality import pixel_metrics, prdc_or_none
 from pcnn.sampling.sets import class_of_file, load_images, write_images
+from pcnn.text import MISSING, cell, pipe_table
 from . import fid as fidlib
 
 
@@ -114,8 +115,8 @@ class InceptionFeatures(torch.nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-            raise GenerationError(f"InceptionFeatures takes uint8 images (B, 3, H, W), got "
-                                  f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
+            got = f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}"
+            raise GenerationError(f"InceptionFeatures takes uint8 images (B, 3, H, W), got {got}")
         images = images.cpu()
         keys = [_digest(im) for im in images]
         todo = [i for i, k in enumerate(keys) if k not in self.memo]
@@ -366,19 +367,16 @@ def format_table(res: dict) -> str:
         p = e.get("probe") or {}
         per = p.get("per_class") or {}
         names = names or list(per)
-        cells = [f"{v * 100:.1f}" for v in per.values()]
-        acc = "-" if not p else f"{p['accuracy'] * 100:.1f}"
-        per_cells = " | ".join(cells) if cells else "-"
-        seen = " | ".join(["-" if e.get(k) is None else f"{e[k]:.3f}" for k in ("precision", "recall", "density",
-                                                                            "coverage")]
-                          + ["-" if e.get(k) is None else f"{e[k] * 100:.3f}" for k in ("speckle", "clipped")])
-        rows.append(f"| {name} | {e['n']} | {e['fid_192']:.2f} | {e['fid_2048']:.1f} | "
-                    f"{e['kid_mean']:.4f} ± {e['kid_std']:.4f} | {acc} | {per_cells} | {seen} |")
-    head = ("| set | images | FID 192 (course) | FID 2048 | KID (mean ± std) | probe acc % | "
-            + (" | ".join(f"{n} %" for n in names) if names else "per class")
-            + " | precision | recall | density | coverage | speckle % | clipped % |")
-    sep = "|" + "---|" * (12 + max(1, len(names or [])))
-    out = [head, sep, *rows]
+        per_cells = [cell(v, ".1f", 100) for v in per.values()] or [MISSING]
+        seen = ([cell(e.get(k), ".3f") for k in ("precision", "recall", "density", "coverage")]
+                + [cell(e.get(k), ".3f", 100) for k in ("speckle", "clipped")])
+        rows.append([name, e["n"], f"{e['fid_192']:.2f}", f"{e['fid_2048']:.1f}",
+                     f"{e['kid_mean']:.4f} ± {e['kid_std']:.4f}", cell(p.get("accuracy"), ".1f", 100),
+                     *per_cells, *seen])
+    headers = (["set", "images", "FID 192 (course)", "FID 2048", "KID (mean ± std)", "probe acc %"]
+               + ([f"{n} %" for n in names] if names else ["per class"])
+               + ["precision", "recall", "density", "coverage", "speckle %", "clipped %"])
+    out = [pipe_table(headers, rows)]
     pv = (res.get("probe") or {}).get("validation")
     if pv:
         out.append("")

@@ -44,7 +44,8 @@ def log_likelihoods(model, x: torch.Tensor, batch_size: Optional[int] = None, fl
     """log p(x | c) in nats for every class: x (B, 3, S, S) in [-1, 1] -> (B, num_classes).
 
     ``batch_size`` bounds how many (image, class) pairs go through the network at
-    once (default :func:`default_batch_size` of the model's device). ``flip_average`` averages the log-likelihood of x and its horizontal
+    once (default :func:`default_batch_size` of the model's device). ``flip_average`` averages the log-likelihood of
+    x and its horizontal
     mirror (test-time augmentation; still a pure likelihood). The model is put
     in eval mode for the call and restored afterwards. ``progress(done, total)``
     is called after each chunk. ``precision="bf16"`` runs the network (not the

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .fusion import Fusion, count_blocks
-from .layers import (DownRightShiftedConv2d, DownRightShiftedDeconv2d, DownShiftedConv2d, DownShiftedDeconv2d, GatedResBlock, NIN, down_shift, right_shift)
+from .layers import (DownRightShiftedConv2d, DownRightShiftedDeconv2d, DownShiftedConv2d, DownShiftedDeconv2d,
+                     GatedResBlock, NIN, down_shift, right_shift)
 
 
 def check_images(x: torch.Tensor, cfg: ModelConfig) -> None:

@@ -310,7 +310,8 @@ def resolve_scoring_compile(mode: str, device) -> str:
     ``ValueError`` for an unknown mode. CUDA graphs exist only on CUDA, so "reduce-overhead"
     elsewhere runs as "default"; where dynamo cannot run, scoring runs eagerly. Both fallbacks
     say so in a ``RuntimeWarning`` (so does :func:`pcnn.model.classify.class_pair_outputs` when the
-    compiler itself fails at the first forward, e.g. without a C++ compiler, and it scores eagerly). Scoring is eager unless asked: compiling costs about a
+    compiler itself fails at the first forward, e.g. without a C++ compiler, and it scores eagerly). Scoring is eager
+    unless asked: compiling costs about a
     minute per model, mode and batch size, more than an eager pass over the validation split takes
     on a GPU, so it pays only for long scoring jobs (benchmarks/bench_gpu.py measures both).
     """

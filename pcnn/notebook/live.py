@@ -16,7 +16,7 @@ from typing import Optional
 
 from pcnn import logs, paths
 from pcnn.model.checkpoint import load, read_metadata
-from .runtime import (completed_epochs, config_path, device, display_handle, find_checkpoint, repo_root, show_path)
+from .runtime import (completed_epochs, config_path, device, display_handle, find_checkpoint, show_path)
 from .runtime import show_progress
 from pcnn.viz.training import LiveLossPlot
 from pcnn.viz.images import show_grid
@@ -26,7 +26,9 @@ from pcnn.train import TrainConfig, read_metrics, train
 from pcnn.train.workdir import break_idle_lock
 
 #: Measured GPU speeds the notebooks quote (labelled as estimates), relative to the checkout.
-GPU_FIGURES = Path("results") / "gpu" / "h200_issue26.json"
+#: The GPU speeds measured for issue #26 (package data, so a wheel has them too; the library
+#: never reads results/ at run time).
+GPU_FIGURES = Path(__file__).with_name("gpu_speeds.json")
 
 #: What each preset in ``configs/`` is for (the files' own ``description`` says how it was run).
 PRESET_USES = {
@@ -54,10 +56,9 @@ PRESET_USES = {
 log = logging.getLogger(__name__)
 
 
-def gpu_figures(root=None) -> Optional[dict]:
-    """The measured GPU speeds in ``results/gpu/h200_issue26.json`` (None outside a checkout)."""
-    path = Path(root or repo_root()) / GPU_FIGURES
-    return json.loads(path.read_text()) if path.is_file() else None
+def gpu_figures() -> Optional[dict]:
+    """The measured GPU speeds (:data:`GPU_FIGURES`; None if the file is missing)."""
+    return json.loads(GPU_FIGURES.read_text()) if GPU_FIGURES.is_file() else None
 
 
 def _nearest_rate(nr_filters: int, nr_resnet: int, figures: dict) -> tuple:
@@ -89,7 +90,7 @@ def epoch_estimates(n_train: int, names=None, figures: Optional[dict] = None) ->
     :func:`gpu_epoch_estimate`), or one line saying no GPU figures are available."""
     figures = figures if figures is not None else gpu_figures()
     if not figures:
-        return ["no measured GPU figures here (results/gpu/ is part of a checkout): no epoch estimates"]
+        return ["no measured GPU figures here (pcnn/notebook/gpu_speeds.json is missing): no epoch estimates"]
     out = [f"estimated training seconds per epoch of {n_train:,} images on one {figures['gpu']} (measured images/s "
            "of the nearest width, divided by nr_resnet; validation adds to it; a T4 is slower, not measured):"]
     for name in names or [f"{n}.json" for n in paths.preset_names()]:

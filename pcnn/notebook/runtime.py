@@ -34,7 +34,7 @@ from pcnn import paths
 from pcnn.model.checkpoint import load
 from pcnn.data.dataset import DataError, verify
 from pcnn.data.download import download as download_data
-from pcnn.paths import DATA_ENV_VAR as ENV_VAR
+from pcnn.paths import DATA_ENV_VAR
 from pcnn.paths import preset_path
 from pcnn.model.precision import cuda_compile_problem, cuda_precision, resolve_device
 from pcnn.train import TrainConfig, read_metrics, train
@@ -51,8 +51,7 @@ log = logging.getLogger(__name__)
 SMOKE_VAR = "PCNN_SMOKE"
 #: Environment variable naming the folder that holds notebook runs (overrides the default below).
 RUNS_ENV_VAR = "PCNN_RUNS_DIR"
-#: Where Kaggle mounts the data sets added to a notebook, and its persistent output folder.
-KAGGLE_INPUT = Path("/kaggle/input")
+#: Kaggle's persistent output folder (its input mount: :data:`pcnn.paths.KAGGLE_INPUT`).
 KAGGLE_WORKING = Path("/kaggle/working")
 #: Where Colab mounts Google Drive, and the folder of runs on it.
 DRIVE_MOUNT = Path("/content/drive")
@@ -99,41 +98,21 @@ def repo_root(start=None) -> Path:
     return paths.repo_root(start) or Path(start or Path.cwd()).resolve()
 
 
-def find_kaggle_data(input_root=None) -> Optional[Path]:
-    """A folder under Kaggle's input mount (``/kaggle/input``, up to 3 levels down) holding
-    ``train.csv``, ``validation.csv`` and ``test.csv``, or None (also off Kaggle)."""
-    root = Path(input_root) if input_root is not None else KAGGLE_INPUT
-    if not root.is_dir():
-        return None
-    for depth in range(1, 4):
-        for csv in sorted(root.glob("/".join(["*"] * (depth - 1) + ["train.csv"]))):
-            if all((csv.parent / f"{s}.csv").is_file() for s in ("validation", "test")):
-                return csv.parent
-    return None
-
-
-def data_dir() -> Path:
-    """The data folder: ``$PCNN_DATA_DIR`` if set, else a Kaggle input data set
-    (:func:`find_kaggle_data`), else ``<repo>/data``."""
-    if os.environ.get(ENV_VAR):
-        return paths.resolve_data_dir()
-    return find_kaggle_data() or repo_root() / "data"
-
-
 def ensure_data(root=None, download: Optional[bool] = None) -> Path:
-    """The data folder (see :func:`data_dir`), fetched with :func:`pcnn.data.download.download` when missing.
+    """The data folder (:func:`pcnn.paths.resolve_data_dir`), fetched with :func:`pcnn.data.download.download` when
+    missing.
 
     ``download=None`` downloads only when the data is absent; the folder is also
     exported as ``$PCNN_DATA_DIR`` so later :mod:`pcnn` calls find it.
     """
-    root = Path(root) if root is not None else data_dir()
+    root = Path(root) if root is not None else paths.resolve_data_dir()
     try:
         complete = not any(r["missing"] for r in verify(root).values())
     except DataError:
         complete = False
     if not complete and download is not False:
         download_data(root)
-    os.environ[ENV_VAR] = str(root)
+    os.environ[DATA_ENV_VAR] = str(root)
     return root
 
 
@@ -144,7 +123,7 @@ def show_path(path, root=None) -> str:
     import tempfile
     p = Path(path).expanduser().resolve()
     root = Path(root or repo_root()).resolve()
-    for var in (ENV_VAR, RUNS_ENV_VAR):
+    for var in (DATA_ENV_VAR, RUNS_ENV_VAR):
         env = os.environ.get(var)
         if env and (p == Path(env).expanduser().resolve() or Path(env).expanduser().resolve() in p.parents):
             rest = p.relative_to(Path(env).expanduser().resolve())

@@ -105,7 +105,8 @@ def sample(model, labels, generator: Optional[torch.Generator] = None, method: s
     (:func:`pcnn.sampling.guidance.recommended_guidance`); the default stays w = 0.
     ``exact_bins=True` uses that draw even at w = 0 (the model's own distribution, drawn
     per sub-pixel by inverse CDF, the network on the image's own class only), so images at
-    several w from one seed share their noise and differ only by w. Without either, the mixture is drawn as above (bitwise today's).
+    several w from one seed share their noise and differ only by w. Without either, the mixture is drawn as above
+    (bitwise today's).
     """
     return _run(model, labels, generator, method, progress, return_float, preview, temperature,
                 return_outputs=return_outputs, guidance=guidance, guide=guide, exact_bins=exact_bins,
@@ -219,7 +220,8 @@ def complete(model, images: torch.Tensor, labels, keep_rows: int, generator: Opt
     n_labels = len(labels) if not torch.is_tensor(labels) else (labels.shape[0] if labels.dim() else 1)
     if n_labels != images.shape[0]:
         raise ValueError(f"need one label per image: {images.shape[0]} images, {n_labels} labels")
-    known = images.to(next(model.parameters()).dtype) / 127.5 - 1   # as pcnn.data.dataset.to_float, in the model's dtype
+    known = images.to(next(model.parameters()).dtype) / 127.5 - 1   # as pcnn.data.dataset.to_float, in the model's
+                                                                    # dtype
     return _run(model, labels, generator, method, progress, return_float, preview, temperature,
                 known=known, keep_rows=keep_rows, guidance=guidance, guide=guide, exact_bins=exact_bins,
                 plausible=plausible, schedule=schedule)

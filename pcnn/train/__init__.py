@@ -7,7 +7,8 @@ Usage::
     torchrun --nproc_per_node=4 -m pcnn train --config configs/report_chan.json --workdir runs/chan
 
 Layout: :mod:`.config` (TrainConfig, schedules, overrides), :mod:`.objective` (the
-loss and validation figures), :mod:`.loop` (``train`` and the Trainer), :mod:`.state` (``last.pt``: save, resume, RNG), :mod:`.metrics` (metric
+loss and validation figures), :mod:`.loop` (``train`` and the Trainer), :mod:`.state` (``last.pt``: save, resume,
+RNG), :mod:`.metrics` (metric
 files and loggers), :mod:`.distributed` (torchrun context), :mod:`.inputs` (data checks),
 :mod:`.callbacks` (per-epoch callbacks of one run: live plot, samples, a stop request),
 :mod:`.stop` (a graceful stop on SIGINT or SIGTERM), :mod:`.workdir` (the run folder: lock, claiming, clearing),
@@ -65,6 +66,6 @@ from .objective import evaluate, training_loss, validation_objective
 from .metrics import METRIC_COLUMNS, read_metrics
 from .state import TRAIN_STATE_FORMAT, TrainingStopped
 
-__all__ = ["train", "EpochEnd", "TrainConfig", "apply_overrides", "load_run_config", "lr_at", "ema_decay_at", "exports_ema",
-           "training_loss", "evaluate", "validation_objective", "Trainer", "TrainingStopped", "read_metrics", "read_data_tensors",
-           "METRIC_COLUMNS", "TRAIN_STATE_FORMAT", "OPTIMIZERS"]
+__all__ = ["train", "EpochEnd", "TrainConfig", "apply_overrides", "load_run_config", "lr_at", "ema_decay_at",
+           "exports_ema", "training_loss", "evaluate", "validation_objective", "Trainer", "TrainingStopped",
+           "read_metrics", "read_data_tensors", "METRIC_COLUMNS", "TRAIN_STATE_FORMAT", "OPTIMIZERS"]

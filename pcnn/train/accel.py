@@ -33,6 +33,10 @@ whose ``"auto"`` is resolved here per device by :func:`resolve_fast_path`:
   50 on CUDA, 1 (today's per-step sync) on CPU and under DDP.
 
 On a CPU every ``auto`` keeps the behaviour the CPU trainer had before, bit for bit.
+
+It runs past 500 lines because every piece above is one ``auto`` decision with its fallback,
+and :class:`FastSteps` (the step the Trainer calls) uses them all; kept together, what a
+GPU run does differently from the CPU trainer reads in one file.
 """
 from __future__ import annotations
 
@@ -63,7 +67,7 @@ CUDA_CHECK_EVERY = 50
 #: until a GPU measures it, from two measurements: a cold compile of the loss (forward and
 #: backward) took 82 s on this project's 2-core CPU host (benchmarks/README.md; a Colab host
 #: has 2 vCPUs too), and the eager step of the 1/40/5 model at batch 64 took 49 ms on an H200
-#: (results/gpu/h200_issue26.json). If compiling halves the step, a step saves about 25 ms
+#: (pcnn/notebook/gpu_speeds.json). If compiling halves the step, a step saves about 25 ms
 #: and 82 s / 25 ms = about 3,300 steps repay the compile.
 COMPILE_MIN_STEPS = 3000
 #: The same with a warm compile cache beside the run (a second runtime): 8 s measured warm,

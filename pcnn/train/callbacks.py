@@ -6,7 +6,8 @@ A callback is any callable taking an :class:`EpochEnd`; it runs after the epoch'
 logged and ``last.pt`` is saved, so nothing it does can lose work. It returns ``True`` (the
 object itself: a figure or any other truthy return value does not count) to ask the run to
 stop there: the run ends with that epoch (``last.pt`` saved; ``model.safetensors`` as of the
-last validation), and ``resume=True`` or the next ``train_live`` continues it exactly. Callbacks run with every global RNG state saved and
+last validation), and ``resume=True`` or the next ``train_live`` continues it exactly. Callbacks run with every
+global RNG state saved and
 restored around them (:func:`run_callbacks`), so a callback that samples does not change the
 run: a run with callbacks equals one without, bit for bit.
 """

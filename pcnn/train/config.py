@@ -67,23 +67,36 @@ class TrainConfig:
     seed: int = 0                     # seeds model init, data order, augmentation, dropout
     val_subset: int = 0               # evaluate on this many validation images (fixed, seeded); 0 = all
     val_every: int = 1                # evaluate every this many epochs (and always at the end)
-    eval_batch_size: int = 0          # (image, class) pairs per forward pass when evaluating; 0 = auto (CPU 32, GPU 256)
+    eval_batch_size: int = 0          # (image, class) pairs per forward pass when evaluating; 0 = auto
+                                      # (CPU 32, GPU 256)
     checkpoint_minutes: float = 10.0  # save last.pt at least this often (wall-clock minutes), mid-epoch too
     checkpoint_every_steps: int = 0   # also save last.pt every this many batches; 0 = off
     max_bad_steps: int = 20           # stop (RuntimeError) after this many non-finite steps in a row
-    amp: str = "auto"                 # "auto" (CUDA: bf16 if supported else fp16; CPU: bf16 if the CPU has it and a probe shows it pays, see pcnn.model.precision) | "off" | "bf16" | "fp16" (GPU only)
-    compile: str = "auto"             # torch.compile the training loss: "auto" (CUDA: reduce-overhead; CPU: off, it did not pay there) | "off" | "default" | "reduce-overhead" (CUDA graphs; CUDA only); true/false = default/off (older configs)
-    channels_last: Any = "auto"       # channels-last memory format: "auto" (on on CUDA, off on CPU where it gave nothing) | true | false
-    fused_optimizer: Any = "auto"     # fused Adam/AdamW kernel (fused=True): "auto" (on on CUDA, or when check_every > 1 needs it; off on CPU) | true | false
-    device_data: Any = "auto"         # keep the training split on the device and flip there: "auto" (on on CUDA) | true | false
-    check_every: int = 0              # read the finite-loss/gradient flags back every this many steps (1 = every step; > 1 needs the fused optimizer); 0 = auto (CUDA 50, CPU and DDP 1); see pcnn.train.accel
+    amp: str = "auto"                 # "auto" (CUDA: bf16 where native, sm_80+, else fp16; CPU: bf16 if the CPU
+                                      # has it and a probe shows it pays; see pcnn.model.precision) | "off" | "bf16"
+                                      # | "fp16" (GPU only)
+    compile: str = "auto"             # torch.compile the training loss: "auto" (CUDA: reduce-overhead; CPU: off, it
+                                      # did not pay there) | "off" | "default" | "reduce-overhead" (CUDA graphs; CUDA
+                                      # only); true/false = default/off (older configs)
+    channels_last: Any = "auto"       # channels-last memory format: "auto" (on on CUDA, off on CPU where it gave
+                                      # nothing) | true | false
+    fused_optimizer: Any = "auto"     # fused Adam/AdamW kernel (fused=True): "auto" (on on CUDA, or when check_every
+                                      # > 1 needs it; off on CPU) | true | false
+    device_data: Any = "auto"         # keep the training split on the device and flip there: "auto" (on on CUDA) |
+                                      # true | false
+    check_every: int = 0              # read the finite-loss/gradient flags back every this many steps (1 = every
+                                      # step; > 1 needs the fused optimizer); 0 = auto (CUDA 50, CPU and DDP 1); see
+                                      # pcnn.train.accel
     tensorboard: bool = False         # log to workdir/tensorboard (needs the tensorboard package)
     wandb: bool = False               # log to Weights & Biases (needs wandb; project from $WANDB_PROJECT)
-    data_dir: Optional[str] = None    # CPEN455 data folder; None = pcnn.data.dataset.resolve_data_dir()
-    disc_weight: float = 0.0          # weight of -log p(y|x) (nats/image) added to the bits/dim loss; 0 = pure likelihood
-    init_from: Optional[str] = None   # start from these weights (a pcnn export, same model config except dropout), e.g. to fine-tune
+    data_dir: Optional[str] = None    # CPEN455 data folder; None = pcnn.paths.resolve_data_dir()
+    disc_weight: float = 0.0          # weight of -log p(y|x) (nats/image) added to the bits/dim loss; 0 = pure
+                                      # likelihood
+    init_from: Optional[str] = None   # start from these weights (a pcnn export, same model config except dropout),
+                                      # e.g. to fine-tune
     max_steps: Optional[int] = None   # stop after this many batches in total (smoke runs); None = no cap
-    max_minutes: Optional[float] = None  # stop (evaluated, exported, resumable) after this many wall-clock minutes of this invocation; None = no cap
+    max_minutes: Optional[float] = None  # stop (evaluated, exported, resumable) after this many wall-clock minutes
+                                         # of this invocation; None = no cap
     description: str = ""             # free text: what this run / preset is and why (not used by training)
 
     def __post_init__(self):

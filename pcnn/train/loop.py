@@ -5,8 +5,9 @@ optimizer steps (:meth:`Trainer._train_step`, skipping non-finite ones in
 :meth:`Trainer._on_bad_step`) until the epoch, ``max_steps``, ``max_minutes`` or a
 SIGINT/SIGTERM (:mod:`pcnn.train.stop`) ends it, then :meth:`Trainer._end_epoch` evaluates,
 exports and logs. Saving and resuming live in
-:class:`pcnn.train.state.RunState`, the loss in :mod:`pcnn.train.objective`. It is a little
-over 400 lines because it is one class whose methods share the run's state.
+:class:`pcnn.train.state.RunState`, the loss in :mod:`pcnn.train.objective`. It runs to about
+500 lines because it is one class whose methods share the run's state (the epoch's
+position, the EMA, the exports), so the loop reads top to bottom in one place.
 """
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ def train(config, workdir, train_data=None, val_data=None, resume: bool = False,
     ``best.safetensors`` is chosen by the validation value of the run's own objective
     (bits/dim, plus ``disc_weight`` x the mean ``-log p(y|x)`` for a discriminative run),
     never accuracy: the best of many noisy accuracy estimates is biased upwards, the
-    objective is what the run minimises and is smooth. Non-finite steps are skipped and counted (``max_bad_steps`` in a row
+    objective is what the run minimises and is smooth. Non-finite steps are skipped and counted (``max_bad_steps`` in
+    a row
     stop the run, :class:`TrainingStopped`); non-finite weights are never saved. Under
     torchrun ``batch_size`` is global and every rank takes its slice of the same
     permutation, so N processes follow the single-process run; rank 0 evaluates and

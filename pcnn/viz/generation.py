@@ -39,12 +39,14 @@ def plot_plausible_tradeoff(res: dict, path=None):
     panel with the real-image floor dashed. Saved to ``path`` when given; returns the figure."""
     plt = pyplot()
     panels = (("probe", "Inception-probe accuracy (%)", 100.0), ("fid_2048", "FID-2048 (lower is better)", 1.0),
-              ("speckle", "speckle (% of pixels, log scale; 0 drawn at 1e-4)", 100.0), ("coverage", "coverage (higher: more diverse)", 1.0))
+              ("speckle", "speckle (% of pixels, log scale; 0 drawn at 1e-4)", 100.0),
+              ("coverage", "coverage (higher: more diverse)", 1.0))
     base = next(r for r in res["rows"] if r["w"] == 0)
     lines = {}
     for r in res["rows"]:
         if r["w"] > 0:
-            key = f"alpha {r['plausible']:g}" if r["schedule"] == "constant" else f"{r['schedule']}, alpha {r['plausible']:g}"
+            alpha = f"alpha {r['plausible']:g}"
+            key = alpha if r["schedule"] == "constant" else f"{r['schedule']}, {alpha}"
             lines.setdefault(key, []).append(r)
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.0))
     for ax, (key, title, scale) in zip(axes, panels):
