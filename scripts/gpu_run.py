@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import pcnn  # noqa: E402
 from pcnn import logs  # noqa: E402
 from pcnn.model.precision import (cuda_compile_problem, cuda_native_bf16, cuda_precision, describe_cpu, resolve_amp)  # noqa: E402
+from pcnn.data.download import file_sha256  # noqa: E402
 from pcnn.sampling.sets import write_images  # noqa: E402
 from pcnn.train import TrainConfig, apply_overrides, train  # noqa: E402
 
@@ -158,14 +159,6 @@ def export_bytes_estimate(cfg: TrainConfig) -> int:
     """Size of a float32 export of ``cfg.model`` (weights plus a generous allowance for the header)."""
     n = sum(t.numel() for t in pcnn.PixelCNNpp(cfg.model).state_dict().values())
     return 4 * n + (1 << 20)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_for_return(path: Path, out: Path, part_bytes: int = PART_BYTES) -> dict:
@@ -465,7 +458,7 @@ def main(argv=None) -> int:
                     t = time.monotonic()
                     model = pcnn.load(best).to(device)
                     torch.save(sample_set(model, a.samples_per_class), out / SAMPLES)
-                    manifest["files"][SAMPLES] = {"sha256": sha256(out / SAMPLES),
+                    manifest["files"][SAMPLES] = {"sha256": file_sha256(out / SAMPLES),
                                                   "bytes": (out / SAMPLES).stat().st_size, "files": [SAMPLES]}
                     return time.monotonic() - t
                 stage("sampling_s", export_and_sample)

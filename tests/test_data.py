@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from pcnn.data import augment as AUG
 from pcnn.data import dataset as D
+from pcnn.model import likelihood as LIK
 from pcnn.data.augment import AugmentConfig
 from pcnn.data.dataset import DataError
 from pcnn.cli.main import main as cli_main
@@ -251,25 +253,25 @@ def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
 
 def test_to_float_to_uint8_round_trip():
     v = torch.arange(256, dtype=torch.uint8)
-    x = D.to_float(v)
+    x = LIK.to_float(v)
     assert x.dtype == torch.float32 and x[0] == -1 and x[255] == 1
     assert torch.equal(x, v.float() / 127.5 - 1)
-    assert torch.equal(D.to_uint8(x), v)
+    assert torch.equal(LIK.to_uint8(x), v)
     # off-grid values round to the nearest level and clamp
-    assert D.to_uint8(torch.tensor([-3.0, 2.0, x[10] + 0.3 / 127.5])).tolist() == [0, 255, 10]
+    assert LIK.to_uint8(torch.tensor([-3.0, 2.0, x[10] + 0.3 / 127.5])).tolist() == [0, 255, 10]
 
 
 def test_channel_stats_and_normalize():
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (20, 3, 8, 8), generator=g, dtype=torch.uint8)
-    mean, std = D.channel_stats(imgs)
+    mean, std = AUG.channel_stats(imgs)
     assert mean.shape == std.shape == (3,)
-    x = D.to_float(imgs)
-    z = D.normalize(x, mean, std)
+    x = LIK.to_float(imgs)
+    z = AUG.normalize(x, mean, std)
     assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(z.std((0, 2, 3)), torch.ones(3), atol=1e-4)
-    assert torch.allclose(D.denormalize(z, mean, std), x, atol=1e-6)
-    assert torch.allclose(D.channel_stats(D.Split("s", imgs, torch.zeros(20, dtype=torch.long),
+    assert torch.allclose(AUG.denormalize(z, mean, std), x, atol=1e-6)
+    assert torch.allclose(AUG.channel_stats(D.Split("s", imgs, torch.zeros(20, dtype=torch.long),
                                                   ["p"] * 20))[0], mean)
 
 
@@ -298,20 +300,20 @@ def test_augment_on_grid_shape_deterministic(name):
     cfg = AUGS[name]
     x = batch()
     x0 = x.clone()
-    a = D.augment(x, cfg, torch.Generator().manual_seed(5))
-    b = D.augment(x, cfg, torch.Generator().manual_seed(5))
-    c = D.augment(x, cfg, torch.Generator().manual_seed(6))
+    a = AUG.augment(x, cfg, torch.Generator().manual_seed(5))
+    b = AUG.augment(x, cfg, torch.Generator().manual_seed(5))
+    c = AUG.augment(x, cfg, torch.Generator().manual_seed(6))
     assert a.dtype == torch.uint8 and a.shape == x.shape  # uint8 = on the 8-bit grid by construction
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert not torch.equal(a, x)
     assert torch.equal(x, x0)  # input untouched
-    assert torch.equal(D.to_uint8(D.to_float(a)), a)
+    assert torch.equal(LIK.to_uint8(LIK.to_float(a)), a)
 
 
 def test_hflip_flips():
     x = batch(64)
-    y = D.augment(x, AugmentConfig(hflip=True), torch.Generator().manual_seed(0))
+    y = AUG.augment(x, AugmentConfig(hflip=True), torch.Generator().manual_seed(0))
     same = [torch.equal(y[i], x[i]) for i in range(64)]
     flipped = [torch.equal(y[i], x[i].flip(-1)) for i in range(64)]
     assert all(s or f for s, f in zip(same, flipped))
@@ -322,12 +324,12 @@ def test_identity_and_zero_magnitudes():
     x = batch()
     cfg = AugmentConfig(hflip=False)
     assert cfg.is_identity
-    assert torch.equal(D.augment(x, cfg, torch.Generator().manual_seed(0)), x)
+    assert torch.equal(AUG.augment(x, cfg, torch.Generator().manual_seed(0)), x)
 
 
 def test_translate_is_exact_integer_shift():
     x = batch(32, size=16)
-    y = D.augment(x, AugmentConfig(hflip=False, translate=2), torch.Generator().manual_seed(3))
+    y = AUG.augment(x, AugmentConfig(hflip=False, translate=2), torch.Generator().manual_seed(3))
     for i in range(32):
         ok = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
               if torch.equal(y[i, :, 2:-2, 2:-2], x[i, :, 2 - dy:14 - dy, 2 - dx:14 - dx])]
@@ -336,9 +338,9 @@ def test_translate_is_exact_integer_shift():
 
 def test_noise_and_cutout_magnitudes():
     x = torch.full((64, 3, 16, 16), 100, dtype=torch.uint8)
-    y = D.augment(x, AugmentConfig(hflip=False, noise_std=5.0), torch.Generator().manual_seed(0))
+    y = AUG.augment(x, AugmentConfig(hflip=False, noise_std=5.0), torch.Generator().manual_seed(0))
     assert abs((y.float() - 100).std().item() - 5.0) < 0.3  # noise_std is in 0..255 units
-    z = D.augment(x, AugmentConfig(hflip=False, cutout=4), torch.Generator().manual_seed(0))
+    z = AUG.augment(x, AugmentConfig(hflip=False, cutout=4), torch.Generator().manual_seed(0))
     n = (z == 128).all(1).flatten(1).sum(1)
     assert (n > 0).all() and (n <= 16).all() and (z[z != 128] == 100).all()
 
@@ -349,7 +351,7 @@ def test_augment_config_validation():
         with pytest.raises(ValueError):
             AugmentConfig(**bad)
     with pytest.raises(ValueError, match="uint8"):
-        D.augment(batch().float(), AugmentConfig(), torch.Generator())
+        AUG.augment(batch().float(), AugmentConfig(), torch.Generator())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,3 +505,13 @@ def test_cli_info_and_download(tmp_path, capsys):
     zpath = make_course_zip(tmp_path)
     assert cli(["data", "download", "--data-dir", str(tmp_path / "y"), "--url", zpath.as_uri()]) == 0
     assert (tmp_path / "y" / "test.csv").is_file()
+
+
+def test_file_sha256_is_the_one_file_hasher(tmp_path):
+    """download.file_sha256 reads any file in blocks, in sha256 or any hashlib algorithm (FID weights use sha1)."""
+    from pcnn.data.download import file_sha256
+    f = tmp_path / "blob.bin"
+    data = bytes(range(256)) * 5000   # over one 1 MiB block
+    f.write_bytes(data)
+    assert file_sha256(f) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(f, "sha1") == hashlib.sha1(data).hexdigest()

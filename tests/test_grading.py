@@ -11,6 +11,7 @@ import pcnn
 from pcnn.course import grading
 from pcnn.cli.main import main as cli_main
 from pcnn.data.dataset import load_split
+from pcnn.model.likelihood import to_float
 
 from conftest import STARTER, data_dir, randomize_, tiny_config
 
@@ -103,7 +104,7 @@ def test_grade_runs_both_course_scripts_and_agrees_with_pcnn(tmp_path):
     res = grading.grade(STARTER, ck, data, tmp_path / "graded", threads=1, timeout=900)
     # the course's accuracy is pcnn's own prediction on the same images (the 8-bit grid is exact)
     val = load_split("validation", data, show_progress=False)
-    ours = (pcnn.predict(model, pcnn.data.dataset.to_float(val.images)) == val.labels).float().mean().item()
+    ours = (pcnn.predict(model, to_float(val.images)) == val.labels).float().mean().item()
     assert res["classification"]["accuracy"] == pytest.approx(ours, abs=1e-9)
     gen = res["generation"]
     assert gen["images"] == 100 and gen["fid_192"] > 0

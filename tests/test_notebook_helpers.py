@@ -269,7 +269,7 @@ def test_train_live_stops_run_all_after_an_interrupt(tmp_path, monkeypatch):
 
 RESUME_SCRIPT = """
 import sys, torch
-from pcnn import live, notebook as nb
+from pcnn.notebook import live, runtime as nb
 g = torch.Generator().manual_seed(0)
 data = (torch.randint(0, 256, (8, 3, 8, 8), generator=g, dtype=torch.uint8), torch.arange(8) % 4)
 cfg = nb.tiny_train_config(image_size=8, steps=None, batch_size=4)

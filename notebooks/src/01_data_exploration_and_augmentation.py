@@ -65,6 +65,7 @@ if REMOTE and not (Path("pyproject.toml").is_file() and Path("pcnn", "__init__.p
 import matplotlib.pyplot as plt
 import torch
 import pcnn
+import pcnn.data.augment
 from pcnn.notebook import runtime as nb
 from pcnn.viz.images import augmentation_rows, pixel_histograms, show_images, to_hwc
 nb.setup_plots()            # readable sizes: 100 dpi, 11 pt text
@@ -114,7 +115,7 @@ plt.show()
 # %%
 pixel_histograms(train.images, train.labels, CLASS_NAMES, per_class=N_STATS)
 plt.show()
-mean, std = pcnn.data.dataset.channel_stats(train)
+mean, std = pcnn.data.augment.channel_stats(train)
 print("per-channel mean / std in [-1, 1] units:", [round(v, 3) for v in mean.tolist()], [round(v, 3) for v in std.tolist()])
 
 # %% [markdown]

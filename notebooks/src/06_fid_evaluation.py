@@ -67,6 +67,7 @@ import matplotlib.pyplot as plt
 import torch
 import pcnn
 import pcnn.eval.card
+import pcnn.sampling.sets
 from pcnn.notebook import runtime as nb
 from pcnn.viz.generation import plot_beside_floor
 from pcnn.viz.images import show_grid

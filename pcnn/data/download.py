@@ -43,9 +43,10 @@ COURSE_URL = f"https://codeload.github.com/DSL-Lab/CPEN455HW-2023W2/zip/{COURSE_
 COURSE_DATA_SHA256 = "180b6c09d16195b818768ff05bffe61c9386d338bafbb385ccd2f8f6bd9b0545"
 
 
-def file_sha256(path) -> str:
-    """sha256 of one file's bytes (hex)."""
-    h = hashlib.sha256()
+def file_sha256(path, algorithm: str = "sha256") -> str:
+    """The hex digest of one file's bytes (sha256, or any ``hashlib`` algorithm, e.g. ``"sha1"``),
+    read in 1 MiB blocks: the one file hasher of pcnn (downloads, FID weights, GPU exports)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)

@@ -1,4 +1,14 @@
-"""TODO docstring (moved from pcnn/model/classify.py)."""
+"""Classification by likelihood, scored: what ``predict(x) = argmax_c log p(x | c)`` gets right.
+
+* :func:`score` -- accuracy, macro F1, per-class accuracy, confusion matrix and bits/dim of a
+  split from its per-class log-likelihoods (:func:`pcnn.model.classify.log_likelihoods`).
+* :func:`calibration` -- reliability of ``p(c | x)`` by Bayes' rule: expected calibration error
+  and the bins behind the reliability plot (:func:`pcnn.viz.classification.reliability_plot`).
+* :func:`metrics` -- accuracy, macro F1 and confusion from labels alone.
+* :func:`write_predictions` -- the predictions CSV (ours, or the course's layout).
+* Analyses notebook 03 shows: :func:`likelihood_margins`, :func:`confident_mistakes`,
+  :func:`mistake_titles`, :func:`confidence_summary`, :func:`margin_by_row`.
+"""
 from __future__ import annotations
 
 import csv

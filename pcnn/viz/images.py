@@ -1,19 +1,7 @@
-"""Figures the numbered notebooks show, as library functions with tests.
-
-* :func:`to_hwc`, :func:`show_images`, :func:`show_grid` -- images and grids at readable sizes.
-* :func:`pixel_histograms`, :func:`augmentation_rows` -- the data and every augmentation (01).
-* :func:`plot_run`, :class:`LiveLossPlot` -- one run's curves, readable after one epoch: markers,
-  whole-epoch ticks, validation of the EMA weights and of the raw weights where they differ (02).
-* :func:`chain_offsets`, :func:`plot_training_curves`, :func:`focus_limits`, :func:`run_summary`
-  -- bits/dim and accuracy against a cumulative epoch axis, stages one after another (04).
-* :func:`plot_results`, :func:`accuracy_stderr`, :func:`fusion_conclusion` -- the fusion
-  comparison with error bars, a chance line, raw and EMA accuracy, and what it shows (05).
-* :func:`plot_confusion`, :func:`likelihood_margins`, :func:`confident_mistakes`,
-  :func:`mistake_titles`, :func:`confidence_summary`, :func:`margin_by_row` -- classification (03).
-* :func:`plot_beside_floor` -- generation figures beside real images (06; rows from
-  :func:`pcnn.eval.card.floor_rows`).
-
-Every function returns the figure (or tensors) and leaves showing to the caller.
+"""Image figures: :func:`to_hwc`, :func:`show_images`, :func:`show_grid` (images and grids at
+readable sizes), :func:`pixel_histograms` and :func:`augmentation_rows` (the data and every
+augmentation; notebook 01); :func:`pyplot` (matplotlib, imported on first use, for every figure
+module here). Every function returns the figure and leaves showing it to the caller.
 """
 from __future__ import annotations
 

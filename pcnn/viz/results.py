@@ -1,4 +1,7 @@
-"""TODO docstring (moved from pcnn/viz/images.py)."""
+"""Comparisons of results files (the ``pcnn-results-v1`` format of :mod:`studies.experiments`):
+:func:`plot_results` (one bar per run and metric with standard errors, a chance line, raw and
+EMA accuracy; notebook 05), :func:`accuracy_stderr`, :func:`zoomed_limits`, :func:`final_value`.
+"""
 from __future__ import annotations
 
 import math

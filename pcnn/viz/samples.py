@@ -1,4 +1,8 @@
-"""TODO docstring (moved from pcnn/sampling/sample.py)."""
+"""Grids of samples drawn from a model, for looking at what a setting does: the same noise for
+every class (:func:`same_noise_grid`), for several guidance weights (:func:`guidance_grid`) or
+several guidance settings (:func:`setting_grid`); the samples come from
+:mod:`pcnn.sampling.sample`, the tiles are laid out by :func:`pcnn.viz.grids.labeled_grid`.
+"""
 from __future__ import annotations
 
 from typing import Optional, Sequence

@@ -1,4 +1,9 @@
-"""TODO docstring (moved from pcnn/viz/images.py)."""
+"""Training curves: :func:`plot_run` and :class:`LiveLossPlot` (one run, readable after one
+epoch: markers, whole-epoch ticks, validation of the EMA and of the raw weights where they
+differ; notebook 02), and :func:`chain_offsets`, :func:`plot_training_curves`,
+:func:`focus_limits`, :func:`run_summary` (bits/dim and accuracy against a cumulative epoch
+axis, stages one after another; notebook 04). Rows come from :func:`pcnn.train.read_metrics`.
+"""
 from __future__ import annotations
 
 import math
