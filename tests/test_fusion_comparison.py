@@ -145,13 +145,10 @@ def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
     """Two strategies, one seed each, trained, scored and sampled on a synthetic data folder by the
     real command; then the report. The EMA figures equal the trainer's last logged row."""
     from pcnn.eval import fid
-    from pcnn.eval import generation as G
     if fid.fid_helper_weights_path() is None and not fid._hub_weights_path().is_file():
         pytest.skip("needs offline Inception weights")
     from gen_helpers import write_data_dir
     import fusion_comparison as FC
-    monkeypatch.setattr(G, "frechet_2048", lambda a, b: float(np.abs(a.mean(0) - b.mean(0))[:64].sum()))  # the
-    # 2048-d square root costs a minute on a CPU; tests/test_generation.py checks the real one
     data = write_data_dir(tmp_path / "data", per_class=(3, 2, 2))
     cfg = json.loads((ROOT / "configs" / "fusion_cpu10.json").read_text())
     cfg.update(model=dict(cfg["model"], nr_filters=8, nr_logistic_mix=2, image_size=8), epochs=2, batch_size=4,

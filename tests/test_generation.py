@@ -24,19 +24,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-_FRECHET = G.frechet_2048
-
-
-def _frechet_64(a, b):
-    """The 2048-d matrix square root costs about a minute per call on a 2-core CPU, so the
-    pipeline tests run pytorch-fid's distance on the first 64 feature dims (test_frechet checks the full one's maths)."""
-    return _FRECHET(a[:, :64], b[:, :64])
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, _one_thread):
-    mp = pytest.MonkeyPatch()
-    mp.setattr(G, "frechet_2048", _frechet_64)
     root = tmp_path_factory.mktemp("gen")
     data = write_data_dir(root / "data", per_class=(2, 2, 1))        # train 8, validation 8, test 4
     gen = write_set(root / "gen", 1, seed=7)                          # Class0_image_00.png ... Class3_...
@@ -45,16 +34,29 @@ def world(tmp_path_factory, _one_thread):
     res = G.evaluate_generation([gen], data / "test", data_dir=data, real_floor=True, floor_dir=root / "floor",
                                 min_images=2, extractor=ex, cache_dir=root / "cache", kid_subsets=20)
     yield {"root": root, "data": data, "gen": gen, "model": model, "ex": ex, "res": res}
-    mp.undo()
 
 
-def test_frechet_is_pytorch_fids_on_the_features():
+@pytest.mark.parametrize("na,nb,dims", [(40, 50, 16), (8, 8, 2048), (120, 519, 2048), (300, 260, 192)])
+def test_frechet_is_pytorch_fids_on_the_features(na, nb, dims):
+    """The float64 reference: pytorch-fid's sqrtm-based distance on the same means and covariances,
+    with fewer features than dims (singular covariances, FID-2048 of 500 samples) and more."""
     from pytorch_fid.fid_score import calculate_frechet_distance
-    g = np.random.default_rng(0)
-    a, b = g.normal(size=(40, 16)), g.normal(1.0, 2.0, size=(50, 16))
+    g = np.random.default_rng(dims + na)
+    a, b = g.gamma(0.5, size=(na, dims)), g.gamma(0.5, size=(nb, dims)) * 1.3 + 0.2   # skewed, like pool features
     ref = calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-    assert _FRECHET(a, b) == pytest.approx(ref, rel=1e-9) and _FRECHET(a, b) > 16   # mean shift alone adds 16
-    assert _FRECHET(a, a) == pytest.approx(0, abs=1e-6)
+    assert G.frechet_2048(a, b) == pytest.approx(ref, rel=1e-6)
+    assert G.frechet_2048(b, a) == pytest.approx(ref, rel=1e-6)                # symmetric
+    assert G.frechet_2048(a, a) == pytest.approx(0, abs=1e-6)
+    shifted = a + 1.0                                                          # a mean shift adds |shift|^2
+    assert G.frechet_2048(a, shifted) == pytest.approx(dims, rel=1e-6)
+
+
+def test_frechet_refuses_what_has_no_covariance():
+    g = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="at least 2"):
+        G.frechet_2048(g.normal(size=(1, 8)), g.normal(size=(5, 8)))
+    with pytest.raises(ValueError, match="same D"):
+        G.frechet_2048(g.normal(size=(4, 8)), g.normal(size=(5, 9)))
 
 
 def test_probe_recognises_real_classes_far_above_chance(world):
@@ -162,7 +164,6 @@ def test_too_few_images_name_the_minimum(world, tmp_path):
 
 def test_cli_prints_the_table_and_writes_json(world, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(G.fidlib, "load_inception", lambda *a, **k: world["model"])
-    monkeypatch.setattr(G, "frechet_2048", _frechet_64)
     out = tmp_path / "r.json"
     code = main(["evaluate-generation", "--gen", str(world["gen"]), "--ref", str(world["data"] / "test"),
                  "--data-dir", str(world["data"]), "--min-images", "2", "--kid-subsets", "5",
