@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] && . .venv/bin/activate
 export PCNN_SMOKE=1 MPLBACKEND=Agg PCNN_FID_DOWNLOAD=${PCNN_FID_DOWNLOAD:-0}
 ruff check .   # the linter (pyproject.toml [tool.ruff]); seconds
-python -m pytest -q tests
+# One worker per core (pytest-xdist; tests/conftest.py gives each one intra-op thread); a file's
+# tests stay on one worker so its module fixtures are built once. PCNN_TEST_WORKERS=0: in-process.
+WORKERS=${PCNN_TEST_WORKERS:-$(python -c "import os; print(min(len(os.sched_getaffinity(0)), 4))")}
+XDIST=(); [ "$WORKERS" -gt 1 ] && XDIST=(-n "$WORKERS" --dist loadfile)
+python -m pytest -q "${XDIST[@]}" tests
 if compgen -G "notebooks/*.ipynb" >/dev/null; then
   python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 fi

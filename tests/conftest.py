@@ -17,6 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # tests that compare runs must not depend on it, so they see fp32 unless a test asks
 # (tests/test_precision.py covers the probe path). Subprocesses inherit it.
 os.environ.setdefault("PCNN_CPU_BF16", "0")
+# Under pytest-xdist (scripts/test.sh runs one worker per core) each worker and its subprocesses
+# get one intra-op thread: two workers of two OpenMP threads each on two cores spin against each
+# other (the guidance trade-off fixtures took 430 s so, 25 s alone).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 SHARED_DATA = ROOT.parent / "shared" / "cpen455"
 #: The course's public starter code beside the checkout (imported at run time, never copied).
 STARTER = ROOT.parent / "shared" / "cpen455-starter"
