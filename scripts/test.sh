@@ -14,7 +14,7 @@ WORKERS=${PCNN_TEST_WORKERS:-$(python -c "import os; print(min(len(os.sched_geta
 XDIST=(); [ "$WORKERS" -gt 1 ] && XDIST=(-n "$WORKERS" --dist loadfile)
 python -m pytest -q "${XDIST[@]}" tests
 if compgen -G "notebooks/*.ipynb" >/dev/null; then
-  python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+  python -m pytest -q "${XDIST[@]}" --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 fi
 if [ "${CI:-}" = "true" ] || [ "${PCNN_E2E:-0}" = "1" ]; then
   mkdir -p artifacts
