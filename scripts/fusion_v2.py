@@ -479,11 +479,12 @@ def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence
     if bpd_rows:
         lower = [r["other"] for r in bpd_rows if r["verdict"] == "best better"]
         higher = [r["other"] for r in bpd_rows if r["verdict"] == "best worse"]
+        rest = [r["other"] for r in bpd_rows if r["verdict"] not in ("best better", "best worse")]
         by_bpd = min(summary, key=lambda n: summary[n]["bpd"]["mean"])
         out.append(f"Likelihood: the lowest mean bits/dim is {by_bpd}'s ({summary[by_bpd]['bpd']['mean']:.3f}); "
                    f"{best} has lower bits/dim than {', '.join(lower) or 'no other strategy'} and higher than "
-                   f"{', '.join(higher) or 'no other strategy'} (same paired test, Holm-adjusted); "
-                   f"it is not separated from the rest.")
+                   f"{', '.join(higher) or 'no other strategy'} (same paired test, Holm-adjusted)"
+                   + (f"; it is not separated from {', '.join(rest)}." if rest else "."))
         if "none" in summary:
             u = summary["none"]["bpd"]["mean"]
             below = [n for n in summary if is_conditional(n) and summary[n]["bpd"]["mean"] < u]

@@ -137,6 +137,8 @@ def test_build_report_counts_done_of_planned(tmp_path):
     assert len(rep["status"]["missing"]) == 16 and "late_s1" in rep["status"]["missing"]
     assert rep["best"] == "late" and rep["conclusion"][0].startswith("2 of 21 planned runs are finished")
     assert "| late **(best)** | late | 0 | 90.0 (1) |" in rep["table"]
+    likelihood = [c for c in rep["conclusion"] if c.startswith("Likelihood:")]
+    assert len(likelihood) == 1 and "from the rest" not in likelihood[0]   # no empty "rest" with one other run
     assert F.build_report(tmp_path / "empty", F.DESIGNS["cpu10"])["conclusion"] == [
         "No run has finished yet (0 of 21): nothing can be concluded."]
 
