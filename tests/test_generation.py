@@ -36,10 +36,11 @@ def world(tmp_path_factory, _one_thread):
     yield {"root": root, "data": data, "gen": gen, "model": model, "ex": ex, "res": res}
 
 
-@pytest.mark.parametrize("na,nb,dims", [(40, 50, 16), (8, 8, 512), (120, 519, 1024), (300, 260, 192)])
+@pytest.mark.parametrize("na,nb,dims", [(40, 50, 16), (8, 8, 512), (120, 519, 1024), (300, 260, 192), (900, 700, 64)])
 def test_frechet_is_pytorch_fids_on_the_features(na, nb, dims):
     """The float64 reference: pytorch-fid's sqrtm-based distance on the same means and covariances,
-    with fewer features than dims (singular covariances, as FID-2048 of 500 samples has) and more.
+    with fewer features than dims (singular covariances, as FID-2048 of 500 samples has: the SVD
+    route) and many more (the D x D route: 40 x 50 at 16 dims, 900 x 700 at 64).
     (1024 dims at most: the reference's own square root of 2048 x 2048 costs 16 s a call.)"""
     from pytorch_fid.fid_score import calculate_frechet_distance
     g = np.random.default_rng(dims + na)
