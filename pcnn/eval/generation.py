@@ -226,8 +226,8 @@ def frechet_2048(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     (``A_c``, ``B_c`` the centred features): the nonzero eigenvalues of ``S_a S_b`` are the squared
     singular values of that n_a x n_b matrix (with many features, where that matrix would be large,
     the same trace comes from two symmetric D x D eigendecompositions). An SVD of 500 x 519 takes
-    milliseconds where scipy's ``sqrtm`` of 2048 x 2048 took about 16 s per call at one thread on this project's CPUs, and
-    it agrees with pytorch-fid to about 1e-7 relative (``tests/test_generation.py``). Raises
+    milliseconds where scipy's ``sqrtm`` of 2048 x 2048 took about 16 s per call at one thread on
+    this project's CPUs, and it agrees with pytorch-fid to about 1e-7 relative (``tests/test_generation.py``). Raises
     ``ValueError`` for fewer than 2 features in a set or mismatched dimensions.
     """
     a = np.asarray(feats_a, dtype=np.float64)
