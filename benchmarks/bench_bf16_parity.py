@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
 from bench_model import emit
 from pcnn.data.dataset import load_split
-from pcnn.model.precision import describe_cpu
+from pcnn.model.precision import cpu_name, cpu_native_bf16, describe_cpu
 from pcnn.train import read_metrics
 from pcnn.train import TrainConfig, train
 
@@ -115,6 +116,23 @@ def main(argv=None):
     ap.add_argument("--train-subset", type=int, default=0, help="first N training images only (0 = all; tests)")
     ap.add_argument("--out", default=None, help="path stem for .md/.json/.png")
     a = ap.parse_args(argv)
+    if cpu_native_bf16():
+        return _main(a)
+    # Parity is about bf16's arithmetic, which an emulating CPU computes too (many times slower):
+    # without PCNN_CPU_BF16=1, amp=bf16 would run fp32 here and the table compare fp32 with itself.
+    emit([f"{cpu_name()} has no bf16 instructions: bf16 runs emulated (PCNN_CPU_BF16=1), slowly", ""])
+    old = os.environ.get("PCNN_CPU_BF16")
+    os.environ["PCNN_CPU_BF16"] = "1"
+    try:
+        return _main(a)
+    finally:
+        if old is None:
+            os.environ.pop("PCNN_CPU_BF16")
+        else:
+            os.environ["PCNN_CPU_BF16"] = old
+
+
+def _main(a):
     tr = load_split("train", size=32, show_progress=False)
     va = load_split("validation", size=32, show_progress=False)
     n = a.train_subset or len(tr.labels)

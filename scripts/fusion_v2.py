@@ -106,6 +106,16 @@ def run_config(base: dict, name: str, seed: int) -> dict:
 # ----------------------------------------------------------------------------- one run
 
 
+def trained_amp(workdir) -> dict:
+    """The precision the run in ``workdir`` trained in (the trainer's stored choice in ``last.pt``:
+    mode, precision, reason): amp=bf16 runs fp32 on a CPU without bf16 instructions."""
+    from pcnn.model.checkpoint import read_tensor_file
+    amp = read_tensor_file(Path(workdir) / "last.pt").get("amp")
+    if not amp:
+        raise ValueError(f"{workdir}/last.pt records no precision choice")
+    return dict(amp)
+
+
 def ema_model(workdir):
     """The EMA weights of the run in ``workdir`` (from ``last.pt``), in eval mode."""
     from pcnn.model.checkpoint import read_tensor_file
@@ -218,7 +228,7 @@ def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, ou
                "fusion": list(STRATEGIES[name]), "config": cfg.to_dict(), "metrics_log": rows,
                "ema": {k: v for k, v in val.items() if k not in ("log_px", "pred", "labels", "files")},
                "validation": {k: val[k] for k in ("log_px", "pred", "labels", "files")},
-               "generation": gen, "hardware": hardware(),
+               "generation": gen, "hardware": hardware(), "amp": trained_amp(wd),
                "seconds": {"train_log": round(sum(r.get("seconds") or 0 for r in rows), 1),
                            "train_this_call": round(t_train, 1), "validation": round(t_val, 1),
                            "generation": gen["seconds"]}}
@@ -314,6 +324,15 @@ def _mean_sd(values: Sequence[Optional[float]]) -> dict:
             "n": len(v)}
 
 
+def run_precision(run: dict) -> str:
+    """What a run's network trained in: its recorded choice (``amp``), else, for results written
+    before it was recorded, what its ``amp`` setting meant then (bf16 ran bf16 on every CPU,
+    off ran fp32; auto depended on the machine: '?')."""
+    if run.get("amp"):
+        return run["amp"]["precision"]
+    return {"bf16": "bf16", "off": "fp32"}.get(run["config"].get("amp"), "?")
+
+
 def summarize(runs: Sequence[dict]) -> Dict[str, dict]:
     """Per strategy: its seeds and mean / sample sd over them of EMA accuracy, macro F1, bits/dim,
     FID-2048, course FID-192, KID and the probe's accuracy on the samples."""
@@ -324,6 +343,7 @@ def summarize(runs: Sequence[dict]) -> Dict[str, dict]:
             continue
         g = [r["generation"] for r in rs]
         out[name] = {"seeds": [r["seed"] for r in rs], "fusion": "+".join(STRATEGIES[name]) or "none",
+                     "precision": [run_precision(r) for r in rs],
                      "accuracy": _mean_sd([r["ema"]["accuracy"] for r in rs]),
                      "macro_f1": _mean_sd([r["ema"]["macro_f1"] for r in rs]),
                      "bpd": _mean_sd([r["ema"]["bpd"] for r in rs]),
@@ -415,21 +435,22 @@ def history_rows(v1_folder) -> Dict[str, dict]:
 
 def markdown_summary(summary: Dict[str, dict], floor: Optional[dict], history: Dict[str, dict],
                      best: Optional[str]) -> str:
-    head = ("| strategy | fusion | seeds | EMA accuracy % | macro F1 % | bits/dim | FID-2048 | FID-192 (course) | "
+    head = ("| strategy | fusion | seeds | trained in | EMA accuracy % | macro F1 % | bits/dim | FID-2048 | FID-192 (course) | "
             "KID x1000 | probe on samples % | v1 (2 ep, 1 seed) EMA acc % / bpd |")
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for name, s in summary.items():
         h = history.get(name) or {}
         hist = "-" if not h else (f"{h['accuracy_ema'] * 100:.1f}" if h.get("accuracy_ema") is not None else "-") \
             + (f" / {h['val_bpd_ema']:.3f}" if h.get("val_bpd_ema") is not None else "")
         mark = " **(best)**" if name == best else ""
         lines.append(f"| {name}{mark} | {s['fusion']} | {','.join(map(str, s['seeds']))} | "
+                     f"{','.join(s.get('precision') or ['?'])} | "
                      f"{_pm(s['accuracy'], '{:.1f}', 100)} | {_pm(s['macro_f1'], '{:.1f}', 100)} | "
                      f"{_pm(s['bpd'], '{:.3f}')} | {_pm(s['fid_2048'], '{:.1f}')} | {_pm(s['fid_192'], '{:.2f}')} | "
                      f"{_pm(s['kid'], '{:.1f}', 1000)} | {_pm(s['probe'], '{:.1f}', 100)} | {hist} |")
     if floor:
         p = (floor.get("probe") or {}).get("accuracy")
-        lines.append(f"| real floor | {floor['n']} validation images | - | - | - | - | {floor['fid_2048']:.1f} | "
+        lines.append(f"| real floor | {floor['n']} validation images | - | - | - | - | - | {floor['fid_2048']:.1f} | "
                      f"{floor['fid_192']:.2f} | {floor['kid_mean'] * 1000:.1f} | "
                      f"{'-' if p is None else f'{p * 100:.1f}'} | - |")
     return "\n".join(lines)
@@ -499,6 +520,15 @@ def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence
                    "protocol (the floor), so every model is far from real images; the probe's accuracy on the "
                    "samples says how recognisable each class is (real images: "
                    f"{(floor.get('probe') or {}).get('accuracy', 0) * 100:.1f} %).")
+    precisions = {p for sm in summary.values() for p in sm.get("precision") or []}
+    if len(precisions) > 1:
+        by = {p: [f"{n}_s{seed}" for n, sm in summary.items() for seed, q in zip(sm["seeds"], sm["precision"])
+                  if q == p] for p in sorted(precisions)}
+        out.append("The runs did not all train in one precision (amp=bf16 runs fp32 on a CPU without bf16 "
+                   "instructions, and the CPU changes between sessions): "
+                   + "; ".join(f"{p}: {', '.join(v)}" for p, v in by.items())
+                   + ". bf16 autocast changes the arithmetic of the network (not of the likelihood), so a "
+                   "difference between strategies trained in different precisions carries that too.")
     out.append("What it cannot conclude: the ranking after longer training or at other sizes than 1/40/5 at 32x32 "
                "(10 epochs on a CPU; the GPU design runs 30 epochs); differences smaller than the intervals above; "
                "anything about the test split (all accuracies are on the 519 validation images, which the rule also "

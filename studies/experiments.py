@@ -58,11 +58,14 @@ COLUMNS = (
 def hardware() -> dict:
     """The machine a run used: device name, torch version, CPU count."""
     import os
+    from pcnn.model.precision import cpu_bf16_flags, cpu_name
     if torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
     else:
         dev = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return {"device": dev, "torch": torch.__version__, "python": platform.python_version()}
+    # The CPU's model and bf16 instructions: they set its speed and what amp=bf16 runs in.
+    return {"device": dev, "cpu": cpu_name(), "cpu_bf16_flags": list(cpu_bf16_flags()),
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def _val_figures(row: dict, suffix: str = "") -> dict:

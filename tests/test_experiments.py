@@ -170,7 +170,9 @@ def test_fit_gap_script_writes_its_json(tmp_path):
     res = json.loads(out.read_text())
     card = json.loads(SHIPPED[0].with_suffix(".json").read_text())
     assert res["train"]["n"] == 16 and res["validation"]["correct"] == card["plain"]["correct"]
-    assert res["validation"]["bpd"] == pytest.approx(card["plain"]["val_bpd"], rel=1e-9)
+    # The card was scored on another CPU: oneDNN's float32 kernels differ between instruction sets
+    # (AVX-512 there, AVX2 on an AMD EPYC: 4e-9 relative seen), so not bitwise across machines.
+    assert res["validation"]["bpd"] == pytest.approx(card["plain"]["val_bpd"], rel=1e-7)
 
 
 def test_committed_test_predictions_are_the_shipped_models():

@@ -136,11 +136,31 @@ def test_build_report_counts_done_of_planned(tmp_path):
     assert rep["status"]["done"] == 2 and rep["status"]["total"] == 21 and rep["status"]["undecided"] == 3
     assert len(rep["status"]["missing"]) == 16 and "late_s1" in rep["status"]["missing"]
     assert rep["best"] == "late" and rep["conclusion"][0].startswith("2 of 21 planned runs are finished")
-    assert "| late **(best)** | late | 0 | 90.0 (1) |" in rep["table"]
+    assert "| late **(best)** | late | 0 | ? | 90.0 (1) |" in rep["table"]   # _run records no precision
     likelihood = [c for c in rep["conclusion"] if c.startswith("Likelihood:")]
     assert len(likelihood) == 1 and "from the rest" not in likelihood[0]   # no empty "rest" with one other run
     assert F.build_report(tmp_path / "empty", F.DESIGNS["cpu10"])["conclusion"] == [
         "No run has finished yet (0 of 21): nothing can be concluded."]
+
+
+def test_precision_per_run_is_reported_and_a_mix_is_said():
+    """Runs record what they trained in; results from before that are read by what their amp
+    setting meant then; a report over runs of two precisions says which ran in which."""
+    runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0, 1))
+    runs[0]["config"]["amp"] = "bf16"                              # late_s0: written before amp was recorded
+    runs[1]["amp"] = {"mode": "bf16", "precision": "fp32", "reason": "no bf16 instructions"}   # late_s1
+    runs[2]["config"]["amp"] = "off"                               # input_s0
+    assert [F.run_precision(r) for r in runs] == ["bf16", "fp32", "fp32", "?"]
+    summary = F.summarize(runs)
+    assert summary["late"]["precision"] == ["bf16", "fp32"]
+    table = F.markdown_summary(summary, None, {}, "late")
+    assert "| late **(best)** | late | 0,1 | bf16,fp32 | 90.0 ± 0.0 (2) |" in table
+    status = {"done": 4, "total": 4, "missing": []}
+    mixed = [c for c in F.conclusion(summary, "late", [], [], status, None) if "one precision" in c]
+    assert len(mixed) == 1 and "bf16: late_s0" in mixed[0] and "fp32: input_s0, late_s1" in mixed[0] and "?: input_s1" in mixed[0]
+    for r in runs:
+        r["amp"] = {"mode": "off", "precision": "fp32", "reason": "amp=off"}
+    assert not [c for c in F.conclusion(F.summarize(runs), "late", [], [], status, None) if "one precision" in c]
 
 
 def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
@@ -175,6 +195,8 @@ def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
     assert len(late["validation"]["log_px"]) == 8 and len(late["validation"]["log_px"][0]) == 4
     assert late["ema"]["correct"] == sum(p == y for p, y in zip(late["validation"]["pred"],
                                                                   late["validation"]["labels"]))
+    assert late["amp"]["precision"] == "fp32" and late["amp"]["mode"] == "off"    # what it trained in
+    assert late["hardware"]["cpu"] and isinstance(late["hardware"]["cpu_bf16_flags"], list)
     g = late["generation"]
     assert g["n"] == 4 and g["per_class"] == 1 and g["fid_2048"] >= 0 and 0 <= g["probe"]["accuracy"] <= 1
     none = json.loads((out / "none_s1.json").read_text())

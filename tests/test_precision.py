@@ -77,7 +77,7 @@ def test_env_forces_the_cpu_answer_without_probing(fake_cpu, monkeypatch):
     assert resolve_amp("auto", "cpu").precision == "fp32" and fake_cpu["probes"] == 0
 
 
-def test_explicit_modes_and_refusals():
+def test_explicit_modes_and_refusals(fake_cpu):
     assert resolve_amp("off", "cpu").dtype is None
     assert resolve_amp("bf16", "cpu").dtype == torch.bfloat16
     with pytest.raises(ValueError, match="fp16 is not supported on CPU"):
@@ -88,6 +88,22 @@ def test_explicit_modes_and_refusals():
         TrainConfig(amp="fp32")
     with pytest.raises(ValueError, match="fp16 is not supported on CPU"):
         run(tiny_train(amp="fp16", epochs=1), "unused-workdir")
+
+
+def test_explicit_bf16_runs_fp32_on_a_cpu_without_bf16(fake_cpu, monkeypatch):
+    """An AVX2-only CPU (an AMD EPYC of this project's CI) emulates bf16 many times slower than
+    fp32: amp=bf16 runs fp32 there and says why; PCNN_CPU_BF16=1 still forces bf16."""
+    fake_cpu["flags"] = ""
+    c = resolve_amp("bf16", "cpu")
+    assert (c.mode, c.precision, c.dtype) == ("bf16", "fp32", None)
+    assert "Test CPU 9000 reports no bf16 instructions" in c.reason and "emulated" in c.reason
+    assert not precision.cpu_native_bf16()
+    monkeypatch.setenv("PCNN_CPU_BF16", "1")
+    assert precision.cpu_native_bf16() and resolve_amp("bf16", "cpu").precision == "bf16"
+    monkeypatch.setenv("PCNN_CPU_BF16", "0")          # 0 only forces auto's answer
+    fake_cpu["flags"] = "amx_bf16"
+    assert precision.cpu_native_bf16() and resolve_amp("bf16", "cpu").precision == "bf16"
+    assert fake_cpu["probes"] == 0                    # an explicit mode never probes
 
 
 def test_real_probe_measures_both_precisions():
@@ -117,6 +133,7 @@ def test_loss_is_float32_under_bf16_autocast():
 
 def test_choice_is_logged_stored_and_kept_on_resume(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("PCNN_CPU_BF16", "1")
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: CPUINFO.format(extra="avx512_bf16"))
     cfg = tiny_train(epochs=2)
     with caplog.at_level("INFO", logger="pcnn"):
         run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 3}), tmp_path / "w")
@@ -139,6 +156,22 @@ def test_choice_is_logged_stored_and_kept_on_resume(tmp_path, monkeypatch, caplo
     assert load_state(tmp_path / "w")["amp"]["precision"] == "fp32"
 
 
+@pytest.mark.parametrize("amp", ["auto", "bf16"])
+def test_bf16_run_resumed_on_a_cpu_without_bf16_continues_in_fp32(tmp_path, monkeypatch, amp):
+    """Started where bf16 is native (forced here), resumed on an AVX2-only CPU: keeping bf16
+    would emulate it many times slower, so the run continues in fp32 and says so."""
+    monkeypatch.setenv("PCNN_CPU_BF16", "1")
+    cfg = tiny_train(epochs=2, amp=amp)
+    run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 3}), tmp_path / "w")
+    assert load_state(tmp_path / "w")["amp"]["precision"] == "bf16"
+    monkeypatch.delenv("PCNN_CPU_BF16")
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: CPUINFO.format(extra=""))
+    images, labels = fake_data(32)
+    with pytest.warns(UserWarning, match="which this CPU only emulates; continuing in fp32"):
+        train(cfg, tmp_path / "w", (images, labels), (images[:8], labels[:8]), resume=True, progress=False)
+    assert load_state(tmp_path / "w")["amp"]["precision"] == "fp32"
+
+
 def test_state_without_amp_resumes_in_fp32(tmp_path, monkeypatch):
     """A last.pt from before precision choices were stored: auto meant fp32 on CPU then."""
     cfg = tiny_train(epochs=2)
@@ -153,7 +186,8 @@ def test_state_without_amp_resumes_in_fp32(tmp_path, monkeypatch):
     assert load_state(tmp_path / "w")["amp"]["precision"] == "fp32"
 
 
-def test_exact_resume_is_bitwise_with_bf16(tmp_path):
+def test_exact_resume_is_bitwise_with_bf16(tmp_path, monkeypatch):
+    monkeypatch.setenv("PCNN_CPU_BF16", "1")   # bf16 arithmetic on every CPU (emulated where not native)
     cfg = tiny_train(epochs=2, amp="bf16")
     run(cfg, tmp_path / "straight")
     run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 3}), tmp_path / "resumed")

@@ -25,6 +25,9 @@ bf16's 8-bit mantissa resolves about 25 nats there; see
   ``$PCNN_CACHE_DIR`` (default ``~/.cache/pcnn``), so it runs once.
 * ``PCNN_CPU_BF16=1`` / ``0`` forces the CPU answer without probing (tests,
   or a user who knows better).
+* An explicit ``amp="bf16"`` on a CPU without bf16 instructions runs fp32 and says why
+  (:func:`cpu_native_bf16`): emulated bf16 is many times slower than fp32 there, and a
+  preset that says bf16 must still run, and a run resume, on whatever CPU a session gets.
 
 fp16 on CPU is refused: CPU fp16 kernels are slow or missing, and fp16 needs
 a grad scaler that buys nothing there.
@@ -175,6 +178,13 @@ def cpu_bf16_speedup(use_cache: bool = True) -> float:
     return result["speedup"]
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively: it reports :data:`BF16_FLAGS`, or
+    ``PCNN_CPU_BF16=1`` says so. Without them oneDNN emulates bf16 with reference kernels,
+    an order of magnitude slower than fp32 (``probe_cpu_bf16`` on an AVX2-only CPU measures it)."""
+    return os.environ.get("PCNN_CPU_BF16") == "1" or bool(cpu_bf16_flags())
+
+
 def cuda_capability(device=None) -> tuple:
     """``(major, minor)`` compute capability of a CUDA device (``torch.cuda.get_device_capability``)."""
     return tuple(torch.cuda.get_device_capability(device))
@@ -228,9 +238,15 @@ def resolve_amp(mode: str, device) -> AmpChoice:
     if mode == "fp16":
         raise ValueError("amp=fp16 is not supported on CPU (slow or missing kernels, and the grad scaler it "
                          "needs buys nothing there); use amp=bf16, amp=auto or amp=off")
-    if mode == "bf16":
-        return AmpChoice(mode, "bf16", "amp=bf16")
     forced = os.environ.get("PCNN_CPU_BF16")
+    if mode == "bf16":
+        if cpu_native_bf16():
+            return AmpChoice(mode, "bf16", "amp=bf16")
+        # Not refused as on a GPU: a run started on a CPU with bf16 must still resume on one
+        # without it, and a preset saying bf16 must still run on every CPU a session gets.
+        return AmpChoice(mode, "fp32", f"amp=bf16 asked, but {cpu_name()} reports no bf16 instructions "
+                                       f"({'/'.join(BF16_FLAGS)}): bf16 would be emulated, many times "
+                                       "slower than fp32, so fp32")
     if forced in ("0", "1"):
         return AmpChoice(mode, "bf16" if forced == "1" else "fp32", f"forced by PCNN_CPU_BF16={forced}")
     flags = cpu_bf16_flags()

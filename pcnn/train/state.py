@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pcnn.model.checkpoint import CheckpointError, atomic_write, nonfinite_tensors, read_tensor_file
-from pcnn.model.precision import AmpChoice, resolve_amp
+from pcnn.model.precision import AmpChoice, cpu_native_bf16, resolve_amp
 from .config import TrainConfig
 
 TRAIN_STATE_FORMAT = "pcnn-train-v1"
@@ -221,7 +221,8 @@ class RunState:
         on the same kind of device, even if this machine would choose otherwise (``auto`` on
         another CPU): a run changes precision only when its ``amp`` setting is changed. On another
         kind of device (a CPU run continued on a GPU, or back) the device's own choice is used:
-        the saved one may not run there (fp16 on a CPU) or be emulated (bf16 on a T4)."""
+        the saved one may not run there (fp16 on a CPU) or be emulated (bf16 on a T4, or on a
+        CPU without bf16 instructions)."""
         dev = self.dist.device
         if s.get("amp"):
             saved = AmpChoice.from_dict(s["amp"])
@@ -238,6 +239,11 @@ class RunState:
         if saved.precision == "fp16" and dev.type == "cpu":
             if self.dist.main:
                 warnings.warn(f"{path} was trained in fp16 ({saved.reason}), which this CPU cannot run; "
+                              f"continuing in {self.amp.precision} ({self.amp.reason})")
+            return
+        if dev.type == "cpu" and saved.precision == "bf16" and not cpu_native_bf16():
+            if self.dist.main:  # another CPU model: bf16 would be emulated here, many times slower
+                warnings.warn(f"{path} was trained in bf16 ({saved.reason}), which this CPU only emulates; "
                               f"continuing in {self.amp.precision} ({self.amp.reason})")
             return
         if dev.type == "cuda" and saved.precision == "bf16" and self.amp.precision == "fp16":
