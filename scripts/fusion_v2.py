@@ -333,6 +333,22 @@ def run_precision(run: dict) -> str:
     return {"bf16": "bf16", "off": "fp32"}.get(run["config"].get("amp"), "?")
 
 
+#: The project's bf16-against-fp32 convergence benchmark (benchmarks/bench_bf16_parity.py).
+PARITY = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bf16_parity_cpu.json"
+
+
+def parity_evidence(path=PARITY, size: str = "1/40/5") -> Optional[dict]:
+    """What the bf16 parity benchmark measured at ``size`` (same seed, data and schedule in both
+    precisions): its CPU, epochs, EMA validation bits/dim and accuracy in each; None without it."""
+    try:
+        d = json.loads(Path(path).read_text())
+        fp32, bf16 = (d["results"][size][p][-1] for p in ("fp32", "bf16"))
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return {"size": size, "cpu": d.get("cpu"), "epochs": fp32["epoch"], "bpd_fp32": fp32["val_bpd"],
+            "bpd_bf16": bf16["val_bpd"], "acc_fp32": fp32["val_acc"], "acc_bf16": bf16["val_acc"]}
+
+
 def summarize(runs: Sequence[dict]) -> Dict[str, dict]:
     """Per strategy: its seeds and mean / sample sd over them of EMA accuracy, macro F1, bits/dim,
     FID-2048, course FID-192, KID and the probe's accuracy on the samples."""
@@ -473,8 +489,9 @@ def markdown_comparisons(rows: Sequence[dict], best: str, what: str) -> str:
 
 
 def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence[dict], bpd_rows: Sequence[dict],
-               status: dict, floor: Optional[dict]) -> List[str]:
-    """The report in plain words, including what it cannot conclude."""
+               status: dict, floor: Optional[dict], parity: Optional[dict] = None) -> List[str]:
+    """The report in plain words, including what it cannot conclude. ``parity``: the bf16 parity
+    benchmark's figures (:func:`parity_evidence`), quoted when the runs' precisions differ."""
     done, total = status["done"], status["total"]
     out = []
     if not summary:
@@ -528,7 +545,12 @@ def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence
                    "instructions, and the CPU changes between sessions): "
                    + "; ".join(f"{p}: {', '.join(v)}" for p, v in by.items())
                    + ". bf16 autocast changes the arithmetic of the network (not of the likelihood), so a "
-                   "difference between strategies trained in different precisions carries that too.")
+                   "difference between strategies trained in different precisions carries that too"
+                   + ("." if not parity else
+                      f"; the project's bf16 parity benchmark (same seed, data and schedule, {parity['size']}, "
+                      f"{parity['epochs']} epochs, {parity['cpu']}) ended the two precisions "
+                      f"{abs(parity['bpd_bf16'] - parity['bpd_fp32']):.4f} bits/dim and "
+                      f"{abs(parity['acc_bf16'] - parity['acc_fp32']) * 100:.1f} accuracy points apart (EMA)."))
     out.append("What it cannot conclude: the ranking after longer training or at other sizes than 1/40/5 at 32x32 "
                "(10 epochs on a CPU; the GPU design runs 30 epochs); differences smaller than the intervals above; "
                "anything about the test split (all accuracies are on the 519 validation images, which the rule also "
@@ -606,9 +628,10 @@ def plot_summary(summary: Dict[str, dict], floor: Optional[dict], best: Optional
     return fig
 
 
-def build_report(out_dir, design: dict, v1_folder=None, draws: int = BOOTSTRAP_DRAWS) -> dict:
+def build_report(out_dir, design: dict, v1_folder=None, draws: int = BOOTSTRAP_DRAWS, parity=PARITY) -> dict:
     """The report over the finished runs in ``out_dir``: a JSON-ready dict with the status, the
-    summary, the best, both comparisons, the Markdown tables and the conclusion."""
+    summary, the best, both comparisons, the Markdown tables and the conclusion. ``parity``: the
+    bf16 parity benchmark's results file (:func:`parity_evidence`), or None."""
     runs = load_runs(out_dir)
     plan = planned_runs(design, runs)
     have = {(r["name"], r["seed"]) for r in runs}
@@ -626,7 +649,8 @@ def build_report(out_dir, design: dict, v1_folder=None, draws: int = BOOTSTRAP_D
            "table": markdown_summary(summary, floor, history, best),
            "accuracy_table": markdown_comparisons(acc_rows, best, "correct") if acc_rows else "",
            "bpd_table": markdown_comparisons(bpd_rows, best, "bpd") if bpd_rows else "",
-           "conclusion": conclusion(summary, best, acc_rows, bpd_rows, status, floor),
+           "conclusion": conclusion(summary, best, acc_rows, bpd_rows, status, floor,
+                                    parity_evidence(parity) if parity is not None else None),
            "bootstrap_draws": draws, "runs": [run_id(r["name"], r["seed"]) for r in runs]}
     return rep
 

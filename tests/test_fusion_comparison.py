@@ -143,7 +143,7 @@ def test_build_report_counts_done_of_planned(tmp_path):
         "No run has finished yet (0 of 21): nothing can be concluded."]
 
 
-def test_precision_per_run_is_reported_and_a_mix_is_said():
+def test_precision_per_run_is_reported_and_a_mix_is_said(tmp_path):
     """Runs record what they trained in; results from before that are read by what their amp
     setting meant then; a report over runs of two precisions says which ran in which."""
     runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0, 1))
@@ -158,6 +158,12 @@ def test_precision_per_run_is_reported_and_a_mix_is_said():
     status = {"done": 4, "total": 4, "missing": []}
     mixed = [c for c in F.conclusion(summary, "late", [], [], status, None) if "one precision" in c]
     assert len(mixed) == 1 and "bf16: late_s0" in mixed[0] and "fp32: input_s0, late_s1" in mixed[0] and "?: input_s1" in mixed[0]
+    assert "parity" not in mixed[0]
+    ev = F.parity_evidence()                                       # the committed benchmark's figures
+    assert ev["size"] == "1/40/5" and ev["epochs"] >= 1 and 0 < ev["acc_fp32"] <= 1 and ev["bpd_bf16"] > 0
+    quoted = [c for c in F.conclusion(summary, "late", [], [], status, None, ev) if "one precision" in c][0]
+    assert f"{abs(ev['bpd_bf16'] - ev['bpd_fp32']):.4f} bits/dim" in quoted and ev["cpu"] in quoted
+    assert F.parity_evidence(tmp_path / "missing.json") is None
     for r in runs:
         r["amp"] = {"mode": "off", "precision": "fp32", "reason": "amp=off"}
     assert not [c for c in F.conclusion(F.summarize(runs), "late", [], [], status, None) if "one precision" in c]
