@@ -74,7 +74,8 @@ class TrainConfig:
     max_bad_steps: int = 20           # stop (RuntimeError) after this many non-finite steps in a row
     amp: str = "auto"                 # "auto" (CUDA: bf16 where native, sm_80+, else fp16; CPU: bf16 if the CPU
                                       # has it and a probe shows it pays; see pcnn.model.precision) | "off" | "bf16"
-                                      # | "fp16" (GPU only)
+                                      # (fp32 on a CPU without bf16 instructions, where it is emulated) | "fp16"
+                                      # (GPU only)
     compile: str = "auto"             # torch.compile the training loss: "auto" (CUDA: reduce-overhead; CPU: off, it
                                       # did not pay there) | "off" | "default" | "reduce-overhead" (CUDA graphs; CUDA
                                       # only); true/false = default/off (older configs)
