@@ -82,6 +82,7 @@ def measure(design: dict, out: Path, data_dir=None, steps: int = 25, repeats: in
     from pcnn.model.likelihood import to_float
     from studies.experiments import hardware, write_results
     from pcnn.sampling.sets import write_sample_set
+    from pcnn.model.checkpoint import read_tensor_file
     from pcnn.train import TrainConfig, read_metrics, train
     from fusion_v2 import run_config
     root = resolve_data_dir(data_dir)
@@ -100,6 +101,8 @@ def measure(design: dict, out: Path, data_dir=None, steps: int = 25, repeats: in
             cpu_per_image[amp].append(round((time.process_time() - c0) / (steps * base["batch_size"]), 4))
             rates[amp].append(read_metrics(tmp / f"{amp}{r}")[-1]["images_per_s"])
             log.info("%s: %.2f img/s wall, %.4f CPU s per image", amp, rates[amp][-1], cpu_per_image[amp][-1])
+    # On a CPU without bf16 instructions amp=bf16 runs fp32: say what the "bf16" figures timed.
+    bf16_ran = read_tensor_file(tmp / "bf160" / "last.pt")["amp"]
     model = load(tmp / "bf160" / "model.safetensors")
     c0, t0 = time.process_time(), time.perf_counter()
     log_likelihoods(model, to_float(va.images[:128]))
@@ -122,7 +125,7 @@ def measure(design: dict, out: Path, data_dir=None, steps: int = 25, repeats: in
            "sample_cpu_seconds_100": round(cpu_sample, 1), "sample_wall_seconds_100": round(t_sample, 1),
            "run_cpu_hours_train_and_eval": round(run_hours, 2), "epochs": base["epochs"],
            "hardware": hardware(), "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
-           "design_config": design["config"],
+           "design_config": design["config"], "amp_bf16_ran_as": bf16_ran,
            "note": "the machine was shared with other jobs: wall-clock rates vary with them; CPU seconds (the "
                    "fastest of the repeats) are what one thread costs when it has a core to itself"}
     write_results(res, out / "epoch_cost.json")

@@ -108,12 +108,13 @@ def run_config(base: dict, name: str, seed: int) -> dict:
 
 def trained_amp(workdir) -> dict:
     """The precision the run in ``workdir`` trained in (the trainer's stored choice in ``last.pt``:
-    mode, precision, reason): amp=bf16 runs fp32 on a CPU without bf16 instructions."""
+    mode, precision, reason, and ``segments``, the precision from each step on: a run resumed on
+    another CPU may have changed it). amp=bf16 runs fp32 on a CPU without bf16 instructions."""
     from pcnn.model.checkpoint import read_tensor_file
-    amp = read_tensor_file(Path(workdir) / "last.pt").get("amp")
-    if not amp:
+    s = read_tensor_file(Path(workdir) / "last.pt")
+    if not s.get("amp"):
         raise ValueError(f"{workdir}/last.pt records no precision choice")
-    return dict(amp)
+    return {**s["amp"], "segments": [dict(x) for x in s.get("amp_segments") or []]}
 
 
 def ema_model(workdir):
@@ -325,11 +326,14 @@ def _mean_sd(values: Sequence[Optional[float]]) -> dict:
 
 
 def run_precision(run: dict) -> str:
-    """What a run's network trained in: its recorded choice (``amp``), else, for results written
-    before it was recorded, what its ``amp`` setting meant then (bf16 ran bf16 on every CPU,
-    off ran fp32; auto depended on the machine: '?')."""
+    """What a run's network trained in: its recorded choice (``amp``; 'bf16>fp32' for a run that
+    changed precision on resume), else, for results written before it was recorded, what its
+    ``amp`` setting meant then (bf16 ran bf16 on every CPU, off ran fp32; auto depended on the
+    machine: '?')."""
     if run.get("amp"):
-        return run["amp"]["precision"]
+        seq = [seg["precision"] for seg in run["amp"].get("segments") or []]
+        changes = [p for i, p in enumerate(seq) if i == 0 or p != seq[i - 1]]
+        return ">".join(changes) if len(changes) > 1 else run["amp"]["precision"]
     return {"bf16": "bf16", "off": "fp32"}.get(run["config"].get("amp"), "?")
 
 

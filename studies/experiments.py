@@ -56,7 +56,8 @@ COLUMNS = (
 
 
 def hardware() -> dict:
-    """The machine a run used: device name, torch version, CPU count."""
+    """The machine a run used: device name (GPU, or CPU with its core count), the CPU's model
+    name and bf16 instruction sets (``pcnn.model.precision``), torch and Python versions."""
     import os
     from pcnn.model.precision import cpu_bf16_flags, cpu_name
     if torch.cuda.is_available():

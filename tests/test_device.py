@@ -52,12 +52,15 @@ def test_log_likelihoods_match_cpu():
 
 
 @pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
-def test_training_step_under_each_precision(amp):
+def test_training_step_under_each_precision(amp, monkeypatch):
+    if DEVICE.type == "cpu":   # bf16 arithmetic on every CPU (emulated where it has no bf16 instructions)
+        monkeypatch.setenv("PCNN_CPU_BF16", "1")
     if amp == "fp16" and DEVICE.type == "cpu":
         with pytest.raises(ValueError, match="fp16 is not supported on CPU"):
             resolve_amp(amp, DEVICE)
         return
     choice = resolve_amp(amp, DEVICE)
+    assert choice.precision == {"off": "fp32"}.get(amp, amp)
     _, dev = _models(dropout=0.1)
     dev.train()
     x, y = rand_images(4).to(DEVICE), torch.tensor([0, 1, 2, 3], device=DEVICE)

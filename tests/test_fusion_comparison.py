@@ -151,6 +151,9 @@ def test_precision_per_run_is_reported_and_a_mix_is_said(tmp_path):
     runs[1]["amp"] = {"mode": "bf16", "precision": "fp32", "reason": "no bf16 instructions"}   # late_s1
     runs[2]["config"]["amp"] = "off"                               # input_s0
     assert [F.run_precision(r) for r in runs] == ["bf16", "fp32", "fp32", "?"]
+    changed = {**runs[1], "amp": {**runs[1]["amp"], "segments": [{"step": 0, "precision": "bf16"},
+                                                                  {"step": 500, "precision": "fp32"}]}}
+    assert F.run_precision(changed) == "bf16>fp32"
     summary = F.summarize(runs)
     assert summary["late"]["precision"] == ["bf16", "fp32"]
     table = F.markdown_summary(summary, None, {}, "late")
@@ -167,6 +170,25 @@ def test_precision_per_run_is_reported_and_a_mix_is_said(tmp_path):
     for r in runs:
         r["amp"] = {"mode": "off", "precision": "fp32", "reason": "amp=off"}
     assert not [c for c in F.conclusion(F.summarize(runs), "late", [], [], status, None) if "one precision" in c]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_measure_times_both_precisions_and_says_what_bf16_ran_as(tmp_path, monkeypatch, one_thread, native):
+    """--measure on a tiny preset: CPU seconds per image in both settings, and on a CPU without
+    bf16 instructions the record says amp=bf16 ran fp32 (its 'bf16' figures are fp32 timings)."""
+    from gen_helpers import write_data_dir
+    from pcnn.model import precision
+    import fusion_comparison as FC
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: "flags\t: fpu avx2" + (" amx_bf16" if native else "") + "\n")
+    data = write_data_dir(tmp_path / "data", per_class=(3, 2, 2))
+    cfg = json.loads((ROOT / "configs" / "fusion_cpu10.json").read_text())
+    cfg.update(model=dict(cfg["model"], nr_filters=8, nr_logistic_mix=2, image_size=8), batch_size=4)
+    (tmp_path / "tiny.json").write_text(json.dumps(cfg))
+    res = FC.measure({"config": str(tmp_path / "tiny.json")}, tmp_path, data, steps=2, repeats=1)
+    assert json.loads((tmp_path / "epoch_cost.json").read_text())["amp_bf16_ran_as"] == res["amp_bf16_ran_as"]
+    assert res["amp_bf16_ran_as"]["precision"] == ("bf16" if native else "fp32")
+    assert all(len(v) == 1 and v[0] > 0 for v in res["cpu_seconds_per_train_image"].values())
+    assert res["train_images_per_epoch"] > 0 and res["run_cpu_hours_train_and_eval"] >= 0
 
 
 def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
@@ -202,6 +224,7 @@ def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
     assert late["ema"]["correct"] == sum(p == y for p, y in zip(late["validation"]["pred"],
                                                                   late["validation"]["labels"]))
     assert late["amp"]["precision"] == "fp32" and late["amp"]["mode"] == "off"    # what it trained in
+    assert late["amp"]["segments"] == [{"step": 0, "precision": "fp32"}]
     assert late["hardware"]["cpu"] and isinstance(late["hardware"]["cpu_bf16_flags"], list)
     g = late["generation"]
     assert g["n"] == 4 and g["per_class"] == 1 and g["fid_2048"] >= 0 and 0 <= g["probe"]["accuracy"] <= 1

@@ -169,7 +169,58 @@ def test_bf16_run_resumed_on_a_cpu_without_bf16_continues_in_fp32(tmp_path, monk
     images, labels = fake_data(32)
     with pytest.warns(UserWarning, match="which this CPU only emulates; continuing in fp32"):
         train(cfg, tmp_path / "w", (images, labels), (images[:8], labels[:8]), resume=True, progress=False)
+    s = load_state(tmp_path / "w")
+    assert s["amp"]["precision"] == "fp32"
+    # The run's precision history says where it changed, in the state and in the export.
+    assert s["amp_segments"] == [{"step": 0, "precision": "bf16"}, {"step": 3, "precision": "fp32"}]
+    meta = pcnn.model.checkpoint.read_metadata(tmp_path / "w" / "model.safetensors")
+    assert meta["amp_segments"] == s["amp_segments"]
+
+
+def test_fp32_fallback_run_keeps_fp32_on_a_bf16_cpu(tmp_path, monkeypatch):
+    """amp=bf16 started on a CPU without bf16 (so fp32) and resumed where bf16 is native keeps
+    fp32 (one precision per run) and says how to change it: amp is already explicit."""
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: CPUINFO.format(extra=""))
+    cfg = tiny_train(epochs=2, amp="bf16")
+    run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 3}), tmp_path / "w")
     assert load_state(tmp_path / "w")["amp"]["precision"] == "fp32"
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: CPUINFO.format(extra="amx_bf16"))
+    images, labels = fake_data(32)
+    with pytest.warns(UserWarning, match="keeping fp32 so the run continues as it started \\(change amp from "
+                                         "'bf16' to change it"):
+        train(cfg, tmp_path / "w", (images, labels), (images[:8], labels[:8]), resume=True, progress=False)
+    s = load_state(tmp_path / "w")
+    assert s["amp"]["precision"] == "fp32" and s["amp_segments"] == [{"step": 0, "precision": "fp32"}]
+
+
+def test_legacy_bf16_state_counts_as_bf16(tmp_path, monkeypatch):
+    """A state written before choices were stored, with amp=bf16, trained in bf16 (explicit bf16
+    always ran bf16 then): resumed on a CPU without bf16 it says it switches to fp32."""
+    monkeypatch.setenv("PCNN_CPU_BF16", "1")
+    cfg = tiny_train(epochs=2, amp="bf16")
+    run(TrainConfig.from_dict({**cfg.to_dict(), "max_steps": 3}), tmp_path / "w")
+    s = load_state(tmp_path / "w")
+    del s["amp"], s["amp_segments"]
+    torch.save(s, tmp_path / "w" / "last.pt")
+    monkeypatch.delenv("PCNN_CPU_BF16")
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: CPUINFO.format(extra=""))
+    images, labels = fake_data(32)
+    with pytest.warns(UserWarning, match="amp=bf16 always ran bf16 on CPU\\), which this CPU only emulates"):
+        train(cfg, tmp_path / "w", (images, labels), (images[:8], labels[:8]), resume=True, progress=False)
+    assert load_state(tmp_path / "w")["amp_segments"] == [{"step": 0, "precision": "bf16"},
+                                                          {"step": 3, "precision": "fp32"}]
+
+
+def test_explicit_bf16_is_trusted_where_flags_cannot_be_read(fake_cpu, monkeypatch):
+    """ARM (flag names differ) or no /proc/cpuinfo (macOS): the x86 flags say nothing, so an
+    explicit bf16 runs bf16 as asked; auto stays fp32 there (no flags to justify a probe)."""
+    fake_cpu["flags"] = ""
+    monkeypatch.setattr(precision.platform, "machine", lambda: "aarch64")
+    assert precision.cpu_native_bf16() and resolve_amp("bf16", "cpu").precision == "bf16"
+    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: "")
+    assert precision.cpu_native_bf16() and resolve_amp("bf16", "cpu").precision == "bf16"
+    assert resolve_amp("auto", "cpu").precision == "fp32"
 
 
 def test_state_without_amp_resumes_in_fp32(tmp_path, monkeypatch):

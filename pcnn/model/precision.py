@@ -23,11 +23,12 @@ bf16's 8-bit mantissa resolves about 25 nats there; see
   virtual machine may hide or emulate instructions. The probe's result is
   cached per machine (CPU model, flags, torch version, thread count) in
   ``$PCNN_CACHE_DIR`` (default ``~/.cache/pcnn``), so it runs once.
-* ``PCNN_CPU_BF16=1`` / ``0`` forces the CPU answer without probing (tests,
-  or a user who knows better).
-* An explicit ``amp="bf16"`` on a CPU without bf16 instructions runs fp32 and says why
+* ``PCNN_CPU_BF16=1`` / ``0`` forces ``auto``'s CPU answer without probing (tests,
+  or a user who knows better); ``1`` also makes an explicit ``bf16`` run bf16 on any CPU.
+* An explicit ``amp="bf16"`` on an x86 CPU without bf16 instructions runs fp32 and says why
   (:func:`cpu_native_bf16`): emulated bf16 is many times slower than fp32 there, and a
   preset that says bf16 must still run, and a run resume, on whatever CPU a session gets.
+  Elsewhere (ARM, macOS, no ``/proc/cpuinfo``) the flags are not read and ``bf16`` is honoured.
 
 fp16 on CPU is refused: CPU fp16 kernels are slow or missing, and fp16 needs
 a grad scaler that buys nothing there.
@@ -179,10 +180,16 @@ def cpu_bf16_speedup(use_cache: bool = True) -> float:
 
 
 def cpu_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively: it reports :data:`BF16_FLAGS`, or
-    ``PCNN_CPU_BF16=1`` says so. Without them oneDNN emulates bf16 with reference kernels,
-    an order of magnitude slower than fp32 (``probe_cpu_bf16`` on an AVX2-only CPU measures it)."""
-    return os.environ.get("PCNN_CPU_BF16") == "1" or bool(cpu_bf16_flags())
+    """Whether an explicit ``amp="bf16"`` should run bf16 on this CPU: ``PCNN_CPU_BF16=1`` says
+    so, or the CPU reports :data:`BF16_FLAGS`, or it cannot be inspected (not x86, or no
+    ``/proc/cpuinfo``: an explicit request is then trusted). An x86 CPU without them makes oneDNN
+    emulate bf16 with reference kernels, an order of magnitude slower than fp32 (``probe_cpu_bf16``
+    on an AVX2-only CPU measures it). ``PCNN_CPU_BF16=0`` does not change this answer: it only
+    forces ``amp="auto"`` to fp32."""
+    if os.environ.get("PCNN_CPU_BF16") == "1" or cpu_bf16_flags():
+        return True
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+    return not (x86 and _cpuinfo())
 
 
 def cuda_capability(device=None) -> tuple:

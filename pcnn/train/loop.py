@@ -216,6 +216,7 @@ class Trainer(FastSteps, RunState):
         cfg, dev = self.cfg, self.dist.device
         self.optimizer = make_optimizer(cfg, self.params, self.fast, dev)
         self._set_amp(resolve_amp(cfg.amp, dev))
+        self.amp_segments = [{"step": 0, "precision": self.amp.precision}]   # a resume replaces it
         self.gen = torch.Generator().manual_seed(cfg.seed)  # data order + augmentation
         self.net = self.model
         if self.dist.world > 1:
@@ -333,7 +334,8 @@ class Trainer(FastSteps, RunState):
                     "val_bpd": chosen["bpd"], "val_acc": chosen["acc"], "val_f1": chosen["f1"],
                     "val_ce": chosen.get("ce"), "val_objective": obj[kind], "disc_weight": cfg.disc_weight,
                     "val_bpd_raw": raw["bpd"], "val_bpd_ema": ema["bpd"] if ema else None,
-                    "val_n": len(self.val_y), "train_config": cfg.to_dict(), "amp": self.amp.to_dict()}
+                    "val_n": len(self.val_y), "train_config": cfg.to_dict(), "amp": self.amp.to_dict(),
+                    "amp_segments": self.amp_segments}
             save_model(wd / "model.safetensors", model, metadata=meta)
             # best.safetensors: the lowest validation value of the run's own objective
             # (bits/dim when disc_weight is 0), never accuracy: ship rule v2's candidate.

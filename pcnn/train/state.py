@@ -66,6 +66,8 @@ def legacy_amp(mode: str, device: torch.device) -> AmpChoice:
     (``auto`` meant fp32 on every CPU then), so such a run resumes unchanged."""
     if mode == "auto" and device.type != "cuda":
         return AmpChoice(mode, "fp32", "run started when amp=auto meant fp32 on CPU")
+    if mode == "bf16" and device.type == "cpu":
+        return AmpChoice(mode, "bf16", "run started when amp=bf16 always ran bf16 on CPU")
     return resolve_amp(mode, device)
 
 
@@ -115,6 +117,7 @@ class RunState:
             "world_size": self.dist.world, "rng": rng,
             "runtime": self._runtime(),
             "amp": self.amp.to_dict(),
+            "amp_segments": self.amp_segments,
         }
 
     def _runtime(self) -> dict:
@@ -176,11 +179,16 @@ class RunState:
             else:
                 self.ema_model.load_state_dict(self.model.state_dict())
         self.optimizer.load_state_dict(device_optimizer_state(s["optimizer"], self.optimizer))
-        self._resume_amp(s, path)
+        saved_precision = self._resume_amp(s, path)
         if self.scaler is not None and s["scaler"] is not None:
             self.scaler.load_state_dict(s["scaler"])
         for k in ("step", "iteration", "epoch", "pos", "bad_in_row", "bad_total"):
             setattr(self, k, s[k])
+        # What the run trained in, step by step: a run resumed on another machine may change
+        # precision (a bf16 run continued on a CPU without bf16), and its results must say so.
+        self.amp_segments = [dict(seg) for seg in s.get("amp_segments") or [{"step": 0, "precision": saved_precision}]]
+        if self.amp_segments[-1]["precision"] != self.amp.precision:
+            self.amp_segments.append({"step": self.step, "precision": self.amp.precision})
         # State written before ship rule v2 kept the best validation bits/dim, which is the
         # objective of a likelihood-only run.
         self.best_objective = s["best_objective"] if "best_objective" in s else s["best_bpd"]
@@ -216,43 +224,46 @@ class RunState:
         self.amp, self.amp_dtype = choice, choice.dtype
         self.scaler = torch.amp.GradScaler(self.dist.device.type) if choice.precision == "fp16" else None
 
-    def _resume_amp(self, s: dict, path: Path) -> None:
+    def _resume_amp(self, s: dict, path: Path) -> str:
         """Keep the precision the run was trained in when ``amp`` is unchanged and the run resumes
         on the same kind of device, even if this machine would choose otherwise (``auto`` on
         another CPU): a run changes precision only when its ``amp`` setting is changed. On another
         kind of device (a CPU run continued on a GPU, or back) the device's own choice is used:
         the saved one may not run there (fp16 on a CPU) or be emulated (bf16 on a T4, or on a
-        CPU without bf16 instructions)."""
+        CPU without bf16 instructions). Returns the precision the state was trained in."""
         dev = self.dist.device
         if s.get("amp"):
             saved = AmpChoice.from_dict(s["amp"])
         else:
             saved = legacy_amp(TrainConfig.from_dict(s["config"]).amp, dev)
         if saved.mode != self.cfg.amp or saved.precision == self.amp.precision:
-            return
+            return saved.precision
         saved_device = (s.get("runtime") or {}).get("device")
         if saved_device is not None and saved_device != dev.type:
             if self.dist.main:
                 warnings.warn(f"{path} was trained in {saved.precision} on {saved_device}; continuing on {dev.type} "
                               f"in {self.amp.precision} ({self.amp.reason})")
-            return
+            return saved.precision
         if saved.precision == "fp16" and dev.type == "cpu":
             if self.dist.main:
                 warnings.warn(f"{path} was trained in fp16 ({saved.reason}), which this CPU cannot run; "
                               f"continuing in {self.amp.precision} ({self.amp.reason})")
-            return
+            return saved.precision
         if dev.type == "cpu" and saved.precision == "bf16" and not cpu_native_bf16():
             if self.dist.main:  # another CPU model: bf16 would be emulated here, many times slower
                 warnings.warn(f"{path} was trained in bf16 ({saved.reason}), which this CPU only emulates; "
                               f"continuing in {self.amp.precision} ({self.amp.reason})")
-            return
+            return saved.precision
         if dev.type == "cuda" and saved.precision == "bf16" and self.amp.precision == "fp16":
             if self.dist.main:  # another GPU model: bf16 would be emulated here
                 warnings.warn(f"{path} was trained in bf16 ({saved.reason}), which this GPU only emulates; "
                               f"continuing in fp16 ({self.amp.reason})")
-            return
+            return saved.precision
         if self.dist.main:
+            change = ("set amp explicitly to change it" if self.cfg.amp == "auto" else
+                      f"change amp from {self.cfg.amp!r} to change it, e.g. 'auto' for this machine's choice")
             warnings.warn(f"amp={self.cfg.amp} would choose {self.amp.precision} here ({self.amp.reason}), but "
                           f"{path} was trained in {saved.precision} ({saved.reason}); keeping {saved.precision} "
-                          "so the run continues as it started (set amp explicitly to change it)")
+                          f"so the run continues as it started ({change})")
         self._set_amp(AmpChoice(saved.mode, saved.precision, f"kept from the run state: {saved.reason}"))
+        return saved.precision
