@@ -152,6 +152,40 @@ def test_features_cached_by_content(world):
     assert fresh.computed == 1
 
 
+def test_a_second_process_waits_for_the_set_being_computed(world, tmp_path):
+    """While another holder of the set's lock computes it, set_features waits and then reads
+    that result instead of computing the set again (here the holder writes marked features)."""
+    import threading
+    import time
+    imgs, _, _ = G.read_folder(world["gen"])
+    ex = G.InceptionFeatures(world["model"], cache_dir=tmp_path / "cache")
+    path = ex.cache_path(imgs)
+    assert path.parent == tmp_path / "cache" / "inception_features" and not path.exists()
+    marked = np.full((len(imgs), G.FEATURE_DIMS), 7.0, dtype=np.float32)
+    holding, got = threading.Event(), {}
+
+    def other_process():
+        with G._set_lock(path):
+            holding.set()
+            time.sleep(0.5)
+            np.save(path, marked)
+
+    t = threading.Thread(target=other_process)
+    t.start()
+    holding.wait(5)
+    t0 = time.perf_counter()
+    got["feats"] = ex.set_features(imgs)
+    waited = time.perf_counter() - t0
+    t.join()
+    np.testing.assert_array_equal(got["feats"], marked)
+    assert ex.computed == 0 and waited > 0.2
+    # with nobody holding the lock the set is computed once and cached, the lock file left behind
+    other = imgs.flip(-1).contiguous()
+    ex.set_features(other)
+    assert ex.computed == len(imgs) and ex.cache_path(other).is_file()
+    assert ex.cache_path(other).with_suffix(".lock").is_file()
+
+
 def test_too_few_images_name_the_minimum(world, tmp_path):
     with pytest.raises(G.GenerationError, match="FID-2048 needs at least 500 generated images, .* has 4"):
         G.evaluate_generation(world["gen"], world["data"] / "test", data_dir=world["data"])

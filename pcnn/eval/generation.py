@@ -133,24 +133,65 @@ class InceptionFeatures(torch.nn.Module):
         return torch.stack([self.memo[k] for k in keys])
 
     def set_features(self, images: torch.Tensor) -> np.ndarray:
-        """Features of a whole image set (N, 2048), cached on disk by the pixels' content."""
+        """Features of a whole image set (N, 2048), cached on disk by the pixels' content.
+
+        Processes sharing the cache compute a set once: the first takes the set's lock file
+        (:func:`_set_lock`) and computes, the others wait for it and read its result (two fusion
+        runs finishing together once spent 20 CPU-minutes each on the same 3,899 training images)."""
+        path = self.cache_path(images)
+        feats = self._cached_set(path, images)
+        if feats is not None:
+            return feats
+        with _set_lock(path):
+            feats = self._cached_set(path, images)   # another process may have computed it meanwhile
+            if feats is not None:
+                return feats
+            feats = self(images).numpy()
+            with contextlib.suppress(OSError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+                np.save(tmp, feats)
+                os.replace(tmp, path)
+        return feats
+
+    def cache_path(self, images: torch.Tensor) -> Path:
+        """Where :meth:`set_features` keeps this set's features: named by the Inception weights'
+        source, the set's shape and its pixels (sha256)."""
         h = hashlib.sha256(f"pcnn-inception-features-v1|{self.fid_model.source}|{tuple(images.shape)}\n".encode())
         h.update(images.contiguous().numpy().tobytes())
-        path = fidlib.default_cache_dir(self.cache_dir) / "inception_features" / f"{h.hexdigest()[:32]}.npy"
-        if path.is_file():
-            with contextlib.suppress(Exception):
-                feats = np.load(path)
-                if feats.shape == (images.shape[0], FEATURE_DIMS):
-                    for im, f in zip(images, torch.from_numpy(feats)):
-                        self.memo.setdefault(_digest(im), f)
-                    return feats
-        feats = self(images).numpy()
+        return fidlib.default_cache_dir(self.cache_dir) / "inception_features" / f"{h.hexdigest()[:32]}.npy"
+
+    def _cached_set(self, path: Path, images: torch.Tensor) -> Optional[np.ndarray]:
+        """The set's features from the disk cache (remembered per image too), or None."""
+        if not path.is_file():
+            return None
+        with contextlib.suppress(Exception):
+            feats = np.load(path)
+            if feats.shape == (images.shape[0], FEATURE_DIMS):
+                for im, f in zip(images, torch.from_numpy(feats)):
+                    self.memo.setdefault(_digest(im), f)
+                return feats
+        return None
+
+
+@contextlib.contextmanager
+def _set_lock(path: Path):
+    """An exclusive ``flock`` on ``<path>.lock`` for as long as the block runs; released by the
+    kernel if the process dies. Where it cannot be taken (no ``fcntl``: Windows; a read-only
+    cache) the block runs unlocked: at worst two processes compute the same set, as before."""
+    try:
+        import fcntl
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path.with_suffix(".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    try:
         with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.stem + ".tmp.npy")
-            np.save(tmp, feats)
-            os.replace(tmp, path)
-        return feats
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()   # closing the file releases the lock
 
 
 def read_folder(folder) -> tuple:
