@@ -12,7 +12,8 @@ ruff check .   # the linter (pyproject.toml [tool.ruff]); seconds
 # tests stay on one worker so its module fixtures are built once. PCNN_TEST_WORKERS=0: in-process.
 WORKERS=${PCNN_TEST_WORKERS:-$(python -c "import os; print(min(len(os.sched_getaffinity(0)), 4))")}
 XDIST=(); [ "$WORKERS" -gt 1 ] && XDIST=(-n "$WORKERS" --dist loadfile)
-python -m pytest -q "${XDIST[@]}" tests
+# --durations: every log names its 15 slowest tests (CI must stay under 15 minutes; see docs/design.md).
+python -m pytest -q "${XDIST[@]}" --durations=15 tests
 if compgen -G "notebooks/*.ipynb" >/dev/null; then
   python -m pytest -q "${XDIST[@]}" --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 fi

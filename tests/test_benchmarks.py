@@ -95,10 +95,10 @@ def test_bf16_scoring_table(tmp_path, monkeypatch):
     import bench_bf16_scoring
     monkeypatch.setenv("PCNN_DATA_DIR", str(data_dir()))
     out = tmp_path / "scoring.md"
-    bench_bf16_scoring.main(["--limit", "8", "--out", str(out)])
+    bench_bf16_scoring.main(["--limit", "4", "--out", str(out)])
     rows = _rows(out)[1:]
     assert [r.split("|")[1].strip() for r in rows] == ["fp32", "bf16"]
-    assert "of 8" in rows[1] and "Decision" in out.read_text()
+    assert "of 4" in rows[1] and "Decision" in out.read_text()
 
 
 def test_gpu_bench_runs_on_the_cpu_without_the_starter(tmp_path, one_thread, monkeypatch):
