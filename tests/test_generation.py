@@ -170,6 +170,7 @@ def test_a_second_process_waits_for_the_set_being_computed(world, tmp_path):
             time.sleep(0.5)
             np.save(path, marked)
 
+    path.parent.mkdir(parents=True)   # as set_features does before it locks
     t = threading.Thread(target=other_process)
     t.start()
     holding.wait(5)

@@ -142,13 +142,14 @@ class InceptionFeatures(torch.nn.Module):
         feats = self._cached_set(path, images)
         if feats is not None:
             return feats
+        with contextlib.suppress(OSError):   # a read-only cache: computed, not kept
+            path.parent.mkdir(parents=True, exist_ok=True)
         with _set_lock(path):
             feats = self._cached_set(path, images)   # another process may have computed it meanwhile
             if feats is not None:
                 return feats
             feats = self(images).numpy()
             with contextlib.suppress(OSError):
-                path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
                 np.save(tmp, feats)
                 os.replace(tmp, path)
@@ -178,10 +179,10 @@ class InceptionFeatures(torch.nn.Module):
 def _set_lock(path: Path):
     """An exclusive ``flock`` on ``<path>.lock`` for as long as the block runs; released by the
     kernel if the process dies. Where it cannot be taken (no ``fcntl``: Windows; a read-only
-    cache) the block runs unlocked: at worst two processes compute the same set, as before."""
+    cache) the block runs unlocked: at worst two processes compute the same set, as before.
+    The caller has made ``path``'s folder."""
     try:
         import fcntl
-        path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path.with_suffix(".lock"), "a")
     except (ImportError, OSError):
         yield
