@@ -134,13 +134,16 @@ def measure(design: dict, out: Path, data_dir=None, steps: int = 25, repeats: in
 
 def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None, only=None, limit=None,
                min_images=None, kid_subsets: int = 100, config=None, per_class=None, cache_dir=None,
-               deadline_minutes=None, reserve_minutes: float = 3.0, floor: bool = True) -> int:
+               deadline_minutes=None, reserve_minutes: float = 3.0, floor: bool = True,
+               defer_generation: bool = False) -> int:
     """Train and evaluate every planned run of ``design`` not finished yet; returns how many finished now.
 
     ``deadline_minutes``: end the call resumably by then: each run trains at most until
     ``reserve_minutes`` before it (``max_minutes``, a run-control setting, not part of the budget),
     which is left for its scoring and sampling; no run starts with less than that left.
-    ``floor=False``: leave the real floor (``<out>/real_floor.json``) to another process."""
+    ``floor=False``: leave the real floor (``<out>/real_floor.json``) to another process.
+    ``defer_generation``: no Inception weights are loaded (a lent GPU has none); each run keeps its
+    samples and writes a pending file, and the floor is left to :func:`finish_here`."""
     started = time.monotonic()
     from pcnn.data.dataset import load_split
     from pcnn.paths import resolve_data_dir
@@ -154,15 +157,11 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
     train_split = load_split("train", root, size=size, show_progress=False)
     val_split = load_split("validation", root, size=size, show_progress=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    extractor = InceptionFeatures(load_inception(device), device, 50, cache_dir=cache_dir)
+    extractor = None if defer_generation else InceptionFeatures(load_inception(device), device, 50, cache_dir=cache_dir)
     per_class = per_class or design["per_class"]
     out.mkdir(parents=True, exist_ok=True)
-    if floor and not (out / "real_floor.json").exists():
-        log.info("real floor: %d validation images per class at %dx%d", per_class, size, size)
-        floor = F.floor_scores(workdir / "real_floor", root, extractor, per_class, size, min_images,
-                               kid_subsets)
-        from studies.experiments import write_results
-        write_results(floor, out / "real_floor.json")
+    if floor and not defer_generation:
+        ensure_floor(out, workdir, root, extractor, per_class, size, min_images, kid_subsets)
     finished = 0
     failed = set()
     while True:
@@ -206,6 +205,87 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
     return finished
 
 
+def ensure_floor(out: Path, workdir: Path, root, extractor, per_class: int, size: int, min_images=None,
+                 kid_subsets: int = 100) -> None:
+    """Write the real floor (``<out>/real_floor.json``) unless it is there."""
+    import fusion_v2 as F
+    from studies.experiments import write_results
+    if (out / "real_floor.json").exists():
+        return
+    log.info("real floor: %d validation images per class at %dx%d", per_class, size, size)
+    write_results(F.floor_scores(workdir / "real_floor", root, extractor, per_class, size, min_images, kid_subsets),
+                  out / "real_floor.json")
+
+
+def finish_here(design: dict, out: Path, workdir: Path, data_dir=None, min_images=None, kid_subsets: int = 100,
+                per_class=None, cache_dir=None, config=None) -> list:
+    """The generation metrics of every pending run in ``out`` (and the real floor if missing),
+    measured on this machine's Inception; returns the finished run ids."""
+    import fusion_v2 as F
+    from pcnn.eval.fid import load_inception
+    from pcnn.eval.generation import InceptionFeatures
+    from pcnn.paths import resolve_data_dir
+    from pcnn.train import TrainConfig
+    root = resolve_data_dir(data_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    extractor = InceptionFeatures(load_inception(device), device, 50, cache_dir=cache_dir)
+    size = TrainConfig.from_json(config or ROOT / design["config"]).model.image_size
+    ensure_floor(out, workdir, root, extractor, per_class or design["per_class"], size, min_images, kid_subsets)
+    return F.finish_pending(out, workdir, root, extractor, min_images, kid_subsets)
+
+
+def gpu_call(design_name: str, workdir: Path, return_to: Path, processes: int, budget_minutes: float,
+             pack_minutes: float = 1.0, stagger_seconds: float = 3.0, passthrough=()) -> dict:
+    """One bounded call on a lent GPU (results/fusion/README.md). ``processes`` workers of this script
+    share the device, each taking the next unfinished run of the design (the run locks keep them
+    apart), with ``--defer-generation`` (no Inception weights there) and a deadline ``pack_minutes``
+    before ``budget_minutes``; a worker still running then is stopped. Then every results file
+    (pending, with its samples) and the workers' logs are packed into ``return_to`` in at most 8
+    files (:func:`fusion_v2.pack_for_return`). ``passthrough``: more arguments for the workers
+    (tests: a tiny preset and data). Returns the call's record (also packed, as ``call.json``)."""
+    import os
+    import subprocess
+    import fusion_v2 as F
+    from studies.experiments import hardware, write_results
+    started = time.monotonic()
+    results, runs, logs = workdir / "results", workdir / "runs", workdir / "logs"
+    for d in (results, runs, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    deadline = budget_minutes - pack_minutes
+    workers = []
+    for i in range(processes):
+        left = deadline - (time.monotonic() - started) / 60
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--design", design_name, "--workdir", str(runs),
+               "--out", str(results), "--threads", "1", "--defer-generation", "--deadline-minutes", f"{left:.3f}",
+               *passthrough]
+        fh = open(logs / f"worker{i}.log", "w")
+        workers.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                         env=dict(os.environ, OMP_NUM_THREADS="1")), fh))
+        log.info("worker %d started (%.2f min to its deadline)", i, left)
+        time.sleep(stagger_seconds)
+    codes = []
+    for proc, fh in workers:
+        try:
+            proc.wait(timeout=max(1.0, (budget_minutes - pack_minutes / 2) * 60 - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            log.warning("worker %d is past its deadline: stopped", proc.pid)
+            proc.kill()
+            proc.wait()
+        fh.close()
+        codes.append(proc.returncode)
+    record = {"design": design_name, "processes": processes, "budget_minutes": budget_minutes,
+              "worker_exit_codes": codes, "seconds": round(time.monotonic() - started, 1),
+              "finished_runs": sorted(p.stem for p in F.pending_runs(results)), "hardware": hardware()}
+    if torch.cuda.is_available():
+        record["cuda"] = {"device": torch.cuda.get_device_name(0), "capability": list(torch.cuda.get_device_capability(0)),
+                          "torch_cuda": torch.version.cuda}
+    write_results(record, logs / "call.json")
+    record["manifest"] = F.pack_for_return(results, return_to, extra=sorted(logs.glob("*")))
+    log.info("%d run(s) back in %s (%d file(s)) after %.0f s", len(record["finished_runs"]), return_to,
+             len(record["manifest"]["pieces"]) + 1, time.monotonic() - started)
+    return record
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--design", choices=list(DESIGNS), help="v2: the design to train or report (results/fusion/README.md)")
@@ -222,6 +302,20 @@ def main(argv=None) -> int:
     p.add_argument("--deadline-minutes", type=float, default=None,
                    help="v2: end the call resumably within this many minutes (a bounded GPU call)")
     p.add_argument("--no-floor", action="store_true", help="v2: leave the real floor to another process")
+    p.add_argument("--reserve-minutes", type=float, default=3.0,
+                   help="v2 with --deadline-minutes: what each run keeps for its scoring and sampling")
+    p.add_argument("--defer-generation", action="store_true",
+                   help="v2: keep each run's samples and leave the Inception metrics to --finish-pending "
+                        "(a machine without the Inception weights)")
+    p.add_argument("--finish-pending", action="store_true",
+                   help="v2: measure the generation metrics of the pending runs in --out here")
+    p.add_argument("--gpu-call", type=int, default=None, metavar="PROCESSES",
+                   help="v2: one bounded call on a lent GPU with this many worker processes; needs "
+                        "--workdir, --return-to and --budget-minutes")
+    p.add_argument("--return-to", default=None, help="v2 --gpu-call: the folder that comes back ($OUT)")
+    p.add_argument("--budget-minutes", type=float, default=9.0, help="v2 --gpu-call: the whole call's minutes")
+    p.add_argument("--unpack", default=None, metavar="FOLDER",
+                   help="v2: what a --gpu-call returned: check it, put its runs into --out, finish them here, report")
     p.add_argument("--limit", type=int, default=None, help="v2: stop after this many runs finished")
     p.add_argument("--min-images", type=int, default=None, help="v2: fewest samples FID-2048 accepts (tiny runs)")
     p.add_argument("--kid-subsets", type=int, default=100)
@@ -246,10 +340,35 @@ def main(argv=None) -> int:
             print(json.dumps(measure(design, out, a.data_dir), indent=1))
             return 0
         if not a.workdir:
-            p.error("--workdir is needed to train (or pass --report)")
-        n = run_design(a.design, design, Path(a.workdir), out, a.data_dir, a.only, a.limit, a.min_images,
+            p.error("--workdir is needed to train, finish or unpack (or pass --report)")
+        workdir = Path(a.workdir)
+        if a.gpu_call is not None:
+            if not a.return_to:
+                p.error("--gpu-call needs --return-to (the folder that comes back, e.g. $OUT)")
+            passthrough = []
+            for flag, value in (("--config", a.config), ("--data-dir", a.data_dir), ("--per-class", a.per_class),
+                                ("--limit", a.limit), ("--reserve-minutes", a.reserve_minutes)):
+                if value is not None:
+                    passthrough += [flag, str(value)]
+            if a.only:
+                passthrough += ["--only", *a.only]
+            rec = gpu_call(a.design, workdir, Path(a.return_to), a.gpu_call, a.budget_minutes, passthrough=passthrough)
+            return 0 if rec["finished_runs"] else 1
+        finish = dict(data_dir=a.data_dir, min_images=a.min_images, kid_subsets=a.kid_subsets,
+                      per_class=a.per_class, cache_dir=a.cache_dir, config=a.config)
+        if a.unpack:
+            got = F.unpack_returned(Path(a.unpack), out, workdir / "call_logs")
+            log.info("unpacked %d file(s) into %s (skipped, finished here already: %s); logs in %s",
+                     len(got["results"]), out, ", ".join(got["skipped"]) or "none", workdir / "call_logs")
+        if a.unpack or a.finish_pending:
+            done = finish_here(design, out, workdir, **finish)
+            log.info("%d pending run(s) finished here: %s", len(done), ", ".join(done) or "none")
+            F.write_report(out, design, a.design, v1_folder=ROOT / "results" / "fusion", draws=a.draws or F.BOOTSTRAP_DRAWS)
+            return 0
+        n = run_design(a.design, design, workdir, out, a.data_dir, a.only, a.limit, a.min_images,
                        a.kid_subsets, a.config, a.per_class, a.cache_dir, a.deadline_minutes,
-                       floor=not a.no_floor)
+                       reserve_minutes=a.reserve_minutes, floor=not a.no_floor,
+                       defer_generation=a.defer_generation)
         log.info("%d run(s) finished in this call", n)
         return 0
     out = Path(a.out or "results/fusion")

@@ -13,7 +13,12 @@ are written in ``results/fusion/README.md``.
   scores the validation split with the EMA weights in float32 and keeps every image's
   log p(x|c), samples ``per_class`` images per class and measures FID-2048, the course
   FID-192, KID and the Inception probe on them (:func:`pcnn.eval.generation.evaluate_generation`),
-  then writes ``<out>/<name>_s<seed>.json`` (:data:`RUN_FORMAT`).
+  then writes ``<out>/<name>_s<seed>.json`` (:data:`RUN_FORMAT`). On a machine without the
+  Inception weights (a lent GPU: nothing is installable or downloadable there) the run keeps its
+  samples as one tensor and writes a *pending* file (:data:`PENDING_FORMAT`) instead;
+  :func:`finish_pending` measures the generation metrics later, here, on the same images.
+* A **bounded call** on a lent GPU (:func:`pack_for_return`, :func:`unpack_returned`) brings the
+  pending files and their samples back as one archive in at most :data:`MAX_RETURN_FILES` files.
 * The **report** (:func:`build_report`) summarises the finished runs per strategy (mean and
   sample standard deviation over seeds), picks the best by the rule, compares it with every
   other strategy on the same validation images (exact McNemar per seed and a paired bootstrap
@@ -41,6 +46,15 @@ STRATEGIES = {
     "combo": ["input_concat", "blocks_film", "middle", "late"], "none": [],
 }
 RUN_FORMAT = "pcnn-fusion-run-v2"
+#: A run trained, scored on validation and sampled, whose generation metrics are still to be
+#: measured (:func:`finish_pending`); its samples are in ``<out>/<name>_s<seed>.samples.pt``.
+PENDING_FORMAT = "pcnn-fusion-run-v2-pending"
+SAMPLES_SUFFIX = ".samples.pt"
+#: What a bounded GPU call may return (the device tool): at most 8 files of at most 16 MiB each.
+MAX_RETURN_FILES = 8
+RETURN_PART_BYTES = 15 << 20
+RETURN_ARCHIVE = "fusion_call.tar.gz"
+RETURN_MANIFEST = "fusion_call_manifest.json"
 FLOOR_FORMAT = "pcnn-fusion-floor-v2"
 #: The designs: a training preset (only model.fusion and seed change per run) and the plan.
 DESIGNS = {
@@ -154,15 +168,100 @@ def generation_scores(model, sample_dir, data_root, extractor, per_class: int, s
                       min_images: Optional[int] = None, kid_subsets: int = 100) -> dict:
     """``per_class`` samples per class (seed ``seed``) and every generation metric on them
     (features and reference statistics cached in ``extractor.cache_dir``)."""
+    t_sample = write_samples(model, sample_dir, per_class, seed)
+    return score_samples(sample_dir, data_root, extractor, per_class, seed, t_sample, min_images, kid_subsets)
+
+
+def write_samples(model, sample_dir, per_class: int, seed: int) -> float:
+    """The run's sample set (:func:`pcnn.sampling.sets.write_sample_set`, seed ``seed``) as PNGs in
+    ``sample_dir``, with its grid beside it; returns the seconds it took."""
     from pcnn.sampling.sets import write_sample_set
     t0 = time.perf_counter()
     write_sample_set(model, sample_dir, per_class=per_class, seed=seed, show_progress=False)
-    t_sample = time.perf_counter() - t0
+    return round(time.perf_counter() - t0, 1)
+
+
+def score_samples(sample_dir, data_root, extractor, per_class: int, seed: int, sampling_seconds: float,
+                  min_images: Optional[int] = None, kid_subsets: int = 100) -> dict:
+    """Every generation metric of the set in ``sample_dir`` (the ``generation`` entry of a results file;
+    ``seconds`` is sampling plus scoring)."""
+    t0 = time.perf_counter()
     res, entry = _score_folder(sample_dir, data_root, extractor, min_images, kid_subsets)
     return {**entry, "per_class": per_class, "sample_seed": seed, "weights": res["weights"],
             "ref_n": res["ref"]["n"], "probe_validation": (res.get("probe") or {}).get("validation"),
-            "warnings": res["warnings"], "sampling_seconds": round(t_sample, 1),
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "warnings": res["warnings"], "sampling_seconds": sampling_seconds,
+            "seconds": round(sampling_seconds + time.perf_counter() - t0, 1)}
+
+
+def samples_path(out_dir, rid: str) -> Path:
+    """Where a pending run keeps its samples: ``<out>/<rid>.samples.pt``."""
+    return Path(out_dir) / f"{rid}{SAMPLES_SUFFIX}"
+
+
+def keep_samples(sample_dir, to) -> dict:
+    """The set in ``sample_dir`` as one uint8 tensor file ``to`` (``{"images", "labels"}``, the
+    order of :func:`pcnn.sampling.sets.read_sample_set`), written atomically; returns its name,
+    image count and sha256. PNG is lossless, so the images written back from it are the same pixels."""
+    import hashlib
+    import torch
+    from pcnn.sampling.sets import read_sample_set
+    images, labels = read_sample_set(sample_dir)
+    to = Path(to)
+    tmp = to.with_name(to.name + ".tmp")
+    torch.save({"images": images, "labels": labels}, tmp)
+    tmp.replace(to)
+    return {"file": to.name, "n": len(labels), "sha256": hashlib.sha256(to.read_bytes()).hexdigest()}
+
+
+def pending_runs(out_dir) -> List[Path]:
+    """The pending results files (:data:`PENDING_FORMAT`) in ``out_dir``, sorted by name."""
+    found = []
+    for p in sorted(Path(out_dir).glob("*.json")):
+        try:
+            if json.loads(p.read_text()).get("format") == PENDING_FORMAT:
+                found.append(p)
+        except (json.JSONDecodeError, AttributeError):
+            continue
+    return found
+
+
+def finish_pending(out_dir, work_dir, data_root, extractor, min_images: Optional[int] = None,
+                   kid_subsets: int = 100) -> List[str]:
+    """Measure the generation metrics of every pending run in ``out_dir`` on its kept samples and
+    turn it into a finished results file (:data:`RUN_FORMAT`); the samples file is then deleted
+    (the PNGs and their grid stay in ``<work_dir>/<run>/samples``). A samples file that does not
+    match its recorded sha256 is an error. Returns the finished run ids."""
+    import hashlib
+    import torch
+    from pcnn.sampling.sets import grid_path_for, save_png, write_images
+    from pcnn.viz.grids import class_grid
+    from studies.experiments import hardware, write_results
+    done = []
+    for p in pending_runs(out_dir):
+        r = json.loads(p.read_text())
+        rid = run_id(r["name"], r["seed"])
+        g = r["generation"]
+        src = Path(out_dir) / g["samples"]["file"]
+        if not src.is_file():
+            raise FileNotFoundError(f"{p.name} is pending but its samples {src} are missing")
+        if hashlib.sha256(src.read_bytes()).hexdigest() != g["samples"]["sha256"]:
+            raise ValueError(f"{src} does not match the sha256 recorded in {p.name}")
+        s = torch.load(src, map_location="cpu", weights_only=True)
+        folder = Path(work_dir) / rid / "samples"
+        write_images(s["images"], s["labels"], folder)
+        save_png(class_grid(s["images"], s["labels"], None if STRATEGIES[r["name"]] else ["samples"], per_row=10,
+                            scale=3), grid_path_for(folder))
+        gen = score_samples(folder, data_root, extractor, g["per_class"], g["sample_seed"], g["sampling_seconds"],
+                            min_images, kid_subsets)
+        gen["scored_later"] = {"hardware": hardware(), "samples_sha256": g["samples"]["sha256"]}
+        r.update(format=RUN_FORMAT, generation=gen)
+        r["seconds"]["generation"] = gen["seconds"]
+        write_results(r, p)
+        src.unlink()
+        log.info("%s: generation measured here: FID-2048 %.1f, probe %s", rid, gen["fid_2048"],
+                 (gen.get("probe") or {}).get("accuracy"))
+        done.append(rid)
+    return done
 
 
 def _score_folder(folder, data_root, extractor, min_images, kid_subsets) -> tuple:
@@ -196,7 +295,9 @@ def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, ou
             device: str = "cpu"):
     """Train (or resume) one run, evaluate it and write its results file. Returns the results dict,
     or None when training stopped early (a signal, ``max_minutes``) or another process holds the run.
-    ``device``: where the EMA weights are scored and sampled (training picks its own)."""
+    ``device``: where the EMA weights are scored and sampled (training picks its own).
+    ``extractor=None``: no Inception here; the samples are kept and a pending file is written
+    (:func:`finish_pending` completes it)."""
     from studies.experiments import hardware, write_results
     from pcnn.train import TrainConfig, read_metrics, train
     from pcnn.train.workdir import WorkdirLock, WorkdirLocked
@@ -224,8 +325,14 @@ def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, ou
         t0 = time.perf_counter()
         val = validation_scores(model, val_split)
         t_val = time.perf_counter() - t0
-        gen = generation_scores(model, wd / "samples", data_root, extractor, per_class, seed, min_images, kid_subsets)
-        res = {"format": RUN_FORMAT, "design": design_name, "name": name, "seed": seed,
+        if extractor is None:
+            t_sample = write_samples(model, wd / "samples", per_class, seed)
+            gen = {"pending": True, "per_class": per_class, "sample_seed": seed, "sampling_seconds": t_sample,
+                   "seconds": t_sample, "samples": keep_samples(wd / "samples", samples_path(out_dir, rid))}
+        else:
+            gen = generation_scores(model, wd / "samples", data_root, extractor, per_class, seed, min_images,
+                                    kid_subsets)
+        res = {"format": RUN_FORMAT if extractor is not None else PENDING_FORMAT, "design": design_name, "name": name, "seed": seed,
                "fusion": list(STRATEGIES[name]), "config": cfg.to_dict(), "metrics_log": rows,
                "ema": {k: v for k, v in val.items() if k not in ("log_px", "pred", "labels", "files")},
                "validation": {k: val[k] for k in ("log_px", "pred", "labels", "files")},
@@ -234,11 +341,93 @@ def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, ou
                            "train_this_call": round(t_train, 1), "validation": round(t_val, 1),
                            "generation": gen["seconds"]}}
         write_results(res, target)
-        log.info("%s: EMA accuracy %s, bits/dim %.4f, FID-2048 %.1f, probe %s -> %s", rid, val["accuracy"],
-                 val["bpd"], gen["fid_2048"], (gen.get("probe") or {}).get("accuracy"), target)
+        log.info("%s: EMA accuracy %s, bits/dim %.4f, FID-2048 %s, probe %s -> %s", rid, val["accuracy"],
+                 val["bpd"], "pending" if gen.get("pending") else f"{gen['fid_2048']:.1f}",
+                 (gen.get("probe") or {}).get("accuracy"), target)
         return res
     finally:
         job.release()
+
+
+# ----------------------------------------------------------------------------- a bounded GPU call's return
+
+
+def pack_for_return(out_dir, to, extra: Sequence = (), part_bytes: int = RETURN_PART_BYTES,
+                    max_files: int = MAX_RETURN_FILES) -> dict:
+    """Pack the results files of ``out_dir`` (finished and pending, ``*.json``) with the pending runs'
+    samples (``*.samples.pt``) as ``results/...`` and each path of ``extra`` (logs, device facts) as
+    ``logs/...`` into one gzip tar, and write it into ``to`` whole or as ``<archive>.partNN`` pieces
+    of at most ``part_bytes``, with :data:`RETURN_MANIFEST` (the pieces, the archive's bytes and
+    sha256, the members). Nothing is written to ``to`` when the pieces and the manifest would be
+    more than ``max_files`` files: a ``ValueError`` says so. Returns the manifest."""
+    import hashlib
+    import io
+    import math
+    import tarfile
+    out_dir, to = Path(out_dir), Path(to)
+    members = [(f, f"results/{f.name}") for f in sorted(out_dir.glob("*.json")) + sorted(out_dir.glob(f"*{SAMPLES_SUFFIX}"))]
+    members += [(Path(f), f"logs/{Path(f).name}") for f in extra if Path(f).is_file()]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for f, arc in members:
+            tar.add(str(f), arcname=arc)
+    data = buf.getvalue()
+    n_parts = max(1, math.ceil(len(data) / part_bytes))
+    if n_parts + 1 > max_files:
+        raise ValueError(f"the archive is {len(data) / 2 ** 20:.1f} MiB: {n_parts} pieces of "
+                         f"{part_bytes / 2 ** 20:.0f} MiB and a manifest are more than the {max_files} files a call returns")
+    to.mkdir(parents=True, exist_ok=True)
+    names = [RETURN_ARCHIVE] if n_parts == 1 else [f"{RETURN_ARCHIVE}.part{i:02d}" for i in range(n_parts)]
+    for i, name in enumerate(names):
+        (to / name).write_bytes(data[i * part_bytes:(i + 1) * part_bytes])
+    manifest = {"archive": RETURN_ARCHIVE, "pieces": names, "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(), "members": [arc for _, arc in members]}
+    (to / RETURN_MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def unpack_returned(folder, out_dir, logs_dir) -> dict:
+    """Rebuild the archive of :func:`pack_for_return` from ``folder`` (checked against the manifest's
+    sha256) and put its ``results/`` files into ``out_dir`` and its ``logs/`` into ``logs_dir``. A
+    finished results file already in ``out_dir`` is kept (the returned copy is skipped); members
+    with any other path are refused. Returns ``{"results": [...], "skipped": [...], "logs": [...]}``."""
+    import hashlib
+    import io
+    import tarfile
+    folder = Path(folder)
+    mf = folder / RETURN_MANIFEST
+    if not mf.is_file():
+        raise FileNotFoundError(f"no {RETURN_MANIFEST} in {folder}: not what a fusion call returns")
+    manifest = json.loads(mf.read_text())
+    missing = [n for n in manifest["pieces"] if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)} of the returned archive")
+    data = b"".join((folder / n).read_bytes() for n in manifest["pieces"])
+    if len(data) != manifest["bytes"] or hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+        raise ValueError(f"the archive rebuilt from {folder} does not match its manifest's sha256")
+    out_dir, logs_dir = Path(out_dir), Path(logs_dir)
+    got = {"results": [], "skipped": [], "logs": []}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for m in tar.getmembers():
+            top, _, name = m.name.partition("/")
+            if not m.isfile() or top not in ("results", "logs") or not name or "/" in name or name.startswith("."):
+                raise ValueError(f"unexpected member {m.name!r} in the returned archive")
+            body = tar.extractfile(m).read()
+            if top == "logs":
+                logs_dir.mkdir(parents=True, exist_ok=True)
+                (logs_dir / name).write_bytes(body)
+                got["logs"].append(name)
+                continue
+            dest = out_dir / name
+            run_file = out_dir / (name[:-len(SAMPLES_SUFFIX)] + ".json" if name.endswith(SAMPLES_SUFFIX) else name)
+            if run_file.suffix == ".json" and run_file.is_file() and \
+                    json.loads(run_file.read_text()).get("format") == RUN_FORMAT:
+                got["skipped"].append(name)   # finished here already (with its samples scored)
+                continue
+            out_dir.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(body)
+            got["results"].append(name)
+    return got
 
 
 # ----------------------------------------------------------------------------- statistics

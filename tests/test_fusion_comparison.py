@@ -241,3 +241,109 @@ def test_tiny_design_end_to_end(tmp_path, monkeypatch, one_thread):
     assert "4 of 21 planned runs finished" in (out / "report.md").read_text()
     # the whole run dict round-trips torch-free (the notebook reads it without training)
     assert torch.tensor(late["validation"]["log_px"]).shape == (8, 4)
+
+
+def _tiny_preset(tmp_path):
+    cfg = json.loads((ROOT / "configs" / "fusion_cpu10.json").read_text())
+    cfg.update(model=dict(cfg["model"], nr_filters=8, nr_logistic_mix=2, image_size=8), epochs=2, batch_size=4,
+               ema=0.9, amp="off")
+    (tmp_path / "tiny.json").write_text(json.dumps(cfg))
+    return tmp_path / "tiny.json"
+
+
+def test_gpu_call_returns_pending_runs_that_finish_here_as_if_scored_there(tmp_path, monkeypatch, one_thread):
+    """The bounded GPU call on the CPU: two worker processes train a run each without Inception
+    weights, the call comes back as an archive in at most 8 files, and --unpack finishes the runs
+    here. The finished file equals an ordinary run's (same training, same samples, same metrics)."""
+    from pcnn.eval import fid
+    if fid.fid_helper_weights_path() is None and not fid._hub_weights_path().is_file():
+        pytest.skip("needs offline Inception weights")
+    from gen_helpers import write_data_dir
+    import fusion_comparison as FC
+    data = write_data_dir(tmp_path / "data", per_class=(3, 2, 2))
+    tiny = _tiny_preset(tmp_path)
+    common = ["--design", "cpu10", "--config", str(tiny), "--data-dir", str(data), "--per-class", "1"]
+    scoring = ["--min-images", "2", "--kid-subsets", "5", "--cache-dir", str(tmp_path / "cache")]
+    ret = tmp_path / "OUT"
+    assert FC.main(common + ["--only", "late", "none", "--limit", "1", "--workdir", str(tmp_path / "gpu"),
+                             "--return-to", str(ret), "--gpu-call", "2", "--budget-minutes", "6"]) == 0
+    back = sorted(p.name for p in ret.iterdir())
+    assert back == [F.RETURN_ARCHIVE, F.RETURN_MANIFEST]          # small: one piece and its manifest
+    manifest = json.loads((ret / F.RETURN_MANIFEST).read_text())
+    assert {"results/late_s0.json", "results/none_s0.json", "results/late_s0.samples.pt",
+            "logs/worker0.log", "logs/worker1.log", "logs/call.json"} <= set(manifest["members"])
+    pending = json.loads((tmp_path / "gpu" / "results" / "late_s0.json").read_text())
+    assert pending["format"] == F.PENDING_FORMAT and pending["generation"]["pending"] is True
+    assert pending["generation"]["samples"]["n"] == 4
+    home = tmp_path / "home"
+    assert FC.main(common + scoring + ["--workdir", str(tmp_path / "here"), "--out", str(home),
+                                       "--unpack", str(ret), "--draws", "100"]) == 0
+    assert sorted(p.name for p in home.glob("*_s*")) == ["late_s0.json", "none_s0.json"]   # samples deleted
+    late = json.loads((home / "late_s0.json").read_text())
+    assert late["format"] == F.RUN_FORMAT and late["generation"]["scored_later"]["samples_sha256"]
+    assert (tmp_path / "here" / "late_s0" / "samples_grid.png").stat().st_size > 0
+    assert json.loads((home / "report.json").read_text())["status"]["done"] == 2
+    assert (tmp_path / "here" / "call_logs" / "call.json").is_file()
+    # the same run trained and scored in one go, in this process
+    ref = tmp_path / "ref"
+    assert FC.main(common + scoring + ["--only", "late", "--limit", "1", "--workdir", str(tmp_path / "refruns"),
+                                       "--out", str(ref)]) == 0
+    want = json.loads((ref / "late_s0.json").read_text())
+    assert late["validation"] == want["validation"] and late["ema"] == want["ema"]
+    for key in ("fid_2048", "fid_192", "kid_mean", "n", "per_class", "sample_seed"):
+        assert late["generation"][key] == pytest.approx(want["generation"][key], rel=1e-9), key
+    assert late["generation"]["probe"]["accuracy"] == want["generation"]["probe"]["accuracy"]
+    # a second unpack keeps the finished files and finishes nothing again
+    assert FC.main(common + scoring + ["--workdir", str(tmp_path / "here"), "--out", str(home),
+                                       "--unpack", str(ret), "--draws", "100"]) == 0
+    assert json.loads((home / "late_s0.json").read_text()) == late
+    assert not list(home.glob("*.samples.pt"))
+
+
+def test_pack_for_return_refuses_too_many_files_and_unpack_checks_the_archive(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "a_s0.json").write_text(json.dumps({"format": F.PENDING_FORMAT}))
+    (out / f"a_s0{F.SAMPLES_SUFFIX}").write_bytes(np.random.default_rng(0).bytes(5000))   # incompressible
+    (tmp_path / "w.log").write_text("worker log")
+    with pytest.raises(ValueError, match="more than the 8 files"):
+        F.pack_for_return(out, tmp_path / "ret", part_bytes=600)
+    assert not (tmp_path / "ret").exists()                         # nothing written
+    m = F.pack_for_return(out, tmp_path / "ret", extra=[tmp_path / "w.log"], part_bytes=2000)
+    assert m["pieces"] == [f"{F.RETURN_ARCHIVE}.part{i:02d}" for i in range(3)]
+    got = F.unpack_returned(tmp_path / "ret", tmp_path / "home", tmp_path / "logs")
+    assert sorted(got["results"]) == ["a_s0.json", f"a_s0{F.SAMPLES_SUFFIX}"] and got["logs"] == ["w.log"]
+    assert (tmp_path / "home" / f"a_s0{F.SAMPLES_SUFFIX}").read_bytes() == (out / f"a_s0{F.SAMPLES_SUFFIX}").read_bytes()
+    # a run finished here already is kept, its returned copy and samples skipped
+    (tmp_path / "home2").mkdir()
+    (tmp_path / "home2" / "a_s0.json").write_text(json.dumps({"format": F.RUN_FORMAT, "kept": 1}))
+    got = F.unpack_returned(tmp_path / "ret", tmp_path / "home2", tmp_path / "logs")
+    assert sorted(got["skipped"]) == ["a_s0.json", f"a_s0{F.SAMPLES_SUFFIX}"] and got["results"] == []
+    assert json.loads((tmp_path / "home2" / "a_s0.json").read_text())["kept"] == 1
+    # a damaged or missing piece is refused
+    piece = tmp_path / "ret" / m["pieces"][1]
+    piece.write_bytes(b"x" + piece.read_bytes()[1:])
+    with pytest.raises(ValueError, match="does not match"):
+        F.unpack_returned(tmp_path / "ret", tmp_path / "home3", tmp_path / "logs")
+    piece.unlink()
+    with pytest.raises(FileNotFoundError, match="lacks"):
+        F.unpack_returned(tmp_path / "ret", tmp_path / "home3", tmp_path / "logs")
+    with pytest.raises(FileNotFoundError, match="not what a fusion call returns"):
+        F.unpack_returned(tmp_path, tmp_path / "home3", tmp_path / "logs")
+
+
+def test_finish_pending_refuses_samples_that_do_not_match(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    torch.save({"images": torch.zeros(4, 3, 8, 8, dtype=torch.uint8), "labels": torch.arange(4)},
+               out / f"late_s0{F.SAMPLES_SUFFIX}")
+    rec = {"format": F.PENDING_FORMAT, "name": "late", "seed": 0,
+           "generation": {"pending": True, "per_class": 1, "sample_seed": 0, "sampling_seconds": 1.0,
+                          "samples": {"file": f"late_s0{F.SAMPLES_SUFFIX}", "n": 4, "sha256": "0" * 64}}}
+    (out / "late_s0.json").write_text(json.dumps(rec))
+    assert [p.name for p in F.pending_runs(out)] == ["late_s0.json"]
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        F.finish_pending(out, tmp_path / "w", tmp_path, extractor=None)
+    (out / f"late_s0{F.SAMPLES_SUFFIX}").unlink()
+    with pytest.raises(FileNotFoundError, match="samples .* are missing"):
+        F.finish_pending(out, tmp_path / "w", tmp_path, extractor=None)
