@@ -259,8 +259,11 @@ def gpu_call(design_name: str, workdir: Path, return_to: Path, processes: int, b
                "--out", str(results), "--threads", "1", "--defer-generation", "--deadline-minutes", f"{left:.3f}",
                *passthrough]
         fh = open(logs / f"worker{i}.log", "w")
-        workers.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                                         env=dict(os.environ, OMP_NUM_THREADS="1")), fh))
+        # One compiler cache for all workers (the trainer's default is one per run folder): the
+        # seeds of a strategy compile the same graphs, so only the first of them compiles cold.
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(workdir / "compile_cache"))
+        workers.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh))
         log.info("worker %d started (%.2f min to its deadline)", i, left)
         time.sleep(stagger_seconds)
     codes = []
