@@ -233,8 +233,8 @@ def finish_pending(out_dir, work_dir, data_root, extractor, min_images: Optional
     match its recorded sha256 is an error. Returns the finished run ids."""
     import hashlib
     import torch
-    from pcnn.sampling.sets import grid_path_for, save_png, write_images
-    from pcnn.viz.grids import class_grid
+    from pcnn.model.config import ModelConfig
+    from pcnn.sampling.sets import grid_path_for, sample_grid, save_png, write_images
     from studies.experiments import hardware, write_results
     done = []
     for p in pending_runs(out_dir):
@@ -249,8 +249,8 @@ def finish_pending(out_dir, work_dir, data_root, extractor, min_images: Optional
         s = torch.load(src, map_location="cpu", weights_only=True)
         folder = Path(work_dir) / rid / "samples"
         write_images(s["images"], s["labels"], folder)
-        save_png(class_grid(s["images"], s["labels"], None if STRATEGIES[r["name"]] else ["samples"], per_row=10,
-                            scale=3), grid_path_for(folder))
+        save_png(sample_grid(s["images"], s["labels"], ModelConfig.from_dict(r["config"]["model"])),
+                 grid_path_for(folder))
         gen = score_samples(folder, data_root, extractor, g["per_class"], g["sample_seed"], g["sampling_seconds"],
                             min_images, kid_subsets)
         gen["scored_later"] = {"hardware": hardware(), "samples_sha256": g["samples"]["sha256"]}

@@ -59,6 +59,22 @@ def test_class_grid_labels_generated_rows_beside_real(monkeypatch):
     assert seen == [["a", "b"], ["a (generated)", "a (real)", "b (generated)", "b (real)"]]
 
 
+def test_sample_grid_names_rows_by_class_or_unconditional(monkeypatch):
+    """write_sample_set's grid: a conditional model's rows carry its class names; an unconditional
+    model's rows all say "unconditional" (its labels only number the files)."""
+    import pcnn.viz.grids as grids
+    import pcnn.sampling.sets as sets
+    from pcnn.model.config import ModelConfig
+    seen = []
+    monkeypatch.setattr(grids, "labeled_grid", lambda rows, labels, **kw: seen.append(labels))
+    imgs, labels = _tiles(4), torch.tensor([0, 1, 2, 3])
+    sets.sample_grid(imgs, labels, ModelConfig(image_size=8, fusion=()))
+    sets.sample_grid(imgs, labels, ModelConfig(image_size=8))
+    sets.sample_grid(imgs[:2], labels[:2], ModelConfig(image_size=8, fusion=()), real=(_tiles(2, 1), labels[:2]))
+    assert seen == [["unconditional"] * 4, ["hamburger", "panda", "koala", "pizza"],
+                    ["unconditional (generated)", "unconditional (real)"] * 2]
+
+
 def test_same_noise_every_class(tiny):
     imgs, labels = same_noise_samples(tiny, per_class=2, seed=3)
     for c in range(4):

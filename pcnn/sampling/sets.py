@@ -114,11 +114,21 @@ def write_sample_set(model, out_dir, per_class: int = 25, classes: Optional[Sequ
     bar.close()
     images = torch.cat(images)
     paths = write_images(images, labels, out_dir, names)
-    grid_names = None if cfg.conditional else ["samples"]
-    real_images, real_labels = real if real is not None else (None, None)
-    save_png(class_grid(images, labels, grid_names, real_images=real_images, real_labels=real_labels,
-                        per_row=grid_per_row, scale=grid_scale), grid_path_for(out_dir))
+    save_png(sample_grid(images, labels, cfg, real=real, per_row=grid_per_row, scale=grid_scale),
+             grid_path_for(out_dir))
     return paths
+
+
+def sample_grid(images: torch.Tensor, labels, config, real: Optional[tuple] = None, per_row: int = 10,
+                scale: int = 3) -> torch.Tensor:
+    """The grid :func:`write_sample_set` saves beside a set: :func:`pcnn.viz.grids.class_grid` with
+    one row per class (``real=(images, labels)`` adds real rows). An unconditional model's rows
+    are all labelled ``unconditional``: its labels only spread the set over the course's
+    ``Class<c>`` file names, they name no class of its samples."""
+    names = None if config.conditional else ["unconditional"] * config.num_classes
+    real_images, real_labels = real if real is not None else (None, None)
+    return class_grid(images, labels, names, real_images=real_images, real_labels=real_labels, per_row=per_row,
+                      scale=scale)
 
 
 def grid_path_for(out_dir) -> Path:
