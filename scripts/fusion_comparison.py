@@ -135,16 +135,19 @@ def measure(design: dict, out: Path, data_dir=None, steps: int = 25, repeats: in
 def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None, only=None, limit=None,
                min_images=None, kid_subsets: int = 100, config=None, per_class=None, cache_dir=None,
                deadline_minutes=None, reserve_minutes: float = 3.0, floor: bool = True,
-               defer_generation: bool = False) -> int:
+               defer_generation: bool = False, deadline_at=None) -> int:
     """Train and evaluate every planned run of ``design`` not finished yet; returns how many finished now.
 
     ``deadline_minutes``: end the call resumably by then: each run trains at most until
     ``reserve_minutes`` before it (``max_minutes``, a run-control setting, not part of the budget),
     which is left for its scoring and sampling; no run starts with less than that left.
+    ``deadline_at``: the same as a wall-clock time (``time.time()``), for workers started by
+    :func:`gpu_call`, whose start-up must count against the call's budget.
     ``floor=False``: leave the real floor (``<out>/real_floor.json``) to another process.
     ``defer_generation``: no Inception weights are loaded (a lent GPU has none); each run keeps its
     samples and writes a pending file, and the floor is left to :func:`finish_here`."""
-    started = time.monotonic()
+    if deadline_at is None and deadline_minutes is not None:
+        deadline_at = time.time() + 60 * deadline_minutes
     from pcnn.data.dataset import load_split
     from pcnn.paths import resolve_data_dir
     from pcnn.eval.fid import load_inception
@@ -172,8 +175,8 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
             break
         progressed = False
         for n, s in todo:
-            if deadline_minutes is not None:
-                left = deadline_minutes - (time.monotonic() - started) / 60 - reserve_minutes
+            if deadline_at is not None:
+                left = (deadline_at - time.time()) / 60 - reserve_minutes
                 if left <= 0.5:
                     log.info("deadline: %.1f min left, stopping before %s", left + reserve_minutes, F.run_id(n, s))
                     return finished
@@ -195,8 +198,9 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
                 return finished
             finished += 1
             progressed = True
-            log.info("%s finished in %.0f s (%d of %d planned runs done)", F.run_id(n, s), time.time() - t0,
-                     len(F.load_runs(out)), plan["total"])
+            log.info("%s finished in %.0f s (%d of %d planned runs done%s)", F.run_id(n, s), time.time() - t0,
+                     len(F.load_runs(out)) + len(F.pending_runs(out)), plan["total"],
+                     ", counting those whose generation metrics are pending" if defer_generation else "")
             if limit is not None and finished >= limit:
                 return finished
             break                      # re-plan: the extra seeds are chosen once seeds 0-1 are done
@@ -218,9 +222,9 @@ def ensure_floor(out: Path, workdir: Path, root, extractor, per_class: int, size
 
 
 def finish_here(design: dict, out: Path, workdir: Path, data_dir=None, min_images=None, kid_subsets: int = 100,
-                per_class=None, cache_dir=None, config=None) -> list:
+                per_class=None, cache_dir=None, config=None) -> dict:
     """The generation metrics of every pending run in ``out`` (and the real floor if missing),
-    measured on this machine's Inception; returns the finished run ids."""
+    measured on this machine's Inception (:func:`fusion_v2.finish_pending`'s answer)."""
     import fusion_v2 as F
     from pcnn.eval.fid import load_inception
     from pcnn.eval.generation import InceptionFeatures
@@ -238,46 +242,67 @@ def gpu_call(design_name: str, workdir: Path, return_to: Path, processes: int, b
              pack_minutes: float = 1.0, stagger_seconds: float = 3.0, passthrough=()) -> dict:
     """One bounded call on a lent GPU (results/fusion/README.md). ``processes`` workers of this script
     share the device, each taking the next unfinished run of the design (the run locks keep them
-    apart), with ``--defer-generation`` (no Inception weights there) and a deadline ``pack_minutes``
-    before ``budget_minutes``; a worker still running then is stopped. Then every results file
-    (pending, with its samples) and the workers' logs are packed into ``return_to`` in at most 8
-    files (:func:`fusion_v2.pack_for_return`). ``passthrough``: more arguments for the workers
-    (tests: a tiny preset and data). Returns the call's record (also packed, as ``call.json``)."""
+    apart), with ``--defer-generation`` (no Inception weights there) and one wall-clock deadline,
+    ``pack_minutes`` before ``budget_minutes`` from now (their start-up counts). A worker still
+    running at the deadline gets SIGTERM (its run stops after the batch in flight and saves
+    ``last.pt``), and SIGKILL with its whole process group (compiler workers too) half of
+    ``pack_minutes`` later. Then every results file (pending, with its samples) and the workers'
+    logs are packed into ``return_to`` in at most 8 files (:func:`fusion_v2.pack_for_return`).
+    ``passthrough``: more arguments for the workers (tests: a tiny preset and data). Returns the
+    call's record (also packed, as ``call.json``)."""
     import os
+    import signal
     import subprocess
     import fusion_v2 as F
     from studies.experiments import hardware, write_results
-    started = time.monotonic()
+    t_start = time.time()
     results, runs, logs = workdir / "results", workdir / "runs", workdir / "logs"
     for d in (results, runs, logs):
         d.mkdir(parents=True, exist_ok=True)
-    deadline = budget_minutes - pack_minutes
+    deadline_at = t_start + 60 * (budget_minutes - pack_minutes)
+    # One compiler cache for all workers (the trainer's default is one per run folder): the
+    # seeds of a strategy compile the same graphs, so only the first of them compiles cold.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(workdir / "compile_cache"))
     workers = []
     for i in range(processes):
-        left = deadline - (time.monotonic() - started) / 60
+        if time.time() >= deadline_at:
+            break
         cmd = [sys.executable, str(Path(__file__).resolve()), "--design", design_name, "--workdir", str(runs),
-               "--out", str(results), "--threads", "1", "--defer-generation", "--deadline-minutes", f"{left:.3f}",
+               "--out", str(results), "--threads", "1", "--defer-generation", "--deadline-at", f"{deadline_at:.3f}",
                *passthrough]
         fh = open(logs / f"worker{i}.log", "w")
-        # One compiler cache for all workers (the trainer's default is one per run folder): the
-        # seeds of a strategy compile the same graphs, so only the first of them compiles cold.
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(workdir / "compile_cache"))
-        workers.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh))
-        log.info("worker %d started (%.2f min to its deadline)", i, left)
+        workers.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True),
+                        fh))
+        log.info("worker %d started, %.2f min to the deadline", i, (deadline_at - time.time()) / 60)
         time.sleep(stagger_seconds)
-    codes = []
-    for proc, fh in workers:
+    def finished_by(proc, when) -> bool:
         try:
-            proc.wait(timeout=max(1.0, (budget_minutes - pack_minutes / 2) * 60 - (time.monotonic() - started)))
+            proc.wait(timeout=max(0.1, when - time.time()))
+            return True
         except subprocess.TimeoutExpired:
-            log.warning("worker %d is past its deadline: stopped", proc.pid)
-            proc.kill()
-            proc.wait()
+            return False
+
+    for proc, _ in workers:
+        finished_by(proc, deadline_at)
+    stopped = {}
+    running = [i for i, (proc, _) in enumerate(workers) if proc.poll() is None]
+    for i in running:            # all at once: each run stops after its batch in flight
+        log.warning("worker %d still runs at the deadline: SIGTERM (its run stops resumably)", i)
+        stopped[i] = "SIGTERM"
+        workers[i][0].terminate()
+    for i in running:
+        if not finished_by(workers[i][0], deadline_at + 30 * pack_minutes):
+            log.warning("worker %d still runs after SIGTERM: SIGKILL to its process group", i)
+            stopped[i] = "SIGKILL"
+            os.killpg(workers[i][0].pid, signal.SIGKILL)
+            workers[i][0].wait()
+    for _, fh in workers:
         fh.close()
-        codes.append(proc.returncode)
     record = {"design": design_name, "processes": processes, "budget_minutes": budget_minutes,
-              "worker_exit_codes": codes, "seconds": round(time.monotonic() - started, 1),
+              "pack_minutes": pack_minutes, "worker_exit_codes": [proc.returncode for proc, _ in workers],
+              "stopped_at_deadline": {str(k): v for k, v in stopped.items()},
+              "seconds": round(time.time() - t_start, 1),
               "finished_runs": sorted(p.stem for p in F.pending_runs(results)), "hardware": hardware()}
     if torch.cuda.is_available():
         record["cuda"] = {"device": torch.cuda.get_device_name(0), "capability": list(torch.cuda.get_device_capability(0)),
@@ -285,7 +310,7 @@ def gpu_call(design_name: str, workdir: Path, return_to: Path, processes: int, b
     write_results(record, logs / "call.json")
     record["manifest"] = F.pack_for_return(results, return_to, extra=sorted(logs.glob("*")))
     log.info("%d run(s) back in %s (%d file(s)) after %.0f s", len(record["finished_runs"]), return_to,
-             len(record["manifest"]["pieces"]) + 1, time.monotonic() - started)
+             len(record["manifest"]["pieces"]) + 1, time.time() - t_start)
     return record
 
 
@@ -317,9 +342,13 @@ def main(argv=None) -> int:
                         "--workdir, --return-to and --budget-minutes")
     p.add_argument("--return-to", default=None, help="v2 --gpu-call: the folder that comes back ($OUT)")
     p.add_argument("--budget-minutes", type=float, default=9.0, help="v2 --gpu-call: the whole call's minutes")
+    p.add_argument("--pack-minutes", type=float, default=1.0,
+                   help="v2 --gpu-call: the workers' deadline is this long before the budget's end")
+    p.add_argument("--deadline-at", type=float, default=None, help=argparse.SUPPRESS)   # gpu_call's workers
     p.add_argument("--unpack", default=None, metavar="FOLDER",
                    help="v2: what a --gpu-call returned: check it, put its runs into --out, finish them here, report")
-    p.add_argument("--limit", type=int, default=None, help="v2: stop after this many runs finished")
+    p.add_argument("--limit", type=int, default=None, help="v2: stop after this many runs finished "
+                   "(with --gpu-call: per worker)")
     p.add_argument("--min-images", type=int, default=None, help="v2: fewest samples FID-2048 accepts (tiny runs)")
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--cache-dir", default=None, help="v2: Inception feature / FID statistics cache "
@@ -355,7 +384,8 @@ def main(argv=None) -> int:
                     passthrough += [flag, str(value)]
             if a.only:
                 passthrough += ["--only", *a.only]
-            rec = gpu_call(a.design, workdir, Path(a.return_to), a.gpu_call, a.budget_minutes, passthrough=passthrough)
+            rec = gpu_call(a.design, workdir, Path(a.return_to), a.gpu_call, a.budget_minutes, a.pack_minutes,
+                           passthrough=passthrough)
             return 0 if rec["finished_runs"] else 1
         finish = dict(data_dir=a.data_dir, min_images=a.min_images, kid_subsets=a.kid_subsets,
                       per_class=a.per_class, cache_dir=a.cache_dir, config=a.config)
@@ -364,14 +394,16 @@ def main(argv=None) -> int:
             log.info("unpacked %d file(s) into %s (skipped, finished here already: %s); logs in %s",
                      len(got["results"]), out, ", ".join(got["skipped"]) or "none", workdir / "call_logs")
         if a.unpack or a.finish_pending:
-            done = finish_here(design, out, workdir, **finish)
-            log.info("%d pending run(s) finished here: %s", len(done), ", ".join(done) or "none")
+            got = finish_here(design, out, workdir, **finish)
+            log.info("%d pending run(s) finished here: %s", len(got["finished"]), ", ".join(got["finished"]) or "none")
             F.write_report(out, design, a.design, v1_folder=ROOT / "results" / "fusion", draws=a.draws or F.BOOTSTRAP_DRAWS)
-            return 0
+            for rid, why in got["failed"].items():
+                print(f"error: {rid} stays pending: {why}", file=sys.stderr)
+            return 1 if got["failed"] else 0
         n = run_design(a.design, design, workdir, out, a.data_dir, a.only, a.limit, a.min_images,
                        a.kid_subsets, a.config, a.per_class, a.cache_dir, a.deadline_minutes,
                        reserve_minutes=a.reserve_minutes, floor=not a.no_floor,
-                       defer_generation=a.defer_generation)
+                       defer_generation=a.defer_generation, deadline_at=a.deadline_at)
         log.info("%d run(s) finished in this call", n)
         return 0
     out = Path(a.out or "results/fusion")

@@ -226,26 +226,36 @@ def pending_runs(out_dir) -> List[Path]:
 
 
 def finish_pending(out_dir, work_dir, data_root, extractor, min_images: Optional[int] = None,
-                   kid_subsets: int = 100) -> List[str]:
+                   kid_subsets: int = 100) -> dict:
     """Measure the generation metrics of every pending run in ``out_dir`` on its kept samples and
     turn it into a finished results file (:data:`RUN_FORMAT`); the samples file is then deleted
-    (the PNGs and their grid stay in ``<work_dir>/<run>/samples``). A samples file that does not
-    match its recorded sha256 is an error. Returns the finished run ids."""
+    (the PNGs and their grid stay in ``<work_dir>/<run>/samples``). A run whose samples are missing
+    or do not match their recorded sha256 stays pending and is listed under ``failed`` (the others
+    go on); a samples file without a results file (a worker stopped between the two) is deleted,
+    its run is trained again. Returns ``{"finished": [run ids], "failed": {run id: reason}}``."""
     import hashlib
     import torch
     from pcnn.model.config import ModelConfig
     from pcnn.sampling.sets import grid_path_for, sample_grid, save_png, write_images
     from studies.experiments import hardware, write_results
-    done = []
+    out_dir = Path(out_dir)
+    got = {"finished": [], "failed": {}}
+    for orphan in sorted(out_dir.glob(f"*{SAMPLES_SUFFIX}")):
+        if not (out_dir / (orphan.name[:-len(SAMPLES_SUFFIX)] + ".json")).is_file():
+            log.warning("%s has no results file (its worker stopped before writing it): deleted", orphan.name)
+            orphan.unlink()
     for p in pending_runs(out_dir):
         r = json.loads(p.read_text())
         rid = run_id(r["name"], r["seed"])
         g = r["generation"]
-        src = Path(out_dir) / g["samples"]["file"]
+        src = out_dir / g["samples"]["file"]
         if not src.is_file():
-            raise FileNotFoundError(f"{p.name} is pending but its samples {src} are missing")
-        if hashlib.sha256(src.read_bytes()).hexdigest() != g["samples"]["sha256"]:
-            raise ValueError(f"{src} does not match the sha256 recorded in {p.name}")
+            got["failed"][rid] = f"its samples {src} are missing"
+        elif hashlib.sha256(src.read_bytes()).hexdigest() != g["samples"]["sha256"]:
+            got["failed"][rid] = f"{src} does not match the sha256 recorded in {p.name}"
+        if rid in got["failed"]:
+            log.error("%s stays pending: %s", rid, got["failed"][rid])
+            continue
         s = torch.load(src, map_location="cpu", weights_only=True)
         folder = Path(work_dir) / rid / "samples"
         write_images(s["images"], s["labels"], folder)
@@ -260,8 +270,8 @@ def finish_pending(out_dir, work_dir, data_root, extractor, min_images: Optional
         src.unlink()
         log.info("%s: generation measured here: FID-2048 %.1f, probe %s", rid, gen["fid_2048"],
                  (gen.get("probe") or {}).get("accuracy"))
-        done.append(rid)
-    return done
+        got["finished"].append(rid)
+    return got
 
 
 def _score_folder(folder, data_root, extractor, min_images, kid_subsets) -> tuple:
@@ -312,6 +322,9 @@ def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, ou
     except WorkdirLocked:
         log.info("%s: another process holds it, skipped", rid)
         return None
+    if target.exists():           # another process finished it between the check above and the lock
+        job.release()
+        return json.loads(target.read_text())
     try:
         cfg = TrainConfig.from_dict(run_config(base, name, seed))
         t0 = time.perf_counter()
@@ -399,6 +412,9 @@ def unpack_returned(folder, out_dir, logs_dir) -> dict:
     if not mf.is_file():
         raise FileNotFoundError(f"no {RETURN_MANIFEST} in {folder}: not what a fusion call returns")
     manifest = json.loads(mf.read_text())
+    allowed = {RETURN_ARCHIVE} | {f"{RETURN_ARCHIVE}.part{i:02d}" for i in range(MAX_RETURN_FILES)}
+    if not manifest.get("pieces") or any(n not in allowed for n in manifest["pieces"]):
+        raise ValueError(f"{mf} names pieces that are not {RETURN_ARCHIVE} or its parts: {manifest.get('pieces')}")
     missing = [n for n in manifest["pieces"] if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)} of the returned archive")
@@ -692,7 +708,7 @@ def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence
     final = done >= total
     out.append(f"{done} of {total} planned runs are finished"
                + ("." if final else f"; every statement below is provisional (missing: "
-                  f"{', '.join(status['missing']) or 'the extra seeds, chosen once seeds 0-1 finish'})."))
+                  f"{', '.join(status['missing'] + status.get('pending', [])) or 'the extra seeds, chosen once seeds 0-1 finish'})."))
     if best is None:
         return out + ["No conditional strategy has finished, so none can be called best."]
     b = summary[best]
@@ -828,9 +844,10 @@ def build_report(out_dir, design: dict, v1_folder=None, draws: int = BOOTSTRAP_D
     runs = load_runs(out_dir)
     plan = planned_runs(design, runs)
     have = {(r["name"], r["seed"]) for r in runs}
-    missing = [run_id(n, s) for n, s in plan["runs"] if (n, s) not in have]
+    pending = {p.name[:-len(".json")] for p in pending_runs(out_dir)}
+    missing = [run_id(n, s) for n, s in plan["runs"] if (n, s) not in have and run_id(n, s) not in pending]
     status = {"done": len(have & set(plan["runs"])), "total": plan["total"], "missing": missing,
-              "undecided": plan["undecided"], "top": plan["top"]}
+              "pending": sorted(pending), "undecided": plan["undecided"], "top": plan["top"]}
     summary = summarize(runs)
     floor = load_floor(out_dir)
     best = choose_best(summary)
@@ -855,6 +872,8 @@ def report_markdown(rep: dict, design_name: str) -> str:
              f"results files in this folder; the rules are in `results/fusion/README.md`.",
              "", f"**{s['done']} of {s['total']} planned runs finished.**"
              + (f" Missing: {', '.join(s['missing'])}." if s["missing"] else "")
+             + (f" Trained, generation metrics not measured yet (`--finish-pending`): {', '.join(s['pending'])}."
+                if s.get("pending") else "")
              + (f" {s['undecided']} more (seed 2 of the best three) are chosen when seeds 0 and 1 are done."
                 if s["undecided"] else ""),
              "", "## Per strategy (mean ± sample sd over seeds, number of seeds in brackets)", "", rep["table"]]

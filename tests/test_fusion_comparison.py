@@ -3,6 +3,7 @@ statistics, report, and one tiny run end to end on a synthetic data folder."""
 import json
 import math
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -256,8 +257,6 @@ def test_gpu_call_returns_pending_runs_that_finish_here_as_if_scored_there(tmp_p
     weights, the call comes back as an archive in at most 8 files, and --unpack finishes the runs
     here. The finished file equals an ordinary run's (same training, same samples, same metrics)."""
     from pcnn.eval import fid
-    if fid.fid_helper_weights_path() is None and not fid._hub_weights_path().is_file():
-        pytest.skip("needs offline Inception weights")
     from gen_helpers import write_data_dir
     import fusion_comparison as FC
     data = write_data_dir(tmp_path / "data", per_class=(3, 2, 2))
@@ -275,6 +274,11 @@ def test_gpu_call_returns_pending_runs_that_finish_here_as_if_scored_there(tmp_p
     pending = json.loads((tmp_path / "gpu" / "results" / "late_s0.json").read_text())
     assert pending["format"] == F.PENDING_FORMAT and pending["generation"]["pending"] is True
     assert pending["generation"]["samples"]["n"] == 4
+    status = F.build_report(tmp_path / "gpu" / "results", F.DESIGNS["cpu10"], draws=100)["status"]
+    assert status["done"] == 0 and status["pending"] == ["late_s0", "none_s0"]
+    assert "late_s0" not in status["missing"]
+    if fid.fid_helper_weights_path() is None and not fid._hub_weights_path().is_file():
+        pytest.skip("the rest (measuring here) needs offline Inception weights")
     home = tmp_path / "home"
     assert FC.main(common + scoring + ["--workdir", str(tmp_path / "here"), "--out", str(home),
                                        "--unpack", str(ret), "--draws", "100"]) == 0
@@ -332,18 +336,44 @@ def test_pack_for_return_refuses_too_many_files_and_unpack_checks_the_archive(tm
         F.unpack_returned(tmp_path, tmp_path / "home3", tmp_path / "logs")
 
 
-def test_finish_pending_refuses_samples_that_do_not_match(tmp_path):
+def test_finish_pending_keeps_runs_whose_samples_do_not_match_and_drops_orphans(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     torch.save({"images": torch.zeros(4, 3, 8, 8, dtype=torch.uint8), "labels": torch.arange(4)},
                out / f"late_s0{F.SAMPLES_SUFFIX}")
+    (out / f"blocks_s1{F.SAMPLES_SUFFIX}").write_bytes(b"a worker stopped before its results file")
     rec = {"format": F.PENDING_FORMAT, "name": "late", "seed": 0,
            "generation": {"pending": True, "per_class": 1, "sample_seed": 0, "sampling_seconds": 1.0,
                           "samples": {"file": f"late_s0{F.SAMPLES_SUFFIX}", "n": 4, "sha256": "0" * 64}}}
     (out / "late_s0.json").write_text(json.dumps(rec))
-    assert [p.name for p in F.pending_runs(out)] == ["late_s0.json"]
-    with pytest.raises(ValueError, match="does not match the sha256"):
-        F.finish_pending(out, tmp_path / "w", tmp_path, extractor=None)
-    (out / f"late_s0{F.SAMPLES_SUFFIX}").unlink()
-    with pytest.raises(FileNotFoundError, match="samples .* are missing"):
-        F.finish_pending(out, tmp_path / "w", tmp_path, extractor=None)
+    (out / "middle_s0.json").write_text(json.dumps(dict(rec, name="middle", generation=dict(
+        rec["generation"], samples={"file": f"middle_s0{F.SAMPLES_SUFFIX}", "n": 4, "sha256": "0" * 64}))))
+    assert [p.name for p in F.pending_runs(out)] == ["late_s0.json", "middle_s0.json"]
+    got = F.finish_pending(out, tmp_path / "w", tmp_path, extractor=None)
+    assert got["finished"] == [] and sorted(got["failed"]) == ["late_s0", "middle_s0"]
+    assert "does not match the sha256" in got["failed"]["late_s0"] and "missing" in got["failed"]["middle_s0"]
+    assert json.loads((out / "late_s0.json").read_text()) == rec        # still pending, samples kept
+    assert (out / f"late_s0{F.SAMPLES_SUFFIX}").is_file() and not (out / f"blocks_s1{F.SAMPLES_SUFFIX}").exists()
+
+
+def test_gpu_call_stops_a_worker_at_the_deadline_and_still_returns(tmp_path, one_thread):
+    """A worker that would train past the call's deadline (a negative reserve stands for a run that
+    overruns) gets SIGTERM at the deadline: its run stops after the batch in flight and saves
+    last.pt, the call packs what there is (the logs) and says which worker it stopped."""
+    from gen_helpers import write_data_dir
+    import fusion_comparison as FC
+    data = write_data_dir(tmp_path / "data", per_class=(3, 2, 2))
+    cfg = json.loads(_tiny_preset(tmp_path).read_text())
+    (tmp_path / "long.json").write_text(json.dumps(dict(cfg, epochs=100000)))
+    ret, wd = tmp_path / "OUT", tmp_path / "gpu"
+    t0 = time.time()
+    assert FC.main(["--design", "cpu10", "--config", str(tmp_path / "long.json"), "--data-dir", str(data),
+                    "--only", "late", "--workdir", str(wd), "--return-to", str(ret), "--gpu-call", "1",
+                    "--budget-minutes", "0.75", "--pack-minutes", "0.25", "--reserve-minutes", "-5"]) == 1
+    assert time.time() - t0 < 0.75 * 60 + 15
+    call = json.loads((wd / "logs" / "call.json").read_text())
+    assert call["stopped_at_deadline"] == {"0": "SIGTERM"} and call["finished_runs"] == []
+    assert "SIGTERM: the run stops after this batch" in (wd / "logs" / "worker0.log").read_text()
+    assert (wd / "runs" / "late_s0" / "last.pt").is_file()
+    members = json.loads((ret / F.RETURN_MANIFEST).read_text())["members"]
+    assert "logs/call.json" in members and not any(m.startswith("results/") for m in members)
