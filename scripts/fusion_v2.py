@@ -697,6 +697,27 @@ def markdown_comparisons(rows: Sequence[dict], best: str, what: str) -> str:
     return "\n".join(lines)
 
 
+def seed_spread(summary: Dict[str, dict]) -> List[str]:
+    """One sentence when some strategies have several seeds and others one: how far apart two
+    seeds of one strategy ended (the largest range of EMA accuracy and of bits/dim), which the
+    intervals of a one-seed strategy cannot contain. Empty otherwise."""
+    multi = {n: sm for n, sm in summary.items() if sm["bpd"]["n"] >= 2}
+    single = [n for n, sm in summary.items() if sm["bpd"]["n"] == 1]
+    if not multi or not single:
+        return []
+    def widest(key):
+        ranges = {n: max(sm[key]["values"]) - min(sm[key]["values"]) for n, sm in multi.items()
+                  if sm[key]["n"] >= 2}
+        return max(ranges.items(), key=lambda kv: kv[1]) if ranges else (None, None)
+    acc_name, acc_range = widest("accuracy")
+    bpd_name, bpd_range = widest("bpd")
+    acc = f"EMA accuracy by up to {acc_range * 100:.1f} points ({acc_name}) and " if acc_name else ""
+    return [f"Seeds matter at this budget: two seeds of one strategy ended {acc}bits/dim by up to "
+            f"{bpd_range:.3f} ({bpd_name}). The intervals of a strategy with one seed so far "
+            f"({', '.join(single)}) cover only which validation images were drawn, not this, so its "
+            "differences from the others are less certain than they look until its second seed is in."]
+
+
 def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence[dict], bpd_rows: Sequence[dict],
                status: dict, floor: Optional[dict], parity: Optional[dict] = None) -> List[str]:
     """The report in plain words, including what it cannot conclude. ``parity``: the bf16 parity
@@ -738,6 +759,7 @@ def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence
             out.append(f"The unconditional model ('none') reaches {u:.3f} bits/dim; conditional strategies with a "
                        f"lower mean: {', '.join(below) or 'none of them'} (a lower bits/dim means the class helps "
                        "model the images; the paired table says which differences are beyond noise).")
+    out += seed_spread(summary)
     if floor:
         fids = {n: s["fid_2048"]["mean"] for n, s in summary.items()}
         lo = min(fids, key=fids.get)

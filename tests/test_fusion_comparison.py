@@ -128,6 +128,19 @@ def test_report_summary_best_and_paired_verdicts():
     assert bpd["middle"]["diff"] == pytest.approx(0.0) and bpd["middle"]["verdict"] == "not separated"
 
 
+def test_seed_spread_is_said_while_some_strategies_have_one_seed():
+    runs = [_run("input", 0, [1] * 30 + [0] * 10, bpd=4.1), _run("input", 1, [1] * 22 + [0] * 18, bpd=4.2),
+            _run("late", 0, [1] * 25 + [0] * 15, bpd=4.15), _run("none", 0, [1] * 40, bpd=4.12)]
+    lines = F.seed_spread(F.summarize(runs))
+    assert len(lines) == 1
+    assert "EMA accuracy by up to 20.0 points (input)" in lines[0] and "bits/dim by up to 0.100 (input)" in lines[0]
+    assert "(late, none)" in lines[0]
+    both = runs + [_run("late", 1, [1] * 25 + [0] * 15, bpd=4.15), _run("none", 1, [1] * 40, bpd=4.12)]
+    assert F.seed_spread(F.summarize(both)) == []                    # every strategy has two seeds
+    assert F.seed_spread(F.summarize(runs[2:])) == []                # nobody has two yet
+    assert lines[0] in F.conclusion(F.summarize(runs), "input", [], [], {"done": 4, "total": 21, "missing": []}, None)
+
+
 def test_build_report_counts_done_of_planned(tmp_path):
     runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0,))
     for r in runs:
