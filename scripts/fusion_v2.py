@@ -120,23 +120,24 @@ def run_config(base: dict, name: str, seed: int) -> dict:
 # ----------------------------------------------------------------------------- one run
 
 
-def trained_amp(workdir) -> dict:
+def trained_amp(workdir, state: Optional[dict] = None) -> dict:
     """The precision the run in ``workdir`` trained in (the trainer's stored choice in ``last.pt``:
     mode, precision, reason, and ``segments``, the precision from each step on: a run resumed on
-    another CPU may have changed it). amp=bf16 runs fp32 on a CPU without bf16 instructions."""
+    another CPU may have changed it). amp=bf16 runs fp32 on a CPU without bf16 instructions.
+    ``state``: ``last.pt`` already read (it is read once per run)."""
     from pcnn.model.checkpoint import read_tensor_file
-    s = read_tensor_file(Path(workdir) / "last.pt")
+    s = state if state is not None else read_tensor_file(Path(workdir) / "last.pt")
     if not s.get("amp"):
         raise ValueError(f"{workdir}/last.pt records no precision choice")
     return {**s["amp"], "segments": [dict(x) for x in s.get("amp_segments") or []]}
 
 
-def ema_model(workdir):
-    """The EMA weights of the run in ``workdir`` (from ``last.pt``), in eval mode."""
+def ema_model(workdir, state: Optional[dict] = None):
+    """The EMA weights of the run in ``workdir`` (from ``last.pt``, or ``state`` when already read), in eval mode."""
     from pcnn.model.checkpoint import read_tensor_file
     from pcnn.model.config import ModelConfig
     from pcnn.model.network import PixelCNNpp
-    s = read_tensor_file(Path(workdir) / "last.pt")
+    s = state if state is not None else read_tensor_file(Path(workdir) / "last.pt")
     if s.get("ema") is None:
         raise ValueError(f"{workdir}/last.pt holds no EMA weights (the preset must keep an EMA)")
     model = PixelCNNpp(ModelConfig.from_dict(s["config"]["model"]))
@@ -334,7 +335,11 @@ def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, ou
             log.info("%s: training stopped before epoch %d, resumable from %s", rid, cfg.epochs, wd / "last.pt")
             return None
         t_train = time.perf_counter() - t0
-        model = ema_model(wd).to(device)
+        from pcnn.model.checkpoint import read_tensor_file
+        state = read_tensor_file(wd / "last.pt")     # once: the EMA weights and the precision record
+        model = ema_model(wd, state).to(device)
+        amp = trained_amp(wd, state)
+        del state
         t0 = time.perf_counter()
         val = validation_scores(model, val_split)
         t_val = time.perf_counter() - t0
@@ -349,7 +354,7 @@ def run_one(design_name: str, base: dict, name: str, seed: int, workdir_root, ou
                "fusion": list(STRATEGIES[name]), "config": cfg.to_dict(), "metrics_log": rows,
                "ema": {k: v for k, v in val.items() if k not in ("log_px", "pred", "labels", "files")},
                "validation": {k: val[k] for k in ("log_px", "pred", "labels", "files")},
-               "generation": gen, "hardware": hardware(), "amp": trained_amp(wd),
+               "generation": gen, "hardware": hardware(), "amp": amp,
                "seconds": {"train_log": round(sum(r.get("seconds") or 0 for r in rows), 1),
                            "train_this_call": round(t_train, 1), "validation": round(t_val, 1),
                            "generation": gen["seconds"]}}
