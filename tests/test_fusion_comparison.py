@@ -47,6 +47,31 @@ def test_paired_bootstrap_extremes_and_width():
         F.paired_bootstrap(np.ones((1, 3)), np.ones((1, 4)))
 
 
+def test_matched_seeds_cancel_a_shared_seed_effect():
+    """Seed 1 worse for both strategies by the same amount: matched by seed, the difference is
+    exactly the strategies' (+0.1 everywhere); drawn independently, the seed effect widens it."""
+    g = np.random.default_rng(0)
+    base = g.random(300)
+    a = np.stack([base + 0.1, base + 1.1])          # seed 0, seed 1 (+1: a bad seed for everyone)
+    b = np.stack([base, base + 1.0])
+    m = F.paired_bootstrap(a, b, draws=400, matched_seeds=True)
+    assert (m["lo"], m["hi"]) == pytest.approx((0.1, 0.1)) and m["p"] == 0.0
+    free = F.paired_bootstrap(a, b, draws=400)
+    assert free["lo"] < -0.5 and free["hi"] > 0.7      # the seed draw dominates
+    with pytest.raises(ValueError, match="matched seeds need the same seeds"):
+        F.paired_bootstrap(a, b[:1], matched_seeds=True)
+
+
+def test_compare_uses_only_the_seeds_both_ran():
+    runs = [_run("input", 0, [1] * 30 + [0] * 10), _run("input", 1, [1] * 10 + [0] * 30),
+            _run("late", 0, [1] * 20 + [0] * 20)]
+    row, = F.compare(runs, "late", "correct", draws=200)
+    assert row["other"] == "input" and row["seeds"] == [0] and row["seeds_best"] == [0]
+    assert row["diff"] == pytest.approx(-0.25)            # late_s0 20/40 vs input_s0 30/40; input_s1 left out
+    assert [m["seed"] for m in row["mcnemar"]] == [0]
+    assert "| input | 0 | -25.0 |" in F.markdown_comparisons([dict(row, p_holm=row["p"], verdict="x")], "late", "correct")
+
+
 def _run(name, seed, correct, bpd=5.0, n_classes=4):
     """A results dict with the fields the report reads; image i has label i % 4."""
     n = len(correct)
