@@ -62,6 +62,27 @@ def test_matched_seeds_cancel_a_shared_seed_effect():
         F.paired_bootstrap(a, b[:1], matched_seeds=True)
 
 
+def test_strategies_of_one_seed_share_the_trunk_initialisation():
+    """Why the comparison matches seeds: the trainer seeds torch before it builds the network, and
+    every strategy's class parameters come after the trunk's draws, so one seed gives every
+    strategy the same trunk, except input_concat (its wider first layer changes the draws)."""
+    from pcnn.model.config import ModelConfig
+    from pcnn.model.network import PixelCNNpp
+
+    def trunk(name, seed=1):
+        torch.manual_seed(seed)
+        cfg = ModelConfig(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, image_size=8, fusion=tuple(F.STRATEGIES[name]))
+        return PixelCNNpp(cfg).state_dict()
+
+    none = trunk("none")
+    for name in ("input", "first_conv", "middle", "late", "blocks", "blocks_film"):
+        sd = trunk(name)
+        assert all(torch.equal(none[k], sd[k]) for k in none), name
+    concat = trunk("input_concat")
+    assert not all(torch.equal(none[k], concat[k]) for k in none if concat[k].shape == none[k].shape)
+    assert not all(torch.equal(none[k], trunk("none", seed=2)[k]) for k in none)
+
+
 def test_compare_uses_only_the_seeds_both_ran():
     runs = [_run("input", 0, [1] * 30 + [0] * 10), _run("input", 1, [1] * 10 + [0] * 30),
             _run("late", 0, [1] * 20 + [0] * 20)]
