@@ -150,8 +150,6 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
         deadline_at = time.time() + 60 * deadline_minutes
     from pcnn.data.dataset import load_split
     from pcnn.paths import resolve_data_dir
-    from pcnn.eval.fid import load_inception
-    from pcnn.eval.generation import InceptionFeatures
     from pcnn.train import TrainConfig
     import fusion_v2 as F
     root = resolve_data_dir(data_dir)
@@ -160,7 +158,7 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
     train_split = load_split("train", root, size=size, show_progress=False)
     val_split = load_split("validation", root, size=size, show_progress=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    extractor = None if defer_generation else InceptionFeatures(load_inception(device), device, 50, cache_dir=cache_dir)
+    extractor = None if defer_generation else inception_extractor(cache_dir)
     per_class = per_class or design["per_class"]
     out.mkdir(parents=True, exist_ok=True)
     if floor and not defer_generation:
@@ -209,6 +207,14 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
     return finished
 
 
+def inception_extractor(cache_dir=None):
+    """The Inception feature extractor every v2 scoring uses (on the GPU when there is one)."""
+    from pcnn.eval.fid import load_inception
+    from pcnn.eval.generation import InceptionFeatures
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return InceptionFeatures(load_inception(device), device, 50, cache_dir=cache_dir)
+
+
 def ensure_floor(out: Path, workdir: Path, root, extractor, per_class: int, size: int, min_images=None,
                  kid_subsets: int = 100) -> None:
     """Write the real floor (``<out>/real_floor.json``) unless it is there."""
@@ -226,13 +232,10 @@ def finish_here(design: dict, out: Path, workdir: Path, data_dir=None, min_image
     """The generation metrics of every pending run in ``out`` (and the real floor if missing),
     measured on this machine's Inception (:func:`fusion_v2.finish_pending`'s answer)."""
     import fusion_v2 as F
-    from pcnn.eval.fid import load_inception
-    from pcnn.eval.generation import InceptionFeatures
     from pcnn.paths import resolve_data_dir
     from pcnn.train import TrainConfig
     root = resolve_data_dir(data_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    extractor = InceptionFeatures(load_inception(device), device, 50, cache_dir=cache_dir)
+    extractor = inception_extractor(cache_dir)
     size = TrainConfig.from_json(config or ROOT / design["config"]).model.image_size
     ensure_floor(out, workdir, root, extractor, per_class or design["per_class"], size, min_images, kid_subsets)
     return F.finish_pending(out, workdir, root, extractor, min_images, kid_subsets)

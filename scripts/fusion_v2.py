@@ -884,7 +884,7 @@ def build_report(out_dir, design: dict, v1_folder=None, draws: int = BOOTSTRAP_D
     runs = load_runs(out_dir)
     plan = planned_runs(design, runs)
     have = {(r["name"], r["seed"]) for r in runs}
-    pending = {p.name[:-len(".json")] for p in pending_runs(out_dir)}
+    pending = {p.stem for p in pending_runs(out_dir)}
     missing = [run_id(n, s) for n, s in plan["runs"] if (n, s) not in have and run_id(n, s) not in pending]
     status = {"done": len(have & set(plan["runs"])), "total": plan["total"], "missing": missing,
               "pending": sorted(pending), "undecided": plan["undecided"], "top": plan["top"]}
