@@ -31,6 +31,7 @@ Each v1 run is :func:`studies.experiments.run_and_record` (25 samples per class,
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ import torch  # noqa: E402
 from fusion_v2 import DESIGNS, STRATEGIES  # noqa: E402,F401  (scripts/ is not a package)
 
 log = logging.getLogger("fusion_comparison")
+#: The docs page that carries each design's report table and conclusion (between its markers).
+DESIGN_DOC = ROOT / "docs" / "design.md"
 
 
 def report(out: Path) -> int:
@@ -205,6 +208,20 @@ def run_design(name: str, design: dict, workdir: Path, out: Path, data_dir=None,
         if not progressed:
             break
     return finished
+
+
+def sync_design_doc(rep: dict, design_name: str, out: Path, doc: Path = DESIGN_DOC) -> bool:
+    """Put the report's table and conclusion into ``doc`` (docs/design.md) when ``out`` is the
+    design's committed folder, so the page shows the same numbers as the report; a report written
+    elsewhere (a test, a scratch folder) leaves the page alone."""
+    import fusion_v2 as F
+    if Path(out).resolve() != (ROOT / DESIGNS[design_name]["out"]).resolve():
+        return False
+    rel = Path(os.path.relpath(Path(out).resolve(), Path(doc).resolve().parent)).as_posix()
+    done = F.sync_doc(doc, design_name, F.doc_block(rep, design_name, rel))
+    if done:
+        log.info("%s: the %s report's table and conclusion updated", doc, design_name)
+    return done
 
 
 def inception_extractor(cache_dir=None):
@@ -369,6 +386,7 @@ def main(argv=None) -> int:
         if a.report:
             rep = F.write_report(out, design, a.design, v1_folder=ROOT / "results" / "fusion",
                                  draws=a.draws or F.BOOTSTRAP_DRAWS)
+            sync_design_doc(rep, a.design, out)
             print(F.report_markdown(rep, a.design))
             return 0
         if a.measure:
@@ -399,7 +417,9 @@ def main(argv=None) -> int:
         if a.unpack or a.finish_pending:
             got = finish_here(design, out, workdir, **finish)
             log.info("%d pending run(s) finished here: %s", len(got["finished"]), ", ".join(got["finished"]) or "none")
-            F.write_report(out, design, a.design, v1_folder=ROOT / "results" / "fusion", draws=a.draws or F.BOOTSTRAP_DRAWS)
+            rep = F.write_report(out, design, a.design, v1_folder=ROOT / "results" / "fusion",
+                                 draws=a.draws or F.BOOTSTRAP_DRAWS)
+            sync_design_doc(rep, a.design, out)
             for rid, why in got["failed"].items():
                 print(f"error: {rid} stays pending: {why}", file=sys.stderr)
             return 1 if got["failed"] else 0

@@ -930,6 +930,50 @@ def report_markdown(rep: dict, design_name: str) -> str:
     return "\n".join(parts) + "\n"
 
 
+def doc_markers(design_name: str) -> tuple:
+    """The two comment lines between which a Markdown page carries a design's report block."""
+    return (f"<!-- fusion {design_name} report: begin (written by `scripts/fusion_comparison.py --design "
+            f"{design_name} --report`; edits here are overwritten) -->", f"<!-- fusion {design_name} report: end -->")
+
+
+def doc_block(rep: dict, design_name: str, figures: str) -> str:
+    """The report's status, per-strategy table, summary figure and conclusion, for a docs page;
+    ``figures``: the path from that page to the report's folder (for the figure's link)."""
+    s = rep["status"]
+    parts = [f"**{s['done']} of {s['total']} planned runs finished** (full report with the paired tables: "
+             f"[`report.md`]({figures}/report.md)).", "", rep["table"]]
+    if s["done"]:
+        parts += ["", f"![summary: every strategy's accuracy, bits/dim, FID-2048 and probe per seed]({figures}/summary.png)"]
+    parts += ["", "Conclusion (written by the report from the numbers above):", ""]
+    parts += [f"- {line}" for line in rep["conclusion"]]
+    return "\n".join(parts)
+
+
+def sync_doc(doc_path, design_name: str, block: str) -> bool:
+    """Replace what stands between :func:`doc_markers` in ``doc_path`` by ``block``. False (and the
+    page untouched) when the page has no begin marker; ValueError when it has one without its end."""
+    doc_path = Path(doc_path)
+    begin, end = doc_markers(design_name)
+    text = doc_path.read_text(encoding="utf-8")
+    if begin not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    if end not in rest:
+        raise ValueError(f"{doc_path}: '{begin}' has no '{end}' after it")
+    tail = rest.split(end, 1)[1]
+    doc_path.write_text(f"{head}{begin}\n{block}\n{end}{tail}", encoding="utf-8")
+    return True
+
+
+def doc_block_in(doc_path, design_name: str) -> Optional[str]:
+    """What ``doc_path`` carries between the markers, or None without them."""
+    begin, end = doc_markers(design_name)
+    text = Path(doc_path).read_text(encoding="utf-8")
+    if begin not in text or end not in text.split(begin, 1)[1]:
+        return None
+    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
+
+
 def write_report(out_dir, design: dict, design_name: str, v1_folder=None, draws: int = BOOTSTRAP_DRAWS) -> dict:
     """:func:`build_report` plus ``report.md``, ``report.json``, ``curves.png`` and ``summary.png`` in ``out_dir``."""
     import matplotlib.pyplot as plt

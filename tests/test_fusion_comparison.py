@@ -2,8 +2,10 @@
 statistics, report, and one tiny run end to end on a synthetic data folder."""
 import json
 import math
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,6 +203,48 @@ def test_build_report_counts_done_of_planned(tmp_path):
     assert len(likelihood) == 1 and "from the rest" not in likelihood[0]   # no empty "rest" with one other run
     assert F.build_report(tmp_path / "empty", F.DESIGNS["cpu10"])["conclusion"] == [
         "No run has finished yet (0 of 21): nothing can be concluded."]
+
+
+def test_sync_doc_replaces_only_between_its_markers(tmp_path):
+    rep = F.build_report(tmp_path / "none_yet", F.DESIGNS["cpu10"])
+    block = F.doc_block(rep, "cpu10", "../results/fusion/v2")
+    assert block.startswith("**0 of 21 planned runs finished**") and "summary.png" not in block
+    assert "- No run has finished yet (0 of 21): nothing can be concluded." in block
+    begin, end = F.doc_markers("cpu10")
+    page = tmp_path / "page.md"
+    page.write_text(f"# Page\n\nbefore\n{begin}\nold table\n{end}\nafter\n")
+    assert F.sync_doc(page, "cpu10", "new table\n\n- line")
+    assert page.read_text() == f"# Page\n\nbefore\n{begin}\nnew table\n\n- line\n{end}\nafter\n"
+    assert F.doc_block_in(page, "cpu10") == "new table\n\n- line"
+    assert F.sync_doc(page, "cpu10", "new table\n\n- line") and F.doc_block_in(page, "cpu10") == "new table\n\n- line"
+    assert not F.sync_doc(page, "gpu30", "x") and F.doc_block_in(page, "gpu30") is None   # no markers: untouched
+    page.write_text(f"{begin}\nno end\n")
+    with pytest.raises(ValueError, match="has no"):
+        F.sync_doc(page, "cpu10", "x")
+    assert page.read_text() == f"{begin}\nno end\n"
+
+
+def test_design_doc_carries_the_committed_cpu10_report():
+    """docs/design.md shows the same table and conclusion as results/fusion/v2 (the page is
+    rewritten by `--design cpu10 --report`; a hand edit or a stale copy fails here)."""
+    rep = json.loads((ROOT / "results/fusion/v2/report.json").read_text())
+    got = F.doc_block_in(ROOT / "docs/design.md", "cpu10")
+    assert got is not None, "docs/design.md lost the cpu10 report markers"
+    assert got == F.doc_block(rep, "cpu10", "../results/fusion/v2")
+    assert rep["table"] in (ROOT / "results/fusion/v2/report.md").read_text()
+
+
+def test_report_command_updates_the_doc_only_for_the_committed_folder(tmp_path, monkeypatch):
+    import fusion_comparison as FC
+    rep = F.build_report(tmp_path / "none_yet", F.DESIGNS["cpu10"])
+    begin, end = F.doc_markers("cpu10")
+    page = tmp_path / "design.md"
+    page.write_text(f"{begin}\nold\n{end}\n")
+    assert not FC.sync_design_doc(rep, "cpu10", tmp_path / "elsewhere", doc=page)
+    assert F.doc_block_in(page, "cpu10") == "old"
+    assert FC.sync_design_doc(rep, "cpu10", ROOT / "results/fusion/v2", doc=page)
+    rel = Path(os.path.relpath(ROOT / "results/fusion/v2", tmp_path)).as_posix()   # the figure's link from the page
+    assert F.doc_block_in(page, "cpu10") == F.doc_block(rep, "cpu10", rel)
 
 
 def test_precision_per_run_is_reported_and_a_mix_is_said(tmp_path):
