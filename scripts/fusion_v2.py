@@ -736,6 +736,35 @@ def seed_spread(summary: Dict[str, dict]) -> List[str]:
             "differences from the others are less certain than they look until its second seed is in."]
 
 
+def shared_seed_effect(summary: Dict[str, dict]) -> List[str]:
+    """One sentence per later seed that at least two strategies ran beside the first seed: how it
+    moved their bits/dim against the first seed (range, and which went the other way). All
+    strategies of one seed see the same data order and dropout stream and start from the same
+    trunk weights, except those whose first layer is wider (input_concat, in combo too), so a
+    shared shift is the seed's, not the fusion's; the matched paired tests cancel it."""
+    seeds = sorted({s for sm in summary.values() for s in sm["seeds"]})
+    wider = [n for n, modes in STRATEGIES.items() if "input_concat" in modes]
+    out = []
+    for s in seeds[1:]:
+        d = {}
+        for n, sm in summary.items():
+            by_seed = dict(zip(sm["seeds"], sm["bpd"]["values"]))
+            if seeds[0] in by_seed and s in by_seed:
+                d[n] = by_seed[s] - by_seed[seeds[0]]
+        if len(d) < 2:
+            continue
+        up = [n for n, v in d.items() if v > 0]
+        down = [n for n, v in d.items() if v <= 0]
+        minority, word = (down, "down") if len(up) >= len(down) else (up, "up")
+        odd = f"; {word}: {', '.join(minority)}" if minority else ""
+        out.append(f"Seed {s} against seed {seeds[0]} moved bits/dim by {min(d.values()):+.3f} to "
+                   f"{max(d.values()):+.3f} across the {len(d)} strategies that ran both ({len(up)} up, "
+                   f"{len(down)} down{odd}). One seed gives every strategy the same data order and the same "
+                   f"initial trunk (except {', '.join(wider)}, whose first layer is wider), so much of a seed's "
+                   "effect is shared; the paired tests compare strategies within a seed, where a shared shift cancels.")
+    return out
+
+
 def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence[dict], bpd_rows: Sequence[dict],
                status: dict, floor: Optional[dict], parity: Optional[dict] = None) -> List[str]:
     """The report in plain words, including what it cannot conclude. ``parity``: the bf16 parity
@@ -778,6 +807,7 @@ def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence
                        f"lower mean: {', '.join(below) or 'none of them'} (a lower bits/dim means the class helps "
                        "model the images; the paired table says which differences are beyond noise).")
     out += seed_spread(summary)
+    out += shared_seed_effect(summary)
     if floor:
         fids = {n: s["fid_2048"]["mean"] for n, s in summary.items()}
         lo = min(fids, key=fids.get)

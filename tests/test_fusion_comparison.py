@@ -189,6 +189,21 @@ def test_seed_spread_is_said_while_some_strategies_have_one_seed():
     assert lines[0] in F.conclusion(F.summarize(runs), "input", [], [], {"done": 4, "total": 21, "missing": []}, None)
 
 
+def test_shared_seed_effect_names_the_range_and_the_strategies_that_went_the_other_way():
+    runs = [_run("input", 0, [1] * 40, bpd=4.10), _run("input", 1, [1] * 40, bpd=4.22),
+            _run("late", 0, [1] * 40, bpd=4.12), _run("late", 1, [1] * 40, bpd=4.22),
+            _run("input_concat", 0, [1] * 40, bpd=4.30), _run("input_concat", 1, [1] * 40, bpd=4.22),
+            _run("blocks", 0, [1] * 40, bpd=4.11), _run("blocks", 2, [1] * 40, bpd=4.00),
+            _run("none", 1, [0] * 40, bpd=4.2)]
+    lines = F.shared_seed_effect(F.summarize(runs))
+    assert len(lines) == 1                       # seed 2: only blocks ran it beside seed 0
+    assert lines[0].startswith("Seed 1 against seed 0 moved bits/dim by -0.080 to +0.120 across the 3 "
+                               "strategies that ran both (2 up, 1 down; down: input_concat).")
+    assert "except input_concat, combo" in lines[0]
+    assert F.shared_seed_effect(F.summarize(runs[:1] + runs[2:3])) == []   # one seed only
+    assert lines[0] in F.conclusion(F.summarize(runs), "input", [], [], {"done": 9, "total": 21, "missing": []}, None)
+
+
 def test_build_report_counts_done_of_planned(tmp_path):
     runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0,))
     for r in runs:
