@@ -744,7 +744,7 @@ def shared_seed_effect(summary: Dict[str, dict]) -> List[str]:
     shared shift is the seed's, not the fusion's; the matched paired tests cancel it."""
     seeds = sorted({s for sm in summary.values() for s in sm["seeds"]})
     wider = [n for n, modes in STRATEGIES.items() if "input_concat" in modes]
-    out = []
+    clauses = []
     for s in seeds[1:]:
         d = {}
         for n, sm in summary.items():
@@ -757,12 +757,41 @@ def shared_seed_effect(summary: Dict[str, dict]) -> List[str]:
         down = [n for n, v in d.items() if v <= 0]
         minority, word = (down, "down") if len(up) >= len(down) else (up, "up")
         odd = f"; {word}: {', '.join(minority)}" if minority else ""
-        out.append(f"Seed {s} against seed {seeds[0]} moved bits/dim by {min(d.values()):+.3f} to "
-                   f"{max(d.values()):+.3f} across the {len(d)} strategies that ran both ({len(up)} up, "
-                   f"{len(down)} down{odd}). One seed gives every strategy the same data order and the same "
-                   f"initial trunk (except {', '.join(wider)}, whose first layer is wider), so much of a seed's "
-                   "effect is shared; the paired tests compare strategies within a seed, where a shared shift cancels.")
-    return out
+        clauses.append(f"Seed {s} against seed {seeds[0]} moved bits/dim by {min(d.values()):+.3f} to "
+                       f"{max(d.values()):+.3f} across the {len(d)} strategies that ran both ({len(up)} up, "
+                       f"{len(down)} down{odd}).")
+    if not clauses:
+        return []
+    # The explanation is said once, after every seed's clause (one bullet, not one per seed).
+    return [" ".join(clauses) + " One seed gives every strategy the same data order and the same initial trunk "
+            f"(except {', '.join(wider)}, whose first layer is wider), so much of a seed's effect is shared; the "
+            "paired tests compare strategies within a seed, where a shared shift cancels."]
+
+
+def plain_answer(summary: Dict[str, dict], best: str, acc_rows: Sequence[dict], bpd_rows: Sequence[dict],
+                 final: bool) -> str:
+    """The student's question (where should the class enter?) answered in one sentence from the
+    paired verdicts: the strategies not separated from the best are the recommendation, the
+    separated ones are named with the size of their accuracy gap; and whether any fusion changes
+    bits/dim beyond noise."""
+    tied = [r["other"] for r in acc_rows if r["verdict"] != "best better"]
+    worse = [r for r in acc_rows if r["verdict"] == "best better"]
+    top = [best] + tied
+    use = " or ".join(f"{n} ({summary[n]['fusion']})" for n in top if n in summary)
+    text = ("In plain words" if final else "Provisionally") + f": to classify by likelihood, let the class enter as {use} does"
+    if len(top) > 1:
+        text = text[:-len(" does")] + " do"
+    if worse:
+        gaps = [r["diff"] * 100 for r in worse]
+        text += (f"; {', '.join(r['other'] for r in worse)} classify {min(gaps):.1f} to {max(gaps):.1f} points "
+                 "worse on the same validation images" if len(worse) > 1 else
+                 f"; {worse[0]['other']} classifies {gaps[0]:.1f} points worse on the same validation images")
+    if bpd_rows and all(r["verdict"] not in ("best better", "best worse") for r in bpd_rows):
+        text += (". For bits/dim no strategy, the unconditional one included, differs from the best beyond noise, "
+                 "so at this budget the choice of fusion matters for classification, not for likelihood.")
+    else:
+        text += "."
+    return text
 
 
 def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence[dict], bpd_rows: Sequence[dict],
@@ -790,29 +819,36 @@ def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence
                    f"Holm-adjusted p < {ALPHA}).")
     if tied:
         out.append(f"It is not separated from {', '.join(tied)} at this budget: the differences are within what "
-                   "the validation images and the seeds let vary, so any of them is as good a choice on this evidence.")
+                   "the validation images and the seeds let vary, so "
+                   + ("either" if len(tied) == 1 else "any of them") + " is as good a choice on this evidence.")
     if bpd_rows:
         lower = [r["other"] for r in bpd_rows if r["verdict"] == "best better"]
         higher = [r["other"] for r in bpd_rows if r["verdict"] == "best worse"]
         rest = [r["other"] for r in bpd_rows if r["verdict"] not in ("best better", "best worse")]
         by_bpd = min(summary, key=lambda n: summary[n]["bpd"]["mean"])
+        if lower or higher:
+            sides = ([f"lower bits/dim than {', '.join(lower)}"] if lower else []) + \
+                    ([f"higher bits/dim than {', '.join(higher)}"] if higher else [])
+            said = f"{best} has {' and '.join(sides)} (same paired test, Holm-adjusted)" + \
+                   (f"; it is not separated from {', '.join(rest)}." if rest else ".")
+        else:
+            said = f"{best}'s bits/dim is not separated from any other strategy's (same paired test, Holm-adjusted)."
         out.append(f"Likelihood: the lowest mean bits/dim is {by_bpd}'s ({summary[by_bpd]['bpd']['mean']:.3f}); "
-                   f"{best} has lower bits/dim than {', '.join(lower) or 'no other strategy'} and higher than "
-                   f"{', '.join(higher) or 'no other strategy'} (same paired test, Holm-adjusted)"
-                   + (f"; it is not separated from {', '.join(rest)}." if rest else "."))
+                   + said)
         if "none" in summary:
             u = summary["none"]["bpd"]["mean"]
-            below = [n for n in summary if is_conditional(n) and summary[n]["bpd"]["mean"] < u]
-            out.append(f"The unconditional model ('none') reaches {u:.3f} bits/dim; conditional strategies with a "
+            below = [f"{n} ({summary[n]['bpd']['mean']:.4f})" for n in summary
+                     if is_conditional(n) and summary[n]["bpd"]["mean"] < u]
+            out.append(f"The unconditional model ('none') reaches {u:.4f} bits/dim; conditional strategies with a "
                        f"lower mean: {', '.join(below) or 'none of them'} (a lower bits/dim means the class helps "
                        "model the images; the paired table says which differences are beyond noise).")
     out += seed_spread(summary)
     out += shared_seed_effect(summary)
     if floor:
         fids = {n: s["fid_2048"]["mean"] for n, s in summary.items()}
-        lo = min(fids, key=fids.get)
-        out.append(f"Generation: FID-2048 (500 samples) ranges {min(fids.values()):.1f} ({lo}) to "
-                   f"{max(fids.values()):.1f}; real validation images score {floor['fid_2048']:.1f} under the same "
+        lo, hi = min(fids, key=fids.get), max(fids, key=fids.get)
+        out.append(f"Generation: FID-2048 (500 samples) ranges {fids[lo]:.1f} ({lo}) to "
+                   f"{fids[hi]:.1f} ({hi}); real validation images score {floor['fid_2048']:.1f} under the same "
                    "protocol (the floor), so every model is far from real images; the probe's accuracy on the "
                    "samples says how recognisable each class is (real images: "
                    f"{(floor.get('probe') or {}).get('accuracy', 0) * 100:.1f} %).")
@@ -830,6 +866,7 @@ def conclusion(summary: Dict[str, dict], best: Optional[str], acc_rows: Sequence
                       f"{parity['epochs']} epochs, {parity['cpu']}) ended the two precisions "
                       f"{abs(parity['bpd_bf16'] - parity['bpd_fp32']):.4f} bits/dim and "
                       f"{abs(parity['acc_bf16'] - parity['acc_fp32']) * 100:.1f} accuracy points apart (EMA)."))
+    out.insert(1, plain_answer(summary, best, acc_rows, bpd_rows, final))
     out.append("What it cannot conclude: the ranking after longer training or at other sizes than 1/40/5 at 32x32 "
                "(10 epochs on a CPU; the GPU design runs 30 epochs); differences smaller than the intervals above; "
                "anything about the test split (all accuracies are on the 519 validation images, which the rule also "

@@ -204,6 +204,45 @@ def test_shared_seed_effect_names_the_range_and_the_strategies_that_went_the_oth
     assert lines[0] in F.conclusion(F.summarize(runs), "input", [], [], {"done": 9, "total": 21, "missing": []}, None)
 
 
+def test_every_later_seed_goes_in_one_bullet_with_the_explanation_said_once():
+    runs = [_run(n, s, [1] * 40, bpd=b) for n, s, b in
+            [("input", 0, 4.10), ("input", 1, 4.20), ("input", 2, 4.05),
+             ("late", 0, 4.12), ("late", 1, 4.22), ("late", 2, 4.10)]]
+    lines = F.shared_seed_effect(F.summarize(runs))
+    assert len(lines) == 1
+    assert "Seed 1 against seed 0 moved bits/dim by +0.100 to +0.100 across the 2 strategies" in lines[0]
+    assert "Seed 2 against seed 0 moved bits/dim by -0.050 to -0.020 across the 2 strategies" in lines[0]
+    assert lines[0].count("One seed gives every strategy") == 1
+
+
+def test_plain_answer_recommends_the_unseparated_group_and_sizes_the_gaps():
+    accs = {"late": 0.9, "middle": 0.875, "input": 0.4, "blocks": 0.5}
+    runs = _acc_runs(accs) + [_run("none", 0, [0] * 40, bpd=6.0), _run("none", 1, [0] * 40, bpd=6.0)]
+    summary = F.summarize(runs)
+    acc = F.compare(runs, "late", "correct", draws=2000)
+    bpd = F.compare(runs, "late", "bpd", draws=2000)
+    text = F.plain_answer(summary, "late", acc, bpd, final=True)
+    assert text.startswith("In plain words: to classify by likelihood, let the class enter as late (late) "
+                           "or middle (middle) do;")
+    gaps = sorted(r["diff"] * 100 for r in acc if r["verdict"] == "best better")
+    assert f"classify {gaps[0]:.1f} to {gaps[-1]:.1f} points worse" in text
+    assert F.plain_answer(summary, "late", acc, bpd, final=False).startswith("Provisionally:")
+    # nothing separated in bits/dim: said, and the likelihood bullet says it without "no other strategy"
+    tied = [dict(r, verdict="not separated") for r in bpd]
+    assert "matters for classification, not for likelihood" in F.plain_answer(summary, "late", acc, tied, True)
+    lines = F.conclusion(summary, "late", acc, tied, {"done": 9, "total": 9, "missing": []}, None)
+    assert lines[1] == F.plain_answer(summary, "late", acc, tied, True)
+    like = [c for c in lines if c.startswith("Likelihood:")][0]
+    assert "late's bits/dim is not separated from any other strategy's" in like and "no other" not in like
+    assert "so either is as good a choice" in " ".join(lines)          # one tied rival: "either"
+    floor = {"fid_2048": 108.3, "probe": {"accuracy": 0.948}}
+    gen = [c for c in F.conclusion(summary, "late", acc, tied, {"done": 9, "total": 9, "missing": []}, floor)
+           if c.startswith("Generation:")][0]
+    fids = {n: sm["fid_2048"]["mean"] for n, sm in summary.items()}
+    lo, hi = min(fids, key=fids.get), max(fids, key=fids.get)
+    assert f"ranges {fids[lo]:.1f} ({lo}) to {fids[hi]:.1f} ({hi}); real validation images score 108.3" in gen
+
+
 def test_build_report_counts_done_of_planned(tmp_path):
     runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0,))
     for r in runs:
