@@ -105,7 +105,7 @@ def _run(name, seed, correct, bpd=5.0, n_classes=4):
     if not F.STRATEGIES[name]:
         log_px, pred = [[-nll] for _ in labels], None
     acc = float(np.mean(correct)) if F.STRATEGIES[name] else None
-    return {"format": F.RUN_FORMAT, "name": name, "seed": seed, "config": {"model": {"image_size": 8}},
+    return {"format": F.RUN_FORMAT, "name": name, "seed": seed, "config": {"model": {"image_size": 8, "num_classes": n_classes}},
             "ema": {"accuracy": acc, "macro_f1": acc, "bpd": bpd},
             "validation": {"log_px": log_px, "pred": pred, "labels": labels, "files": [f"v{i}" for i in range(n)]},
             "generation": {"fid_2048": 100.0 + seed, "fid_192": 1.0, "kid_mean": 0.01, "probe": {"accuracy": 0.5}},
@@ -222,25 +222,81 @@ def test_plain_answer_recommends_the_unseparated_group_and_sizes_the_gaps():
     acc = F.compare(runs, "late", "correct", draws=2000)
     bpd = F.compare(runs, "late", "bpd", draws=2000)
     text = F.plain_answer(summary, "late", acc, bpd, final=True)
-    assert text.startswith("In plain words: to classify by likelihood, let the class enter as late (late) "
-                           "or middle (middle) do;")
+    # a strategy whose fusion is its name is not repeated in brackets
+    assert text.startswith("In plain words: to classify by likelihood, let the class enter as late or middle do;")
     gaps = sorted(r["diff"] * 100 for r in acc if r["verdict"] == "best better")
-    assert f"classify {gaps[0]:.1f} to {gaps[-1]:.1f} points worse" in text
+    assert f"classify {gaps[0]:.1f} to {gaps[-1]:.1f} points worse than late" in text
     assert F.plain_answer(summary, "late", acc, bpd, final=False).startswith("Provisionally:")
-    # nothing separated in bits/dim: said, and the likelihood bullet says it without "no other strategy"
+    # nothing separated in bits/dim: said, with the label's bound when given
     tied = [dict(r, verdict="not separated") for r in bpd]
-    assert "matters for classification, not for likelihood" in F.plain_answer(summary, "late", acc, tied, True)
+    assert "No bits/dim difference from late was detected" in F.plain_answer(summary, "late", acc, tied, True)
+    assert "at most 0.00065" in F.plain_answer(summary, "late", acc, tied, True, F.label_bpd_bound(4, 32))
     lines = F.conclusion(summary, "late", acc, tied, {"done": 9, "total": 9, "missing": []}, None)
     assert lines[1] == F.plain_answer(summary, "late", acc, tied, True)
     like = [c for c in lines if c.startswith("Likelihood:")][0]
     assert "late's bits/dim is not separated from any other strategy's" in like and "no other" not in like
-    assert "so either is as good a choice" in " ".join(lines)          # one tied rival: "either"
-    floor = {"fid_2048": 108.3, "probe": {"accuracy": 0.948}}
-    gen = [c for c in F.conclusion(summary, "late", acc, tied, {"done": 9, "total": 9, "missing": []}, floor)
-           if c.startswith("Generation:")][0]
+    mid = {r["other"]: r for r in acc}["middle"]
+    assert (f"It is not separated from middle ({mid['diff'] * 100:+.1f} points, 95% interval {mid['lo'] * 100:+.1f} "
+            f"to {mid['hi'] * 100:+.1f}) at this budget") in " ".join(lines)
+    floor = {"fid_2048": 108.3, "fid_192": 1.5, "probe": {"accuracy": 0.948}}
+    lines = F.conclusion(summary, "late", acc, tied, {"done": 9, "total": 9, "missing": []}, floor)
+    gen = [c for c in lines if c.startswith("Generation:")][0]
     fids = {n: sm["fid_2048"]["mean"] for n, sm in summary.items()}
     lo, hi = min(fids, key=fids.get), max(fids, key=fids.get)
     assert f"ranges {fids[lo]:.1f} ({lo}) to {fids[hi]:.1f} ({hi}); real validation images score 108.3" in gen
+    # every model's course FID-192 (1.0) is below the real images' (1.5): it is said to be no floor
+    assert [c for c in lines if c.startswith("The course's FID-192 is no floor here: real validation images score 1.50")]
+    floor["fid_192"] = 0.5
+    assert not [c for c in F.conclusion(summary, "late", acc, tied, {"done": 9, "total": 9, "missing": []}, floor)
+                if "FID-192 is no floor" in c]
+
+
+def test_the_label_bounds_what_conditioning_can_do_to_bits_per_dim():
+    """log2(K) / (3 H W); and it is a true bound: the label-averaged mixture of a conditional model
+    is within it of the conditional model on every image (checked on random per-class likelihoods)."""
+    assert F.label_bpd_bound(4, 32) == pytest.approx(2 / 3072)
+    assert F.label_bpd_bound(10, 8, channels=1) == pytest.approx(math.log2(10) / 64)
+    g = np.random.default_rng(0)
+    log_px_c = g.normal(-2000, 30, size=(200, 4))                 # log p(x | c) in nats, 200 images
+    labels = g.integers(0, 4, 200)
+    dims = 3 * 32 * 32
+    cond = -log_px_c[np.arange(200), labels] / math.log(2) / dims
+    mix = -(np.logaddexp.reduce(log_px_c, axis=1) - math.log(4)) / math.log(2) / dims
+    assert np.all(mix - cond <= F.label_bpd_bound(4, 32) + 1e-12)
+    runs = _acc_runs({"late": 0.9, "input": 0.5})
+    assert F.design_bound(runs) == pytest.approx(F.label_bpd_bound(4, 8))
+    runs[0]["config"]["model"]["image_size"] = 16                  # runs disagree: no single bound
+    assert F.design_bound(runs) is None and F.design_bound([]) is None
+    runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0,)) + [_run("none", 0, [0] * 40, bpd=5.3)]
+    bpd = F.compare(runs, "late", "bpd", draws=500)
+    line = [c for c in F.conclusion(F.summarize(runs), "late", [], bpd, {"done": 3, "total": 3, "missing": []},
+                                    None, bound=0.0005) if c.startswith("The unconditional")][0]
+    assert "at most 0.00050" in line and "(up to 0.300)" in line
+
+
+def test_seed_pairs_of_different_precisions_are_named():
+    runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0, 1))
+    for r in runs:
+        fp32 = r["name"] == "input" and r["seed"] == 0
+        r["amp"] = {"mode": "bf16", "precision": "fp32" if fp32 else "bf16", "reason": "test"}
+    summary = F.summarize(runs)
+    acc = F.compare(runs, "late", "correct", draws=500)
+    lines = F.conclusion(summary, "late", acc, [], {"done": 4, "total": 4, "missing": []}, None)
+    pairs = [c for c in lines if c.startswith("In the paired accuracy tests against late")]
+    assert len(pairs) == 1 and "different precisions: input s0;" in pairs[0]
+
+
+def test_summary_figure_marks_seeds_and_fp32_runs():
+    runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0, 1, 2))
+    for r in runs:
+        r["amp"] = {"mode": "bf16", "precision": "fp32" if r["seed"] == 1 else "bf16", "reason": "test"}
+    fig = F.plot_summary(F.summarize(runs), None, "late")
+    dots = [ln for ln in fig.axes[0].lines if ln.get_marker() in F.SEED_MARKERS]
+    assert sorted(ln.get_marker() for ln in dots) == sorted(["o", "s", "^"] * 2)
+    assert all((ln.get_markerfacecolor() == "none") == (ln.get_marker() == "s") for ln in dots)
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:3] == ["seed 0", "seed 1", "seed 2"]
+    import matplotlib.pyplot as plt
+    plt.close(fig)
 
 
 def test_build_report_counts_done_of_planned(tmp_path):

@@ -83,7 +83,7 @@ if s["undecided"]:
 
 # %% [markdown]
 # ## Per strategy
-# Mean ± sample standard deviation over the finished seeds (their number in brackets). Accuracy, macro F1 and bits/dim belong to the EMA weights on the 519 validation images; FID-2048, the course FID-192, KID and the probe (a logistic regression on Inception features of the training split: how recognisable the samples' classes are) to 500 samples of the same weights, against the test images. The *real floor* row is 500 real validation images under the same protocol: no model can be expected below it. The last column is the v1 run (2 epochs, seed 0) of the same strategy.
+# Mean ± sample standard deviation over the finished seeds (their number in brackets). Accuracy, macro F1 and bits/dim belong to the EMA weights on the 519 validation images; FID-2048, the course FID-192, KID and the probe (a logistic regression on Inception features of the training split: how recognisable the samples' classes are) to 500 samples of the same weights, against the test images. The *real floor* row is 500 real validation images under the same protocol: on FID-2048, KID and the probe no model can be expected to beat it. The course's FID-192 is the exception: it ranks real images behind samples (the conclusion says when it does here), so it is no floor. The last column is the v1 run (2 epochs, seed 0) of the same strategy.
 
 # %%
 display(Markdown(rep["table"]))
@@ -101,7 +101,7 @@ else:
 
 # %% [markdown]
 # ## Every seed at a glance
-# Each dot is one run, the black tick the strategy's mean; dashed green: real images (FID and probe); dotted grey: chance accuracy.
+# Each marker is one run (circle seed 0, square seed 1, triangle seed 2; hollow: trained in fp32), the black tick the strategy's mean; dashed green: real images (FID and probe); black dash-dot: chance accuracy. The paired tests compare runs of the same seed, so compare one marker shape from row to row.
 
 # %%
 if runs:
