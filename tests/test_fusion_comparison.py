@@ -290,12 +290,18 @@ def test_summary_figure_marks_seeds_and_fp32_runs():
     runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0, 1, 2))
     for r in runs:
         r["amp"] = {"mode": "bf16", "precision": "fp32" if r["seed"] == 1 else "bf16", "reason": "test"}
+    import matplotlib.pyplot as plt
     fig = F.plot_summary(F.summarize(runs), None, "late")
     dots = [ln for ln in fig.axes[0].lines if ln.get_marker() in F.SEED_MARKERS]
     assert sorted(ln.get_marker() for ln in dots) == sorted(["o", "s", "^"] * 2)
     assert all((ln.get_markerfacecolor() == "none") == (ln.get_marker() == "s") for ln in dots)
     assert [t.get_text() for t in fig.legends[0].get_texts()][:3] == ["seed 0", "seed 1", "seed 2"]
-    import matplotlib.pyplot as plt
+    assert "trained in fp32 (hollow)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    for r in runs:
+        r["amp"]["precision"] = "bf16"
+    plain = F.plot_summary(F.summarize(runs), None, "late")               # no fp32 run: no hollow entry
+    assert [t.get_text() for t in plain.legends[0].get_texts()] == ["seed 0", "seed 1", "seed 2", "chance (accuracy)"]
+    plt.close(plain)
     plt.close(fig)
 
 
@@ -313,6 +319,29 @@ def test_build_report_counts_done_of_planned(tmp_path):
     assert len(likelihood) == 1 and "from the rest" not in likelihood[0]   # no empty "rest" with one other run
     assert F.build_report(tmp_path / "empty", F.DESIGNS["cpu10"])["conclusion"] == [
         "No run has finished yet (0 of 21): nothing can be concluded."]
+
+
+def test_report_says_the_seed_matching_amendment_only_for_the_design_it_was_made_in(tmp_path):
+    runs = _acc_runs({"late": 0.9, "input": 0.5}, seeds=(0, 1))
+    for r in runs:
+        (tmp_path / f"{r['name']}_s{r['seed']}.json").write_text(json.dumps(r))
+    rep = F.build_report(tmp_path, F.DESIGNS["cpu10"], draws=200)
+    cpu = F.report_markdown(rep, "cpu10")
+    assert "Matching by seed is an amendment of the rules, made after 11 of 21 runs" in cpu
+    assert "With two seeds a quarter of the draws use one seed alone" in cpu     # both rows have seeds 0 and 1
+    gpu = F.report_markdown(F.build_report(tmp_path, F.DESIGNS["gpu30"], draws=200), "gpu30")
+    assert "amendment" not in gpu and "exact McNemar per seed):" in gpu
+    one = tmp_path / "one"
+    one.mkdir()
+    for r in runs[::2]:                                                          # seed 0 only
+        (one / f"{r['name']}_s{r['seed']}.json").write_text(json.dumps(r))
+    assert "With two seeds" not in F.report_markdown(F.build_report(one, F.DESIGNS["cpu10"], draws=200), "cpu10")
+
+
+def test_separated_is_any_row_with_a_verdict_either_way():
+    assert not F.separated([]) and not F.separated([{"verdict": "not separated"}])
+    assert F.separated([{"verdict": "not separated"}, {"verdict": "best worse"}])
+    assert F.separated([{"verdict": "best better"}])
 
 
 def test_sync_doc_replaces_only_between_its_markers(tmp_path):
